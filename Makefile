@@ -1,0 +1,54 @@
+# grid: the README's commands.  `make test` and `make demo` work on a fresh
+# machine with Python >= 3.10 and a C compiler (Go too, for the interop tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.grid-installed
+SOURCES := $(wildcard grid/*.pyx grid/*.pxd)
+
+.PHONY: all install build test test-accel test-pure demo bench fuzz clean dist
+
+all: build
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Installs the project (editable) with its test extras into .venv.
+$(STAMP): $(PY) pyproject.toml setup.py
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+# Compiles grid._codec and grid._mux in place (warnings are errors).
+build: $(STAMP) $(SOURCES)
+	$(PY) setup.py -q build_ext --inplace
+
+test: build
+	$(MAKE) test-accel
+	$(MAKE) test-pure
+
+test-accel:
+	GRID_REQUIRE_ACCEL=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-pure:
+	GRID_PURE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: build
+	$(PY) -m grid demo
+
+bench: build
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run_all.py
+
+fuzz: build
+	$(PY) -m pip install -q -e ".[fuzz]"
+	$(PY) fuzz/run.py --runs 1000000
+
+dist: $(STAMP)
+	$(PY) -m build
+
+clean:
+	rm -rf build dist *.egg-info grid/*.so grid/*.c grid/*.html

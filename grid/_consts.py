@@ -1,0 +1,87 @@
+"""Wire constants of the grid protocol v1 (GRID-PROTOCOL.md §3, §12).
+
+Plain Python so that both codec twins, the connection layer and the tests
+share one source of truth.
+"""
+
+from __future__ import annotations
+
+import enum
+
+ROUTE_PATH = "/minio/grid/v1"
+LOCK_ROUTE_PATH = "/minio/grid/lock/v1"
+
+
+class Op(enum.IntEnum):
+    """Message operation codes (§3.2)."""
+
+    CONNECT = 1
+    CONNECT_RESPONSE = 2
+    PING = 3
+    PONG = 4
+    CONNECT_MUX = 5
+    MUX_CONNECT_ERROR = 6
+    DISCONNECT_CLIENT_MUX = 7
+    DISCONNECT_SERVER_MUX = 8
+    MUX_CLIENT_MSG = 9
+    MUX_SERVER_MSG = 10
+    UNBLOCK_SRV_MUX = 11
+    UNBLOCK_CL_MUX = 12
+    ACK_MUX = 13
+    REQUEST = 14
+    RESPONSE = 15
+    DISCONNECT = 16
+    MERGED = 17
+
+
+# Names as Go prints them in error texts (§5.3 "unexpected connect op").
+OP_NAMES = {
+    1: "Connect", 2: "ConnectResponse", 3: "Ping", 4: "Pong", 5: "ConnectMux",
+    6: "MuxConnectError", 7: "DisconnectClientMux", 8: "DisconnectServerMux",
+    9: "MuxClientMsg", 10: "MuxServerMsg", 11: "UnblockSrvMux", 12: "UnblockClMux",
+    13: "AckMux", 14: "Request", 15: "Response", 16: "Disconnect", 17: "Merged",
+}
+
+# Message flags (§3.1).
+FLAG_CRC = 0x01
+FLAG_EOF = 0x02
+FLAG_STATELESS = 0x04
+FLAG_PAYLOAD_IS_ERR = 0x08
+FLAG_PAYLOAD_IS_ZERO = 0x10
+FLAG_SUBROUTE = 0x20
+
+SUBROUTE_LEN = 32
+CRC_LEN = 4
+
+# WebSocket opcodes (RFC 6455 §5.2).
+WS_CONTINUATION = 0x0
+WS_TEXT = 0x1
+WS_BINARY = 0x2
+WS_CLOSE = 0x8
+WS_PING = 0x9
+WS_PONG = 0xA
+
+# Largest WebSocket message (after reassembly) the parser accepts by default.
+# Go has no limit; we cap memory per connection and make it configurable.
+DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+
+# Merging (§4): add while fewer than this many entries / bytes precede.
+MERGE_MAX_MESSAGES = 50
+MERGE_MAX_BYTES = 32 * 1024 - 1024
+
+# Timing (§9, §10, §12), seconds.
+PING_INTERVAL = 10.0
+PONG_TIMEOUT = 20.0
+PING_DEADLINE_MS = 10000
+DIAL_TIMEOUT = 2.0
+HANDSHAKE_WRITE_TIMEOUT = 3.0
+HANDSHAKE_CLOCK_SKEW = 5 * 60.0
+HTTP_CLOCK_SKEW = 15 * 60.0
+DEFAULT_REQUEST_TIMEOUT = 60.0
+MAX_DEADLINE_MS = 0xFFFFFFFF
+STREAM_PING_INTERVAL = 15.0
+STREAM_PONG_TIMEOUT = 30.0
+STREAM_LIVENESS_LIMIT = 60.0
+
+MAX_UINT32 = 0xFFFFFFFF
+MAX_UINT64 = 0xFFFFFFFFFFFFFFFF

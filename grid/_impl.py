@@ -1,0 +1,61 @@
+"""The one place that chooses between the compiled core and its pure twins.
+
+``GRID_PURE`` = ``1``/``true``/``yes`` forces the pure-Python twins; unset,
+empty or ``0`` uses the compiled modules when they import.  If they do not,
+grid falls back to pure mode with one logged warning, unless
+``GRID_REQUIRE_ACCEL=1`` is set, which makes that an ImportError (CI sets it).
+Every other module imports the codec and mux names from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+
+def env_flag(name: str) -> bool:
+    """Parse a boolean environment switch: ``1``/``true``/``yes`` (any case) is on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+PURE_REQUESTED = env_flag("GRID_PURE")
+ACCELERATED = False
+
+if TYPE_CHECKING or PURE_REQUESTED:
+    from grid import _codec_py as codec
+    from grid import _mux_py as mux
+else:
+    try:
+        from grid import _codec as codec  # type: ignore[no-redef]
+        from grid import _mux as mux  # type: ignore[no-redef]
+
+        ACCELERATED = True
+    except ImportError as exc:
+        if env_flag("GRID_REQUIRE_ACCEL"):
+            raise ImportError(
+                f"GRID_REQUIRE_ACCEL=1 but the compiled grid core did not import: {exc}"
+            ) from exc
+        logging.getLogger("grid").warning(
+            "grid: compiled core unavailable (%s); running the pure-Python twins", exc
+        )
+        from grid import _codec_py as codec
+        from grid import _mux_py as mux
+
+IMPLEMENTATION = "cython" if ACCELERATED else "pure"
+
+Message = codec.Message
+encode_message = codec.encode_message
+decode_message = codec.decode_message
+decode_messages = codec.decode_messages
+encode_merged = codec.encode_merged
+iter_merged = codec.iter_merged
+encode_frame = codec.encode_frame
+apply_mask = codec.apply_mask
+FrameParser = codec.FrameParser
+crc32 = codec.crc32
+xxh3_64 = codec.xxh3_64
+subroute_id = codec.subroute_id
+local_dials = codec.local_dials
+MuxIdAllocator = mux.MuxIdAllocator
+MuxState = mux.MuxState

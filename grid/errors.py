@@ -1,0 +1,82 @@
+"""Exception classes shared by every layer and both codec twins."""
+
+from __future__ import annotations
+
+__all__ = [
+    "GridError",
+    "ProtocolError",
+    "RemoteError",
+    "Disconnected",
+    "UnknownHandler",
+    "HandlerAlreadyExists",
+    "IncorrectSequence",
+    "Rejected",
+    "DISCONNECTED_TEXT",
+]
+
+#: The text Go uses for a dropped connection (GRID-PROTOCOL.md §10.3).
+DISCONNECTED_TEXT = "remote disconnected"
+
+
+class GridError(Exception):
+    """Base class of every error raised by grid."""
+
+
+class ProtocolError(GridError, ValueError):
+    """Malformed input: a frame, envelope or handshake that breaks the protocol.
+
+    The message names what was wrong.  The connection that produced it is
+    closed; nothing else is affected.
+    """
+
+
+class RemoteError(GridError):
+    """The remote handler failed; :attr:`message` is the exact text it sent.
+
+    Raise it from a handler to send ``message`` to the caller unchanged.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        #: The error text exactly as it travels on the wire.
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Disconnected(GridError, ConnectionError):
+    """The connection is down, or dropped while the call was in flight."""
+
+    def __init__(self, message: str = DISCONNECTED_TEXT) -> None:
+        super().__init__(message)
+        #: The error text (Go's wire text is ``remote disconnected``).
+        self.message = message
+
+
+class UnknownHandler(GridError, LookupError):
+    """The handler id (or subroute) is not registered, or is outside 1..255."""
+
+
+class HandlerAlreadyExists(GridError):
+    """A handler is already registered under this id and subroute."""
+
+
+class IncorrectSequence(GridError):
+    """A stream message arrived with an unexpected sequence number."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"receive sequence number mismatch. want {expected}, got {got}")
+        #: The sequence number that was due.
+        self.expected = expected
+        #: The sequence number that arrived.
+        self.got = got
+
+
+class Rejected(GridError):
+    """The remote refused the handshake; :attr:`reason` is its stated reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"connection rejected: {reason}")
+        #: The reason text sent by the accepting side (or its HTTP status line).
+        self.reason = reason
