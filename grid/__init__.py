@@ -6,6 +6,8 @@ compiled core is in use (``GRID_PURE=1`` forces the pure-Python twins).
 
 from __future__ import annotations
 
+from typing import Any
+
 from grid._consts import LOCK_ROUTE_PATH, ROUTE_PATH, Op
 from grid._impl import ACCELERATED, IMPLEMENTATION
 from grid.errors import (
@@ -35,4 +37,34 @@ __all__ = [
     "HandlerAlreadyExists",
     "IncorrectSequence",
     "Rejected",
+]
+
+from grid.connection import Connection, ConnectionStats, State, Subroute  # noqa: E402
+from grid.handlers import CallContext, current_call  # noqa: E402
+from grid.manager import Manager, ManagerStats  # noqa: E402
+from grid.errors import RemoteUnknownHandler  # noqa: E402
+
+
+def run(main: "Any") -> "Any":
+    """Run a coroutine on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        import asyncio
+
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+__all__ += [
+    "Manager",
+    "ManagerStats",
+    "Connection",
+    "ConnectionStats",
+    "State",
+    "Subroute",
+    "CallContext",
+    "current_call",
+    "RemoteUnknownHandler",
+    "run",
 ]

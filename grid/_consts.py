@@ -85,3 +85,27 @@ STREAM_LIVENESS_LIMIT = 60.0
 
 MAX_UINT32 = 0xFFFFFFFF
 MAX_UINT64 = 0xFFFFFFFFFFFFFFFF
+
+# Handler names as Go prints them (§6.1); ids are never renumbered.
+HANDLER_NAMES = {
+    1: "LockLock", 2: "LockRLock", 3: "LockUnlock", 4: "LockRUnlock", 5: "LockRefresh",
+    6: "LockForceUnlock", 7: "WalkDir", 8: "StatVol", 9: "DiskInfo", 10: "NSScanner",
+    11: "ReadXL", 12: "ReadVersion", 13: "DeleteFile", 14: "DeleteVersion",
+    15: "UpdateMetadata", 16: "WriteMetadata", 17: "CheckParts", 18: "RenameData",
+    19: "RenameFile", 20: "ReadAll", 21: "ServerVerify", 22: "Trace", 23: "Listen",
+    24: "DeleteBucketMetadata", 25: "LoadBucketMetadata", 26: "ReloadSiteReplicationConfig",
+    27: "ReloadPoolMeta", 28: "StopRebalance", 29: "LoadRebalanceMeta",
+    30: "LoadTransitionTierConfig", 31: "DeletePolicy", 32: "LoadPolicy",
+    33: "LoadPolicyMapping", 34: "DeleteServiceAccount", 35: "LoadServiceAccount",
+    36: "DeleteUser", 37: "LoadUser", 38: "LoadGroup", 39: "HealBucket", 40: "MakeBucket",
+    41: "HeadBucket", 42: "DeleteBucket", 43: "GetMetrics", 44: "GetResourceMetrics",
+    45: "GetMemInfo", 46: "GetProcInfo", 47: "GetOSInfo", 48: "GetPartitions", 49: "GetNetInfo",
+    50: "GetCPUs", 51: "ServerInfo", 52: "GetSysConfig", 53: "GetSysServices",
+    54: "GetSysErrors", 55: "GetAllBucketStats", 56: "GetBucketStats", 57: "GetSRMetrics",
+    58: "GetPeerMetrics", 59: "GetMetacacheListing", 60: "UpdateMetacacheListing",
+    61: "GetPeerBucketMetrics", 62: "StorageInfo", 63: "ConsoleLog", 64: "ListDir",
+    65: "GetLocks", 66: "BackgroundHealStatus", 67: "GetLastDayTierStats", 68: "SignalService",
+    69: "GetBandwidth", 70: "WriteAll", 71: "ListBuckets", 72: "RenameDataInline",
+    73: "RenameData2", 74: "CheckParts2", 75: "RenamePart", 76: "ClearUploadID",
+    77: "CheckParts3", 78: "handlerTest", 79: "handlerTest2",
+}

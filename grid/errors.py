@@ -10,6 +10,7 @@ __all__ = [
     "UnknownHandler",
     "HandlerAlreadyExists",
     "IncorrectSequence",
+    "RemoteUnknownHandler",
     "Rejected",
     "DISCONNECTED_TEXT",
 ]
@@ -56,6 +57,11 @@ class Disconnected(GridError, ConnectionError):
 
 class UnknownHandler(GridError, LookupError):
     """The handler id (or subroute) is not registered, or is outside 1..255."""
+
+
+class RemoteUnknownHandler(RemoteError, UnknownHandler):
+    """The remote has no handler for the id or subroute (its MuxConnectError text
+    is in :attr:`message`); both a RemoteError and an UnknownHandler."""
 
 
 class HandlerAlreadyExists(GridError):

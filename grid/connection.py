@@ -1,0 +1,932 @@
+"""One grid connection per remote node, and the socket protocol under it.
+
+:class:`Connection` is the long-lived object for one peer (created by the
+Manager from its host list, never replaced).  :class:`_Wire` is one TCP/TLS
+socket: the HTTP upgrade, then WebSocket frames.  A Connection owns at most
+one live _Wire at a time; the dialing side makes new ones as it reconnects.
+
+Hot path, top to bottom: ``_Wire.buffer_updated`` -> ``FrameParser`` ->
+``decode_messages`` -> ``Connection._dispatch`` -> handler or caller future.
+No task or queue sits in between; sync handlers run inline.  Writes go to one
+bounded per-connection list flushed once per loop iteration, as one frame or
+one OpMerged container (GRID-PROTOCOL.md §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+from grid import _payloads
+from grid._consts import (
+    FLAG_CRC,
+    FLAG_EOF,
+    FLAG_PAYLOAD_IS_ERR,
+    FLAG_PAYLOAD_IS_ZERO,
+    FLAG_SUBROUTE,
+    MAX_DEADLINE_MS,
+    MERGE_MAX_BYTES,
+    MERGE_MAX_MESSAGES,
+    Op,
+    WS_BINARY,
+    WS_CLOSE,
+    WS_PING,
+    WS_PONG,
+    WS_TEXT,
+)
+from grid._impl import (
+    FrameParser,
+    MuxIdAllocator,
+    decode_messages,
+    encode_frame,
+    encode_merged,
+    encode_message,
+    subroute_id,
+)
+from grid import _http
+from grid.errors import (
+    DISCONNECTED_TEXT,
+    Disconnected,
+    GridError,
+    ProtocolError,
+    Rejected,
+    RemoteError,
+    RemoteUnknownHandler,
+)
+from grid.handlers import CallContext, _current, check_handler_id, join_route, unknown_handler_text
+
+if TYPE_CHECKING:
+    from grid.manager import Manager
+
+__all__ = ["State", "Connection", "ConnectionStats", "Subroute"]
+
+log = logging.getLogger("grid.connection")
+
+Payload = Union[bytes, bytearray, memoryview, None]
+
+_REQUEST = int(Op.REQUEST)
+_RESPONSE = int(Op.RESPONSE)
+_PING = int(Op.PING)
+_PONG = int(Op.PONG)
+_MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
+_MERGED = int(Op.MERGED)
+_EOF_ERR = FLAG_EOF | FLAG_PAYLOAD_IS_ERR
+
+
+class State(enum.IntEnum):
+    """Connection states (GRID-PROTOCOL.md §10.1); values match Go's."""
+
+    UNCONNECTED = 0
+    CONNECTING = 1
+    CONNECTED = 2
+    CONNECTION_ERROR = 3
+    SHUTDOWN = 4
+
+
+@dataclass
+class ConnectionStats:
+    """A snapshot of one connection's counters."""
+
+    remote: str
+    state: State
+    dials: bool
+    bytes_in: int
+    bytes_out: int
+    messages_in: int
+    messages_out: int
+    reconnects: int
+    last_ping_rtt: float | None
+    last_connect_time: float | None
+    last_error: str | None
+    outstanding_requests: int
+    outstanding_streams: int
+    send_queue_depth: int
+
+
+def _base_flags(local: str, remote: str) -> int:
+    # CRC unless both ends are TLS (§1.6).
+    tls = ("https://", "wss://")
+    return 0 if local.startswith(tls) and remote.startswith(tls) else FLAG_CRC
+
+
+class _Wire(asyncio.BufferedProtocol):
+    """One socket: HTTP upgrade, then WebSocket frames carrying grid messages."""
+
+    def __init__(self, manager: Manager, acceptor: bool) -> None:
+        self.manager = manager
+        self.acceptor = acceptor
+        self.conn: Connection | None = None  # set once the handshake names the peer
+        self.transport: asyncio.Transport | None = None
+        self.parser: Any = None  # FrameParser once upgraded
+        self._head = bytearray()
+        self._head_chunk = bytearray(4096)
+        self._mask = not acceptor  # the dialer is the WebSocket client
+        self.closed = asyncio.get_running_loop().create_future()
+        self.head_future: asyncio.Future[_http.HttpHead] | None = None
+        self.first_message: asyncio.Future[bytes] = self.closed.get_loop().create_future()
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._ws_key = ""
+        self._body_wanted = -1  # dialer: bytes of an error body still to read
+        self._error_head: _http.HttpHead | None = None
+        self.bytes_in = 0
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if self.acceptor:
+            self._handshake_timer = asyncio.get_running_loop().call_later(
+                self.manager.handshake_timeout, self._handshake_expired
+            )
+            self.manager._accepted.add(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.parser is not None:
+            return self.parser.get_buffer(sizehint)
+        return memoryview(self._head_chunk)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_in += nbytes
+        try:
+            if self.parser is not None:
+                self._on_events(self.parser.buffer_updated(nbytes))
+            else:
+                self._on_http(self._head_chunk[:nbytes])
+        except ProtocolError as exc:
+            self.fail(f"protocol error: {exc}")
+        except Exception as exc:  # a bug must cost this connection, not the node
+            log.exception("grid: unexpected error reading from %s", self._peer_name())
+            self.fail(f"internal error: {exc!r}")
+
+    def pause_writing(self) -> None:
+        if self.conn is not None and self.conn._wire is self:
+            self.conn._pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.conn is not None and self.conn._wire is self:
+            self.conn._resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        self.manager._accepted.discard(self)
+        reason = f"connection lost: {exc}" if exc else "connection closed by peer"
+        for fut in (self.head_future, self.first_message):
+            if fut is not None and not fut.done():
+                fut.set_exception(Disconnected(reason))
+        if self.conn is not None:
+            self.conn._wire_lost(self, reason)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    # -- helpers
+
+    def _peer_name(self) -> str:
+        if self.conn is not None:
+            return self.conn.remote
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer)
+
+    def fail(self, reason: str) -> None:
+        """Drop this socket at once (no close handshake, as Go does)."""
+        if self.conn is not None:
+            self.conn._note_error(reason)
+            self.conn._wire_lost(self, reason)
+        else:
+            log.info("grid: closing connection from %s: %s", self._peer_name(), reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self.conn is None:
+            log.info("grid: handshake timeout from %s", self._peer_name())
+            if self.transport is not None:
+                self.transport.abort()
+
+    def write_frame(self, payload: bytes, opcode: int = WS_BINARY) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        mask = random.randbytes(4) if self._mask else None
+        self.transport.write(encode_frame(payload, opcode, mask))
+
+    def start_websocket(self, leftover: bytes) -> None:
+        self.parser = FrameParser(server=self.acceptor,
+                                  max_message_size=self.manager.max_message_size)
+        if leftover:
+            self._on_events(self.parser.feed(leftover))
+
+    # -- HTTP phase
+
+    def _on_http(self, chunk: bytes | bytearray) -> None:
+        if self._body_wanted >= 0:  # dialer reading an error response body
+            self._head += chunk
+            if len(self._head) >= self._body_wanted:
+                self._reject_http()
+            return
+        self._head += chunk
+        split = _http.split_head(self._head)
+        if split is None:
+            return
+        raw, rest = split
+        head = _http.parse_head(raw)
+        self._head = bytearray()
+        if self.acceptor:
+            self.manager._on_upgrade_request(self, head, rest)
+            return
+        assert self.head_future is not None
+        if head.start[1] != "101":
+            self._error_head = head
+            try:
+                want = int(head.get("content-length", "0"))
+            except ValueError:
+                want = 0
+            self._body_wanted = min(max(want, 0), 4096)
+            self._head = bytearray(rest)
+            if len(self._head) >= self._body_wanted:
+                self._reject_http()
+            return
+        if head.get("sec-websocket-accept") != _http.accept_key(self._ws_key):
+            raise ProtocolError("bad Sec-WebSocket-Accept in upgrade response")
+        self.start_websocket(rest)
+        if not self.head_future.done():
+            self.head_future.set_result(head)
+
+    def _reject_http(self) -> None:
+        head = self._error_head
+        assert head is not None and self.head_future is not None
+        body = bytes(self._head[: self._body_wanted]).decode("utf-8", "replace").strip()
+        status = " ".join(head.start[1:])
+        self._body_wanted = -1
+        if not self.head_future.done():
+            self.head_future.set_exception(Rejected(f"HTTP {status}: {body}" if body else f"HTTP {status}"))
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- WebSocket phase
+
+    def _on_events(self, events: list[tuple[int, bytes]]) -> None:
+        for opcode, payload in events:
+            if opcode == WS_BINARY:
+                conn = self.conn
+                if conn is not None and conn._wire is self:
+                    conn._on_frame(payload)
+                elif not self.first_message.done():
+                    self._on_first_message(payload)
+            elif opcode == WS_PING:
+                if self.transport is not None and not self.transport.is_closing():
+                    self.write_frame(payload, WS_PONG)
+            elif opcode == WS_CLOSE:
+                # Echo the status code, then tear down (§1.5).
+                self.write_frame(payload[:2], WS_CLOSE)
+                self.fail("peer sent a WebSocket close frame")
+                return
+            elif opcode == WS_TEXT:
+                if self.acceptor and not self.first_message.done() and self.conn is None:
+                    self._on_first_message(payload)  # Go accepts a text handshake
+            # pongs are ignored
+
+    def _on_first_message(self, payload: bytes) -> None:
+        if self.acceptor:
+            self.first_message.set_result(payload)
+            self.manager._on_connect_message(self, payload)
+        else:
+            self.first_message.set_result(payload)
+
+
+class _Pending:
+    """A single request waiting for its response."""
+
+    __slots__ = ("future", "timer")
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("grid request deadline exceeded"))
+
+
+class Connection:
+    """The link to one remote node: requests, state and statistics.
+
+    Obtained from :meth:`grid.Manager.connection`; lives as long as the
+    manager, across any number of reconnects.
+    """
+
+    def __init__(self, manager: Manager, remote: str) -> None:
+        self._mgr = manager
+        self._loop = manager._loop
+        #: The remote node's host string.
+        self.remote = remote
+        #: This node's host string.
+        self.local = manager.local
+        #: True if this node dials the remote (§1.2); the other side waits.
+        self.dials = manager._local_dials(remote)
+        self._addr = _http.parse_host(remote)
+        self._base = _base_flags(self.local, remote)
+        self._state = State.UNCONNECTED
+        self._wire: _Wire | None = None
+        self._ids = MuxIdAllocator()
+        self._outgoing: dict[int, asyncio.Future[Any]] = {}
+        self._callee_tasks: set[asyncio.Task[Any]] = set()
+        self._sendq: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._paused = False
+        self._space_waiters: list[asyncio.Future[None]] = []
+        self._write_stall: asyncio.TimerHandle | None = None
+        self._connect_waiters: list[asyncio.Future[None]] = []
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._last_pong = 0.0
+        self._generation = 0
+        self._remote_id: bytes | None = None
+        self._dial_task: asyncio.Task[None] | None = None
+        # statistics
+        self._bytes_out = 0
+        self._msgs_in = 0
+        self._msgs_out = 0
+        self._bytes_in_closed = 0
+        self._reconnects = 0
+        self._rtt: float | None = None
+        self._connected_at: float | None = None
+        self._last_error: str | None = None
+        self._err_logged_at = 0.0
+
+    # -- public API
+
+    @property
+    def state(self) -> State:
+        """The current :class:`State`."""
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up."""
+        return self._state is State.CONNECTED
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last attempt or connection failed (e.g. the rejection reason)."""
+        return self._last_error
+
+    async def wait_for_connect(self, timeout: float | None = None) -> None:
+        """Wait until the connection is up; TimeoutError after ``timeout`` seconds."""
+        if self._state is State.CONNECTED:
+            return
+        if self._state is State.SHUTDOWN:
+            raise Disconnected("connection is shut down")
+        fut = self._loop.create_future()
+        self._connect_waiters.append(fut)
+        try:
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"not connected to {self.remote} after {timeout} s"
+                + (f" (last error: {self._last_error})" if self._last_error else "")
+            ) from None
+        finally:
+            if fut in self._connect_waiters:
+                self._connect_waiters.remove(fut)
+
+    def subroute(self, *segments: str) -> Subroute:
+        """A view of this connection that addresses handlers registered under
+        the subroute ``"/".join(segments)``."""
+        return Subroute(self, join_route(segments))
+
+    async def request(self, handler_id: int, payload: Payload = None,
+                      timeout: float | None = None) -> bytes | None:
+        """Call the single-request handler ``handler_id`` on the remote.
+
+        :param payload: request body; ``None`` arrives as absent, ``b""`` as empty.
+        :param timeout: deadline in seconds (default 60 s, sent as DeadlineMS).
+        :returns: the reply, ``None`` when the handler returned nothing.
+        :raises RemoteError: the handler failed (``.message`` is its text).
+        :raises Disconnected: the connection is down or dropped during the call.
+        :raises TimeoutError: the deadline passed.
+        """
+        return await self._request(handler_id, payload, timeout, None, None)
+
+    def stats(self) -> ConnectionStats:
+        """A snapshot of this connection's counters."""
+        wire = self._wire
+        return ConnectionStats(
+            remote=self.remote,
+            state=self._state,
+            dials=self.dials,
+            bytes_in=self._bytes_in_closed + (wire.bytes_in if wire else 0),
+            bytes_out=self._bytes_out,
+            messages_in=self._msgs_in,
+            messages_out=self._msgs_out,
+            reconnects=self._reconnects,
+            last_ping_rtt=self._rtt,
+            last_connect_time=self._connected_at,
+            last_error=self._last_error,
+            outstanding_requests=len(self._outgoing),
+            outstanding_streams=0,
+            send_queue_depth=len(self._sendq),
+        )
+
+    def __repr__(self) -> str:
+        return f"<grid.Connection {self.local} -> {self.remote} {self._state.name}>"
+
+    # -- requests
+
+    async def _request(self, handler_id: int, payload: Payload, timeout: float | None,
+                       route: str | None, sub: bytes | None) -> bytes | None:
+        if self._state is not State.CONNECTED:
+            raise Disconnected()
+        check_handler_id(handler_id)
+        loop = self._loop
+        if timeout is None:
+            timeout = self._mgr.default_timeout
+        deadline_ms = int(timeout * 1000)
+        if deadline_ms < 1:
+            raise TimeoutError("grid request deadline below 1 ms")
+        if deadline_ms > MAX_DEADLINE_MS:
+            deadline_ms = MAX_DEADLINE_MS
+        if self._paused or len(self._sendq) >= self._mgr.send_queue_size:
+            await self._wait_for_space()
+            if self._state is not State.CONNECTED:
+                raise Disconnected()
+        flags = self._base | FLAG_EOF
+        if payload is not None and len(payload) == 0:
+            flags |= FLAG_PAYLOAD_IS_ZERO
+        if sub is not None:
+            flags |= FLAG_SUBROUTE
+        mux_id = self._ids.next()
+        fut = loop.create_future()
+        self._outgoing[mux_id] = fut
+        timer = loop.call_at(loop.time() + timeout, _expire, fut)
+        self._send(encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags, payload, sub))
+        try:
+            return await fut  # type: ignore[no-any-return]
+        finally:
+            timer.cancel()
+            self._outgoing.pop(mux_id, None)
+
+    # -- sending
+
+    def _send(self, msg: bytes) -> None:
+        """Queue one encoded message; everything queued in this loop iteration
+        leaves together."""
+        if self._wire is None:
+            return
+        self._sendq.append(msg)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        q = self._sendq
+        if not q:
+            return
+        self._sendq = []
+        wire = self._wire
+        if wire is None or wire.transport is None:
+            return
+        self._msgs_out += len(q)
+        mask = wire._mask
+        frames = []
+        if len(q) == 1:
+            frames.append(encode_frame(q[0], WS_BINARY, random.randbytes(4) if mask else None))
+        else:
+            start = 0
+            size = 0
+            n = len(q)
+            for i in range(n):
+                ln = len(q[i])
+                # §4: add while fewer than 50 precede and the total stays below 31 KiB.
+                if i + 1 < n and i - start + 1 < MERGE_MAX_MESSAGES and size + ln < MERGE_MAX_BYTES:
+                    size += ln
+                    continue
+                chunk = q[start:i + 1]
+                body = chunk[0] if len(chunk) == 1 else encode_merged(chunk)
+                frames.append(encode_frame(body, WS_BINARY, random.randbytes(4) if mask else None))
+                start = i + 1
+                size = 0
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self._bytes_out += len(data)
+        wire.transport.write(data)
+        limit = self._mgr.max_write_buffer
+        if wire.transport.get_write_buffer_size() > limit:
+            wire.fail(f"send buffer over {limit} bytes: peer is not reading")
+
+    async def _wait_for_space(self) -> None:
+        fut = self._loop.create_future()
+        self._space_waiters.append(fut)
+        await fut
+
+    def _wake_senders(self) -> None:
+        waiters, self._space_waiters = self._space_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _pause_writing(self) -> None:
+        self._paused = True
+        if self._write_stall is None:
+            self._write_stall = self._loop.call_later(self._mgr.write_timeout, self._stalled)
+
+    def _resume_writing(self) -> None:
+        self._paused = False
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+        self._wake_senders()
+
+    def _stalled(self) -> None:
+        self._write_stall = None
+        if self._wire is not None and self._paused:
+            self._wire.fail(f"writes stalled for {self._mgr.write_timeout} s: peer is not reading")
+
+    # -- receiving
+
+    def _on_frame(self, payload: bytes) -> None:
+        msgs = decode_messages(payload)
+        self._msgs_in += len(msgs)
+        for m in msgs:
+            self._dispatch(m)
+
+    def _dispatch(self, m: Any) -> None:
+        op = m.op
+        if op == _REQUEST:
+            self._on_request(m)
+        elif op == _RESPONSE:
+            fut = self._outgoing.pop(m.mux_id, None)
+            if fut is None or fut.done():
+                return  # late or unknown: dropped (§3.4)
+            if m.seq != 0:
+                fut.set_exception(GridError("out-of-sequence item received"))
+            elif m.flags & FLAG_PAYLOAD_IS_ERR:
+                fut.set_exception(RemoteError(_text(m.payload)))
+            else:
+                fut.set_result(m.payload)
+        elif op == _PING:
+            self._on_ping(m)
+        elif op == _PONG:
+            self._on_pong(m)
+        elif op == _MUX_CONNECT_ERROR:
+            fut = self._outgoing.pop(m.mux_id, None)
+            if fut is not None and not fut.done():
+                try:
+                    text = _payloads.decode_mux_connect_error(m.payload)
+                except ProtocolError as exc:
+                    text = str(exc)
+                fut.set_exception(RemoteUnknownHandler(text))
+            else:
+                self._mgr._streams_dispatch(self, m)
+        elif op == _MERGED:
+            log.debug("grid: nested merged container from %s ignored", self.remote)
+        else:
+            self._mgr._streams_dispatch(self, m)
+
+    def _on_request(self, m: Any) -> None:
+        entry = self._mgr._registry.single(m.handler, m.subroute)
+        if entry is None:
+            self._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
+            return
+        loop = self._loop
+        started = loop.time()
+        deadline = started + m.deadline_ms / 1000 if m.deadline_ms else None
+        ctx = CallContext(self.remote, m.handler, entry.route, m.mux_id, deadline)
+        if entry.is_async:
+            token = _current.set(ctx)
+            try:
+                task = loop.create_task(self._run_async(entry.fn, m, started, self._generation))
+            finally:
+                _current.reset(token)
+            self._callee_tasks.add(task)
+            task.add_done_callback(self._callee_tasks.discard)
+            return
+        token = _current.set(ctx)
+        try:
+            result = entry.fn(m.payload)
+        except RemoteError as exc:
+            self._respond(m, None, exc.message, started)
+            return
+        except Exception as exc:
+            self._respond(m, None, self._handler_failed(m, exc), started)
+            return
+        finally:
+            _current.reset(token)
+        self._respond(m, result, None, started)
+
+    async def _run_async(self, fn: Callable[..., Any], m: Any, started: float, gen: int) -> None:
+        try:
+            result = await fn(m.payload)
+        except RemoteError as exc:
+            result, err = None, exc.message
+        except Exception as exc:
+            result, err = None, self._handler_failed(m, exc)
+        else:
+            err = None
+        if gen == self._generation:  # not for a connection that has since dropped
+            self._respond(m, result, err, started)
+
+    def _handler_failed(self, m: Any, exc: Exception) -> str:
+        log.error("grid: handler %d for %s raised\n%s", m.handler, self.remote,
+                  "".join(traceback.format_exception(exc)).rstrip())
+        return f"{type(exc).__name__}: {exc}"
+
+    def _respond(self, m: Any, result: Any, err: str | None, started: float) -> None:
+        if m.deadline_ms and (self._loop.time() - started) * 1000 > m.deadline_ms:
+            return  # the caller has given up (§7 step 3)
+        flags = self._base | FLAG_EOF
+        if err is not None:
+            payload: Any = err.encode("utf-8", "replace")
+            flags |= FLAG_PAYLOAD_IS_ERR
+        else:
+            payload = result
+            if payload is not None:
+                if not isinstance(payload, (bytes, bytearray, memoryview)):
+                    payload = self._handler_failed(
+                        m, TypeError(f"handler returned {type(result).__name__}, want bytes or None")
+                    ).encode()
+                    flags |= FLAG_PAYLOAD_IS_ERR
+                elif len(payload) == 0:
+                    flags |= FLAG_PAYLOAD_IS_ZERO
+        self._send(encode_message(m.mux_id, m.seq, 0, 0, _RESPONSE, flags, payload))
+
+    def _reply_mux_error(self, m: Any, text: str) -> None:
+        # Built from the received message (§2.5): keep its fields, swap op/payload.
+        flags = (m.flags | self._base) & ~FLAG_SUBROUTE & 0xFF
+        self._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, _MUX_CONNECT_ERROR,
+                                  flags, _payloads.encode_mux_connect_error(text)))
+
+    def _on_ping(self, m: Any) -> None:
+        if m.mux_id != 0:
+            self._mgr._streams_dispatch(self, m)
+            return
+        try:
+            t = _payloads.decode_ping(m.payload)
+        except ProtocolError:
+            t = _payloads.GO_ZERO_TIME_NS
+        flags = (m.flags | self._base) & ~FLAG_SUBROUTE & 0xFF
+        self._send(encode_message(0, m.seq, m.deadline_ms, m.handler, _PONG, flags,
+                                  _payloads.Pong(False, None, t).encode()))
+
+    def _on_pong(self, m: Any) -> None:
+        if m.mux_id != 0:
+            self._mgr._streams_dispatch(self, m)
+            return
+        self._last_pong = self._loop.time()
+        try:
+            pong = _payloads.Pong.decode(m.payload)
+        except ProtocolError:
+            return
+        if pong.time_ns > 0:
+            self._rtt = max(0.0, (time.time_ns() - pong.time_ns) / 1e9)
+
+    # -- keepalive (§9)
+
+    def _ping_tick(self) -> None:
+        self._ping_timer = None
+        wire = self._wire
+        if wire is None or self._state is not State.CONNECTED:
+            return
+        interval = self._mgr.ping_interval
+        if self._loop.time() - self._last_pong > 2 * interval:
+            wire.fail(f"no pong for {2 * interval:g} s")
+            return
+        # Connection pings never carry a CRC (§1.6).
+        self._send(encode_message(0, 0, 10000, 0, _PING, 0,
+                                  _payloads.encode_ping(time.time_ns())))
+        self._ping_timer = self._loop.call_later(interval, self._ping_tick)
+
+    # -- lifecycle
+
+    def _note_error(self, reason: str) -> None:
+        self._last_error = reason
+
+    def _log_failure(self, text: str) -> None:
+        # Rate-limited so a dead peer does not flood the log.
+        now = self._loop.time()
+        if now - self._err_logged_at >= 30.0:
+            self._err_logged_at = now
+            log.warning("grid: %s -> %s: %s", self.local, self.remote, text)
+        else:
+            log.debug("grid: %s -> %s: %s", self.local, self.remote, text)
+
+    def _attach(self, wire: _Wire, remote_id: bytes) -> None:
+        """Make ``wire`` the live socket after a successful handshake."""
+        old = self._wire
+        if old is not None:
+            self._wire = None
+            self._reset("replaced by a new connection")
+            old.conn = None
+            old.close()
+        elif self._remote_id is not None:
+            self._reset("reconnected")
+        if self._remote_id is not None:
+            self._reconnects += 1
+            if remote_id != self._remote_id:
+                log.info("grid: %s restarted (new instance id)", self.remote)
+        self._remote_id = remote_id
+        wire.conn = self
+        self._wire = wire
+        self._generation += 1
+        self._state = State.CONNECTED
+        self._connected_at = time.time()
+        self._last_pong = self._loop.time()
+        self._paused = False
+        self._ping_timer = self._loop.call_later(self._mgr.ping_interval, self._ping_tick)
+        log.info("grid: %s connected to %s", self.local, self.remote)
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _wire_lost(self, wire: _Wire, reason: str) -> None:
+        if wire is not self._wire:
+            return
+        self._bytes_in_closed += wire.bytes_in
+        wire.bytes_in = 0
+        self._wire = None
+        if self._state is not State.SHUTDOWN:
+            self._state = State.CONNECTION_ERROR
+        self._last_error = reason
+        if self._state is State.SHUTDOWN:
+            log.debug("grid: %s -> %s closed: %s", self.local, self.remote, reason)
+        else:
+            self._log_failure(f"disconnected: {reason}")
+        self._reset(reason)
+
+    def _reset(self, reason: str) -> None:
+        """Forget every mux of the old connection (§10.3)."""
+        self._generation += 1
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._sendq = []
+        outgoing, self._outgoing = self._outgoing, {}
+        for fut in outgoing.values():
+            if not fut.done():
+                fut.set_exception(Disconnected())
+        self._mgr._streams_reset(self)
+        self._wake_senders()
+
+    async def _dial_loop(self) -> None:
+        """Dial, stay connected, redial: the dialing side's life (§10.2)."""
+        loop = self._loop
+        attempt = 0
+        while self._state is not State.SHUTDOWN:
+            started = loop.time()
+            if self._state is State.UNCONNECTED:
+                self._state = State.CONNECTING
+            try:
+                wire = await self._dial_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                text = str(exc) or type(exc).__name__
+                self._last_error = text
+                if self._state is not State.SHUTDOWN:
+                    self._state = State.CONNECTION_ERROR
+                if attempt > 1:
+                    self._log_failure(f"connect failed: {text}")
+                else:
+                    log.debug("grid: %s -> %s: first connect failed: %s", self.local, self.remote, text)
+                delay = self._mgr.retry_base * (1 + random.random()) / 2
+                await asyncio.sleep(max(0.0, started + delay - loop.time()))
+                continue
+            attempt = 0
+            await asyncio.shield(wire.closed)
+
+    async def _dial_once(self) -> _Wire:
+        mgr = self._mgr
+        loop = self._loop
+        addr = self._addr
+        ssl_ctx = mgr._client_ssl if addr.tls else None
+        if addr.tls and ssl_ctx is None:
+            raise GridError(f"{self.remote} is https but no ssl context was given")
+        wire: _Wire | None = None
+
+        async def connect_and_upgrade() -> _Wire:
+            nonlocal wire
+            _, proto = await loop.create_connection(
+                lambda: _Wire(mgr, acceptor=False), addr.host, addr.port, ssl=ssl_ctx,
+                server_hostname=addr.host if ssl_ctx else None,
+            )
+            wire = proto
+            wire.head_future = loop.create_future()
+            wire._ws_key = _http.new_key()
+            assert wire.transport is not None
+            wire.transport.write(_http.upgrade_request(
+                addr, mgr.route_path, wire._ws_key, mgr._token(), time.time_ns()))
+            await wire.head_future
+            return wire
+
+        try:
+            w = await asyncio.wait_for(connect_and_upgrade(), mgr.dial_timeout)
+            req = _payloads.ConnectRequest(mgr.instance_id, self.local, time.time_ns(), mgr._token())
+            w.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT), 0, req.encode()))
+            first = await asyncio.wait_for(w.first_message, mgr.handshake_timeout)
+            msgs = decode_messages(first)
+            if len(msgs) != 1 or msgs[0].op != Op.CONNECT_RESPONSE:
+                raise ProtocolError(f"unexpected connect response op {msgs[0].op if msgs else None}")
+            resp = _payloads.ConnectResponse.decode(msgs[0].payload)
+            if not resp.accepted:
+                raise Rejected(resp.rejected_reason)
+        except asyncio.TimeoutError:
+            if wire is not None:
+                wire.fail("handshake timed out")
+            raise TimeoutError(f"dial {self.remote}: timed out") from None
+        except BaseException:
+            if wire is not None and wire.transport is not None:
+                wire.transport.abort()
+            raise
+        if self._state is State.SHUTDOWN:
+            w.close()
+            raise Disconnected("shut down")
+        self._attach(w, resp.instance_id)
+        return w
+
+    def _start(self) -> None:
+        if self.dials and self._dial_task is None:
+            self._dial_task = self._loop.create_task(self._dial_loop())
+
+    async def _close(self) -> None:
+        self._state = State.SHUTDOWN
+        if self._dial_task is not None:
+            self._dial_task.cancel()
+            try:
+                await self._dial_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._dial_task = None
+        wire = self._wire
+        if wire is not None:
+            self._wire_lost(wire, "shut down")
+            wire.conn = None
+            wire.close()
+        for t in list(self._callee_tasks):
+            t.cancel()
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(Disconnected("connection is shut down"))
+
+
+def _text(payload: bytes | None) -> str:
+    return payload.decode("utf-8", "replace") if payload else ""
+
+
+class Subroute:
+    """A connection view addressing handlers under one static subroute."""
+
+    def __init__(self, conn: Connection, route: str) -> None:
+        self._conn = conn
+        #: The joined route, e.g. ``"disk/1"``.
+        self.route = route
+        self._base_id = subroute_id(route, 0)
+
+    def _sub(self, handler_id: int) -> bytes:
+        check_handler_id(handler_id)
+        return bytes((handler_id,)) + self._base_id[1:]
+
+    async def request(self, handler_id: int, payload: Payload = None,
+                      timeout: float | None = None) -> bytes | None:
+        """Like :meth:`Connection.request`, for the handler under this subroute."""
+        return await self._conn._request(handler_id, payload, timeout, self.route,
+                                         self._sub(handler_id))
+
+    def subroute(self, *segments: str) -> Subroute:
+        """A deeper subroute: ``route + "/" + "/".join(segments)``."""
+        return Subroute(self._conn, join_route((self.route, *segments)))
+
+    def __repr__(self) -> str:
+        return f"<grid.Subroute {self.route!r} of {self._conn!r}>"

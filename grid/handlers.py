@@ -1,0 +1,158 @@
+"""Handler registration and the per-call context handlers can read.
+
+A handler is registered under an id (1..255) and optionally a static
+subroute; the callee finds it by the id, or by the 32-byte subroute id of
+GRID-PROTOCOL.md §6.2 when the request carries one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+from grid._consts import HANDLER_NAMES
+from grid._impl import subroute_id
+from grid.errors import HandlerAlreadyExists, UnknownHandler
+
+__all__ = [
+    "CallContext",
+    "current_call",
+    "SingleHandlerFn",
+    "HandlerRegistry",
+    "join_route",
+    "handler_name",
+]
+
+#: A single-request handler: takes the payload (None when absent) and returns
+#: the reply (None for an absent reply); may be a plain or an async function.
+SingleHandlerFn = Callable[[Union[bytes, None]], Union[bytes, None, Awaitable[Union[bytes, None]]]]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a handler may want to know about the call it is serving.
+
+    Read it with :func:`current_call` from inside the handler (sync or async).
+    """
+
+    #: The caller's host string, as listed in ``hosts``.
+    caller: str
+    #: The handler id the call addressed.
+    handler_id: int
+    #: The subroute the call addressed (``"disk/1"``), or None.
+    subroute: str | None
+    #: The caller's mux id for this call.
+    mux_id: int
+    #: Absolute deadline in ``loop.time()`` seconds, or None when unbounded.
+    deadline: float | None
+
+
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "grid_current_call", default=None
+)
+
+
+def current_call() -> CallContext | None:
+    """The :class:`CallContext` of the call being served, or None outside a handler."""
+    return _current.get()
+
+
+def join_route(segments: tuple[str, ...]) -> str:
+    """Join subroute segments with ``/`` as Go does before hashing."""
+    return "/".join(segments)
+
+
+def handler_name(handler_id: int) -> str:
+    """The name Go prints for a handler id (``HandlerID(N)`` when unnamed)."""
+    return HANDLER_NAMES.get(handler_id, f"HandlerID({handler_id})")
+
+
+def check_handler_id(handler_id: int) -> None:
+    """Raise UnknownHandler unless ``handler_id`` is an int in 1..255."""
+    if not isinstance(handler_id, int) or not 1 <= handler_id <= 255:
+        raise UnknownHandler(f"handler id {handler_id!r} is outside 1..255")
+
+
+class SingleEntry:
+    """A registered single-request handler."""
+
+    __slots__ = ("fn", "is_async", "handler_id", "route")
+
+    def __init__(self, fn: SingleHandlerFn, handler_id: int, route: str | None) -> None:
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.handler_id = handler_id
+        self.route = route
+
+
+class HandlerRegistry:
+    """All handlers of one manager, looked up on every incoming call."""
+
+    def __init__(self) -> None:
+        self._single: dict[int, SingleEntry] = {}
+        self._single_sub: dict[bytes, SingleEntry] = {}
+        self._streams: dict[int, Any] = {}
+        self._streams_sub: dict[bytes, Any] = {}
+
+    def _taken(self, handler_id: int, route: str | None) -> bool:
+        if route is None:
+            return handler_id in self._single or handler_id in self._streams
+        sid = subroute_id(route, handler_id)
+        return sid in self._single_sub or sid in self._streams_sub
+
+    def add_single(self, handler_id: int, fn: SingleHandlerFn, route: str | None) -> None:
+        check_handler_id(handler_id)
+        if not callable(fn):
+            raise TypeError("handler must be callable")
+        if self._taken(handler_id, route):
+            where = f" with subroute {route!r}" if route is not None else ""
+            raise HandlerAlreadyExists(f"handler {handler_name(handler_id)}{where} already exists")
+        entry = SingleEntry(fn, handler_id, route)
+        if route is None:
+            self._single[handler_id] = entry
+        else:
+            self._single_sub[subroute_id(route, handler_id)] = entry
+            # Go also answers on the all-zero subroute of the id (§6.2 quirk).
+            self._single_sub[bytes((handler_id,)) + bytes(31)] = entry
+
+    def single(self, handler_id: int, sub: bytes | None) -> SingleEntry | None:
+        if sub is None:
+            return self._single.get(handler_id)
+        return self._single_sub.get(sub)
+
+    def add_stream(self, handler_id: int, handler: Any, route: str | None) -> None:
+        check_handler_id(handler_id)
+        if self._taken(handler_id, route):
+            where = f" with subroute {route!r}" if route is not None else ""
+            raise HandlerAlreadyExists(f"handler {handler_name(handler_id)}{where} already exists")
+        if route is None:
+            self._streams[handler_id] = handler
+        else:
+            self._streams_sub[subroute_id(route, handler_id)] = handler
+            self._streams_sub[bytes((handler_id,)) + bytes(31)] = handler
+
+    def stream(self, handler_id: int, sub: bytes | None) -> Any:
+        if sub is None:
+            return self._streams.get(handler_id)
+        return self._streams_sub.get(sub)
+
+    def stream_for_caller(self, handler_id: int, route: str | None) -> Any:
+        """The local registration a caller reads stream capacities from (§8.1)."""
+        h = self._streams.get(handler_id)
+        if h is None and route is not None:
+            h = self._streams_sub.get(subroute_id(route, handler_id))
+        if h is None:
+            h = self._streams_sub.get(bytes((handler_id,)) + bytes(31))
+        return h
+
+
+def unknown_handler_text(handler_id: int, sub: bytes | None) -> str:
+    """The MuxConnectError text Go sends for an unregistered handler (§7)."""
+    if sub is not None:
+        return "Invalid Handler for type: [" + " ".join(str(b) for b in sub) + "]"
+    if handler_id == 0:
+        return "Invalid Handler"
+    return f"Invalid Handler for type: {handler_name(handler_id)}"

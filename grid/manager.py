@@ -1,0 +1,354 @@
+"""The Manager: one per node (per grid), owning the server socket, one
+:class:`~grid.connection.Connection` per remote host and the handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as _ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grid import _http, _payloads
+from grid._consts import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+    DIAL_TIMEOUT,
+    FLAG_EOF,
+    HANDSHAKE_CLOCK_SKEW,
+    HTTP_CLOCK_SKEW,
+    OP_NAMES,
+    PING_INTERVAL,
+    ROUTE_PATH,
+    Op,
+)
+from grid._impl import decode_message, encode_message, local_dials
+from grid.connection import Connection, ConnectionStats, State, _Wire
+from grid.errors import GridError, ProtocolError
+from grid.handlers import HandlerRegistry, SingleHandlerFn, join_route
+
+__all__ = ["Manager", "ManagerStats"]
+
+log = logging.getLogger("grid.manager")
+
+
+@dataclass
+class ManagerStats:
+    """A snapshot of a manager and all its connections."""
+
+    local: str
+    connections: list[ConnectionStats] = field(default_factory=list)
+
+    @property
+    def connected(self) -> int:
+        """How many connections are up."""
+        return sum(1 for c in self.connections if c.state is State.CONNECTED)
+
+    @property
+    def outstanding_requests(self) -> int:
+        """Requests in flight over all connections."""
+        return sum(c.outstanding_requests for c in self.connections)
+
+
+class Manager:
+    """One node of a grid: serves its own host string and connects to every
+    other host in ``hosts``.
+
+    :param local: this node's host string, e.g. ``"http://127.0.0.1:9001"``;
+        must appear exactly once in ``hosts``.
+    :param hosts: every node of the grid, this one included, spelled exactly
+        as every node spells them (the strings decide who dials, §1.2).
+    :param auth_fn: returns the token this node presents when it dials.
+    :param validate_token: called with each incoming token; raises to reject.
+        ``None`` accepts any token.
+    :param route_path: the HTTP path of the grid (default ``/minio/grid/v1``).
+    :param ssl: an ``ssl.SSLContext`` used to serve ``https`` and, unless
+        ``client_ssl`` is given, to dial ``https`` peers.
+    :param client_ssl: the context for dialing ``https`` peers.
+    :param max_message_size: largest WebSocket message accepted (bytes).
+    :param send_queue_size: messages a connection queues before callers wait.
+    :param max_write_buffer: bytes buffered towards a peer before the
+        connection is dropped as not reading.
+    :param write_timeout: seconds writes may stay paused before the
+        connection is dropped.
+    :param handshake_timeout: seconds an incoming socket has to complete the
+        HTTP upgrade and the grid handshake.
+    :param ping_interval: connection ping period; no pong for twice this
+        long drops the connection (§9).
+    :param dial_timeout: TCP + TLS + upgrade bound for one dial attempt.
+    :param default_timeout: deadline of a request given no ``timeout``.
+    """
+
+    def __init__(
+        self,
+        local: str,
+        hosts: Sequence[str],
+        auth_fn: Callable[[], str],
+        validate_token: Callable[[str], Any] | None = None,
+        route_path: str = ROUTE_PATH,
+        ssl: _ssl.SSLContext | None = None,
+        *,
+        client_ssl: _ssl.SSLContext | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        send_queue_size: int = 65535,
+        max_write_buffer: int = 256 * 1024 * 1024,
+        write_timeout: float = 10.0,
+        handshake_timeout: float = 10.0,
+        ping_interval: float = PING_INTERVAL,
+        dial_timeout: float = DIAL_TIMEOUT,
+        default_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        retry_base: float = 2.0,
+    ) -> None:
+        if list(hosts).count(local) != 1:
+            raise ValueError(f"local host {local!r} must appear exactly once in hosts")
+        for h in hosts:
+            _http.parse_host(h)
+        #: This node's host string.
+        self.local = local
+        #: Every host of the grid, this one included.
+        self.hosts = tuple(hosts)
+        #: This process's instance id for this grid (16 bytes, §5).
+        self.instance_id = uuid.uuid4().bytes
+        self.route_path = route_path
+        self.max_message_size = max_message_size
+        self.send_queue_size = send_queue_size
+        self.max_write_buffer = max_write_buffer
+        self.write_timeout = write_timeout
+        self.handshake_timeout = handshake_timeout
+        self.ping_interval = ping_interval
+        self.dial_timeout = dial_timeout
+        self.default_timeout = default_timeout
+        self.retry_base = retry_base
+        self._auth_fn = auth_fn
+        self._validate = validate_token
+        self._ssl = ssl
+        self._client_ssl = client_ssl if client_ssl is not None else ssl
+        self._registry = HandlerRegistry()
+        self._conns: dict[str, Connection] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._accepted: set[_Wire] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # type: ignore[assignment]
+        self._started = False
+        self._closed = False
+
+    # -- registration
+
+    def register_single(self, handler_id: int, fn: SingleHandlerFn, *subroute: str) -> None:
+        """Register a single-request handler under ``handler_id`` (1..255) and,
+        optionally, a static subroute given as segments (``"disk", "1"``).
+
+        A plain function runs inline on the event loop and must not block; an
+        ``async def`` runs as a task.  Raise :class:`grid.RemoteError` to send
+        an error text; any other exception is logged and sent as
+        ``"<Type>: <text>"``.  May be called before or after :meth:`start`.
+        """
+        self._registry.add_single(handler_id, fn, join_route(subroute) if subroute else None)
+
+    # -- lifecycle
+
+    async def start(self, serve: bool = True) -> None:
+        """Listen on this node's host:port (unless ``serve`` is False, for a
+        manager embedded in another server) and start dialing the peers this
+        node dials."""
+        if self._started:
+            raise GridError("manager already started")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        for h in self.hosts:
+            if h != self.local:
+                self._conns[h] = Connection(self, h)
+        if serve:
+            addr = _http.parse_host(self.local)
+            if addr.tls and self._ssl is None:
+                raise GridError(f"{self.local} is https but no ssl context was given")
+            self._server = await self._loop.create_server(
+                lambda: _Wire(self, acceptor=True), addr.host, addr.port,
+                ssl=self._ssl if addr.tls else None, reuse_address=True, backlog=1024,
+            )
+        for c in self._conns.values():
+            c._start()
+
+    async def close(self) -> None:
+        """Stop serving, drop every connection and fail what is in flight."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for c in self._conns.values():
+            await c._close()
+        for w in list(self._accepted):
+            if w.transport is not None:
+                w.transport.abort()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        await asyncio.sleep(0)  # let connection_lost callbacks run
+
+    async def __aenter__(self) -> Manager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def connection(self, host: str) -> Connection | None:
+        """The connection to ``host``, or None if it is not a peer of this node."""
+        return self._conns.get(host)
+
+    @property
+    def connections(self) -> Mapping[str, Connection]:
+        """Every peer connection, keyed by host string."""
+        return self._conns
+
+    def stats(self) -> ManagerStats:
+        """A snapshot of every connection's counters."""
+        return ManagerStats(self.local, [c.stats() for c in self._conns.values()])
+
+    # -- embedding in another HTTP server
+
+    def check_upgrade(self, method: str, path: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        """Validate an HTTP upgrade request received by another server.
+
+        Returns ``(101, response)`` to accept — write ``response`` to the
+        client, then pass the transport to :meth:`adopt` — or ``(status,
+        response)`` with an error response to write before closing.
+        """
+        head = _http.HttpHead([method, path, "HTTP/1.1"],
+                              {k.lower(): v for k, v in headers.items()})
+        return self._check_upgrade(head)
+
+    def adopt(self, transport: asyncio.Transport, initial: bytes = b"") -> None:
+        """Take over a transport whose upgrade was accepted with
+        :meth:`check_upgrade` (the 101 already written); ``initial`` holds any
+        bytes the other server read past the HTTP head."""
+        if self._loop is None:
+            raise GridError("start the manager (serve=False) before adopting connections")
+        wire = _Wire(self, acceptor=True)
+        transport.set_protocol(wire)
+        wire.connection_made(transport)
+        wire.start_websocket(initial)
+
+    # -- acceptor side of the handshake (§1.4, §5.3)
+
+    def _token(self) -> str:
+        return self._auth_fn()
+
+    def _local_dials(self, remote: str) -> bool:
+        return bool(local_dials(self.local, remote))
+
+    def _check_token(self, token: str) -> str | None:
+        if self._validate is None:
+            return None
+        try:
+            self._validate(token)
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    def _check_upgrade(self, head: _http.HttpHead) -> tuple[int, bytes]:
+        method, path = head.start[0], head.start[1]
+        version = head.start[2] if len(head.start) > 2 else ""
+        if method != "GET":
+            return 405, _http.error_response(405, "grid: method not allowed")
+        if path.split("?", 1)[0] != self.route_path:
+            return 404, _http.error_response(404, "grid: not found")
+        if not version.startswith("HTTP/1.") or version == "HTTP/1.0":
+            return 400, _http.error_response(400, "grid: HTTP/1.1 required")
+        if head.get("upgrade").lower() != "websocket" or "upgrade" not in [
+            t.strip().lower() for t in head.get("connection").split(",")
+        ]:
+            return 426, _http.error_response(426, "grid: websocket upgrade required")
+        key = head.get("sec-websocket-key")
+        if len(key) != 24 or head.get("sec-websocket-version") != "13":
+            return 400, _http.error_response(400, "grid: bad websocket key or version")
+        auth = head.get("authorization")
+        if not auth.startswith("Bearer "):
+            return 403, _http.error_response(403, "grid: missing bearer token")
+        err = self._check_token(auth[7:])
+        if err is not None:
+            return 403, _http.error_response(403, f"grid: auth token: {err}")
+        try:
+            sent = int(head.get("x-minio-time"))
+        except ValueError:
+            return 403, _http.error_response(403, "grid: missing or bad X-Minio-Time")
+        if abs(time.time_ns() - sent) > HTTP_CLOCK_SKEW * 1e9:
+            return 403, _http.error_response(403, "grid: clock skew too large")
+        return 101, _http.switching_protocols(key)
+
+    def _on_upgrade_request(self, wire: _Wire, head: _http.HttpHead, rest: bytes) -> None:
+        status, response = self._check_upgrade(head)
+        assert wire.transport is not None
+        wire.transport.write(response)
+        if status != 101:
+            log.info("grid: refused upgrade from %s: HTTP %d", wire._peer_name(), status)
+            wire.transport.close()
+            return
+        wire.start_websocket(rest)
+
+    def _reject(self, wire: _Wire, reason: str) -> None:
+        log.warning("grid: rejected connection from %s: %s", wire._peer_name(), reason)
+        resp = _payloads.ConnectResponse(self.instance_id, False, reason)
+        wire.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT_RESPONSE), 0, resp.encode()))
+        assert wire.transport is not None
+        wire.transport.close()
+
+    def _on_connect_message(self, wire: _Wire, payload: bytes) -> None:
+        try:
+            msg = decode_message(payload)
+        except ProtocolError as exc:
+            return self._reject(wire, f"error parsing grid connect: {exc}")
+        if msg.op != Op.CONNECT:
+            name = OP_NAMES.get(msg.op, f"Op({msg.op})")
+            return self._reject(wire, f"unexpected connect op: {name}")
+        try:
+            req = _payloads.ConnectRequest.decode(msg.payload)
+        except ProtocolError as exc:
+            return self._reject(wire, str(exc).replace("error parsing connectReq",
+                                                       "error parsing connectReq", 1))
+        conn = self._conns.get(req.host)
+        if conn is None:
+            return self._reject(wire, f"unknown incoming host: {req.host}")
+        skew = abs(time.time_ns() - req.time_ns) / 1e9
+        if skew > HANDSHAKE_CLOCK_SKEW:
+            return self._reject(wire, f"time difference too large between servers: {skew:.3f}s")
+        err = self._check_token(req.token)
+        if err is not None:
+            return self._reject(wire, f"auth token: {err}")
+        if conn.dials:
+            return self._reject(wire, "grid: expected to be client side, not server side")
+        if wire._handshake_timer is not None:
+            wire._handshake_timer.cancel()
+            wire._handshake_timer = None
+        self._accepted.discard(wire)
+        resp = _payloads.ConnectResponse(self.instance_id, True, "")
+        wire.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT_RESPONSE), 0, resp.encode()))
+        conn._attach(wire, req.instance_id)
+
+    # -- streams (placeholders until the streams layer; §3.4 unknown-mux replies)
+
+    def _streams_dispatch(self, conn: Connection, m: Any) -> None:
+        op = m.op
+        if op == Op.PING:
+            pong = _payloads.Pong(True, None, _payloads.GO_ZERO_TIME_NS).encode()
+            flags = (m.flags | conn._base) & ~0x20 & 0xFF
+            conn._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, int(Op.PONG),
+                                      flags, pong))
+        elif (op == Op.MUX_SERVER_MSG and not m.flags & FLAG_EOF) or (
+            op == Op.ACK_MUX and not m.flags & FLAG_EOF
+        ) or op == Op.PONG or op == Op.MUX_CLIENT_MSG:
+            conn._send(encode_message(m.mux_id, 0, 0, 0, int(Op.DISCONNECT_CLIENT_MUX),
+                                      conn._base, None))
+        elif op == Op.CONNECT_MUX:
+            from grid.handlers import unknown_handler_text
+
+            conn._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
+        # everything else for an unknown mux is dropped silently
+
+    def _streams_reset(self, conn: Connection) -> None:
+        pass
