@@ -149,10 +149,11 @@ class Manager:
 
     # -- lifecycle
 
-    async def start(self, serve: bool = True) -> None:
+    async def start(self, serve: bool = True, listen: tuple[str, int] | None = None) -> None:
         """Listen on this node's host:port (unless ``serve`` is False, for a
         manager embedded in another server) and start dialing the peers this
-        node dials."""
+        node dials.  ``listen=(host, port)`` binds elsewhere than the host
+        string says, e.g. ``("0.0.0.0", 9000)`` or behind a proxy."""
         if self._started:
             raise GridError("manager already started")
         self._started = True
@@ -164,8 +165,9 @@ class Manager:
             addr = _http.parse_host(self.local)
             if addr.tls and self._ssl is None:
                 raise GridError(f"{self.local} is https but no ssl context was given")
+            bind_host, bind_port = listen if listen is not None else (addr.host, addr.port)
             self._server = await self._loop.create_server(
-                lambda: _Wire(self, acceptor=True), addr.host, addr.port,
+                lambda: _Wire(self, acceptor=True), bind_host, bind_port,
                 ssl=self._ssl if addr.tls else None, reuse_address=True, backlog=1024,
             )
         for c in self._conns.values():

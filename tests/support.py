@@ -1,0 +1,166 @@
+"""Helpers for the connection-level tests: event-loop parametrisation, a peer
+node in its own process, and a wire tap that records grid frames in flight.
+
+Import the ``loop_kind`` fixture into a test module to run its tests on both
+asyncio's default loop and uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import uvloop
+
+from grid import _codec_py
+from grid._http import split_head
+from grid.testing import free_port
+
+T = TypeVar("T")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """Which event loop the test's coroutine runs on."""
+    return request.param
+
+
+def run(kind: str, coro_fn: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+    """Run ``coro_fn()`` to completion on a fresh loop of ``kind``, bounded by
+    ``timeout`` so that a hang fails the test instead of the suite."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro_fn(), timeout)
+
+    if kind == "uvloop":
+        return uvloop.run(bounded())
+    return asyncio.run(bounded())
+
+
+def hosts_where_first_dials(n_tries: int = 200) -> tuple[str, str]:
+    """Two loopback host strings (a, b) such that a dials b."""
+    from grid._impl import local_dials
+
+    for _ in range(n_tries):
+        a = f"http://127.0.0.1:{free_port()}"
+        b = f"http://127.0.0.1:{free_port()}"
+        if a != b and local_dials(a, b):
+            return a, b
+    raise RuntimeError("no dialing pair found")
+
+
+class PeerProcess:
+    """A grid node in a child process (tests/peer_node.py)."""
+
+    def __init__(self, local: str, hosts: list[str], token: str = "grid-test-token",
+                 extra: list[str] | None = None) -> None:
+        self.local = local
+        self.hosts = hosts
+        self.token = token
+        self.extra = extra or []
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE / "peer_node.py"), "--local", self.local,
+            "--hosts", ",".join(self.hosts), "--token", self.token, *self.extra,
+            stdout=subprocess.PIPE, env=env,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"peer did not start: {line!r}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def __aenter__(self) -> PeerProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGCONT)
+        await self.kill()
+
+
+class WireTap:
+    """A TCP proxy on loopback that forwards bytes unchanged and records the
+    grid messages it sees in each direction (after the HTTP upgrade).
+
+    ``frames[direction]`` lists, per WebSocket message, the ops inside it:
+    ``[14]`` for a plain request, ``[17, 14, 14, ...]`` for a merged container.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.frames: dict[str, list[list[int]]] = {"c2s": [], "s2c": []}
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self, port: int) -> None:
+        self.port = port
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        a = asyncio.ensure_future(self._pump(r, uw, "c2s", server_parser=True))
+        b = asyncio.ensure_future(self._pump(ur, w, "s2c", server_parser=False))
+        self._tasks |= {a, b}
+        try:
+            await asyncio.gather(a, b, return_exceptions=True)
+        finally:
+            w.close()
+            uw.close()
+
+    async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, direction: str,
+                    server_parser: bool) -> None:
+        head = bytearray()
+        parser = None
+        while True:
+            data = await r.read(65536)
+            if not data:
+                w.close()
+                return
+            w.write(data)
+            await w.drain()
+            if parser is None:
+                head += data
+                split = split_head(head)
+                if split is None:
+                    continue
+                parser = _codec_py.FrameParser(server=server_parser)
+                data = split[1]
+            for opcode, payload in parser.feed(data):
+                if opcode != 2:
+                    continue
+                outer = _codec_py.decode_message(payload)
+                ops = [outer.op]
+                if outer.op == 17:
+                    ops += [m.op for m in _codec_py.iter_merged(payload)]
+                self.frames[direction].append(ops)
