@@ -154,6 +154,10 @@ class Manager:
         manager embedded in another server) and start dialing the peers this
         node dials.  ``listen=(host, port)`` binds elsewhere than the host
         string says, e.g. ``("0.0.0.0", 9000)`` or behind a proxy."""
+        await self._listen(serve, listen)
+        self._dial()
+
+    async def _listen(self, serve: bool, listen: tuple[str, int] | None) -> None:
         if self._started:
             raise GridError("manager already started")
         self._started = True
@@ -170,6 +174,8 @@ class Manager:
                 lambda: _Wire(self, acceptor=True), bind_host, bind_port,
                 ssl=self._ssl if addr.tls else None, reuse_address=True, backlog=1024,
             )
+
+    def _dial(self) -> None:
         for c in self._conns.values():
             c._start()
 

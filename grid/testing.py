@@ -54,8 +54,11 @@ class TestGrid:
                 if self._setup is not None:
                     self._setup(m)
                 self.managers.append(m)
+            # Every node listens before any dials, so no first dial is refused.
             for m in self.managers:
-                await m.start()
+                await m._listen(True, None)
+            for m in self.managers:
+                m._dial()
             await self.wait_connected()
         except BaseException:
             await self.close()
