@@ -361,3 +361,50 @@ def test_websocket_ping_answered(loop_kind: str) -> None:
         finally:
             await m.close()
     run(loop_kind, main)
+
+
+def test_embedding_in_own_http_server(loop_kind: str) -> None:
+    """The README's recipe: another asyncio server owns the port and hands
+    grid's upgrade requests to the manager."""
+
+    async def main() -> None:
+        a, b = hosts_where_first_dials()
+        port_b = int(b.rsplit(":", 1)[1])
+        ma = grid.Manager(a, [a, b], lambda: "t", lambda t: _expect(t, "t"))
+        mb = grid.Manager(b, [a, b], lambda: "t", lambda t: _expect(t, "t"))
+        mb.register_single(ECHO, lambda p: b"embedded:" + (p or b""))
+        other_routes: list[str] = []
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if line)
+            if path != grid.ROUTE_PATH:
+                other_routes.append(path)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                writer.close()
+                return
+            status, response = mb.check_upgrade(method, path, headers)
+            writer.write(response)
+            if status != 101:
+                writer.close()
+                return
+            mb.adopt(writer.transport, bytes(reader._buffer))  # type: ignore[attr-defined]
+
+        await mb.start(serve=False)
+        server = await asyncio.start_server(on_client, "127.0.0.1", port_b)
+        await ma.start()
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port_b)
+            w.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await r.read()).endswith(b"ok")
+            conn = ma.connection(b)
+            assert conn is not None
+            await conn.wait_for_connect(timeout=5)
+            assert await conn.request(ECHO, b"hi") == b"embedded:hi"
+            assert other_routes == ["/health"]
+        finally:
+            await ma.close()
+            await mb.close()
+            server.close()
+    run(loop_kind, main)
