@@ -42,6 +42,7 @@ __all__ = [
 from grid.connection import Connection, ConnectionStats, State, Subroute  # noqa: E402
 from grid.handlers import CallContext, current_call  # noqa: E402
 from grid.manager import Manager, ManagerStats  # noqa: E402
+from grid.stream import Stream, StreamContext, StreamHandler, StreamOut  # noqa: E402
 from grid.errors import RemoteUnknownHandler  # noqa: E402
 
 
@@ -66,5 +67,9 @@ __all__ += [
     "CallContext",
     "current_call",
     "RemoteUnknownHandler",
+    "Stream",
+    "StreamContext",
+    "StreamHandler",
+    "StreamOut",
     "run",
 ]

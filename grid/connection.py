@@ -62,6 +62,7 @@ from grid.errors import (
     RemoteError,
     RemoteUnknownHandler,
 )
+from grid import stream as _stream
 from grid.handlers import CallContext, _current, check_handler_id, join_route, unknown_handler_text
 
 if TYPE_CHECKING:
@@ -79,6 +80,12 @@ _PING = int(Op.PING)
 _PONG = int(Op.PONG)
 _MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
 _MERGED = int(Op.MERGED)
+_CONNECT_MUX = int(Op.CONNECT_MUX)
+# Which table an op consults (§3.4).
+_CALLEE_OPS = frozenset((int(Op.MUX_CLIENT_MSG), int(Op.UNBLOCK_SRV_MUX),
+                         int(Op.DISCONNECT_SERVER_MUX), _PING))
+_CALLER_OPS = frozenset((_MUX_CONNECT_ERROR, int(Op.ACK_MUX), int(Op.MUX_SERVER_MSG),
+                         int(Op.UNBLOCK_CL_MUX), int(Op.DISCONNECT_CLIENT_MUX), _PONG))
 _EOF_ERR = FLAG_EOF | FLAG_PAYLOAD_IS_ERR
 
 
@@ -354,6 +361,8 @@ class Connection:
         self._ids = MuxIdAllocator()
         self._outgoing: dict[int, asyncio.Future[Any]] = {}
         self._callee_tasks: set[asyncio.Task[Any]] = set()
+        self._callers: dict[int, _stream.Stream] = {}  # streams this side opened
+        self._callees: dict[int, Any] = {}  # streams this side serves
         self._sendq: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._paused = False
@@ -433,6 +442,22 @@ class Connection:
         """
         return await self._request(handler_id, payload, timeout, None, None)
 
+    async def new_stream(self, handler_id: int, payload: Payload = None,
+                         timeout: float | None = None, *, in_capacity: int | None = None,
+                         out_capacity: int | None = None) -> _stream.Stream:
+        """Open a stream to the stream handler ``handler_id`` on the remote.
+
+        Capacities come from this node's own registration of the handler (as
+        in Go) unless given.  ``timeout`` bounds the whole stream (default:
+        none).  Returns once the remote has acknowledged the stream.
+
+        :raises RemoteUnknownHandler: the remote has no such stream handler.
+        :raises UnknownHandler: no local registration to read capacities from.
+        :raises Disconnected: the connection is down.
+        """
+        return await _stream.open_stream(self, handler_id, _as_bytes(payload), timeout, None,
+                                         None, in_capacity, out_capacity)
+
     def stats(self) -> ConnectionStats:
         """A snapshot of this connection's counters."""
         wire = self._wire
@@ -449,7 +474,7 @@ class Connection:
             last_connect_time=self._connected_at,
             last_error=self._last_error,
             outstanding_requests=len(self._outgoing),
-            outstanding_streams=0,
+            outstanding_streams=len(self._callers) + len(self._callees),
             send_queue_depth=len(self._sendq),
         )
 
@@ -588,24 +613,30 @@ class Connection:
                 fut.set_exception(RemoteError(_text(m.payload)))
             else:
                 fut.set_result(m.payload)
-        elif op == _PING:
-            self._on_ping(m)
-        elif op == _PONG:
-            self._on_pong(m)
-        elif op == _MUX_CONNECT_ERROR:
-            fut = self._outgoing.pop(m.mux_id, None)
-            if fut is not None and not fut.done():
-                try:
-                    text = _payloads.decode_mux_connect_error(m.payload)
-                except ProtocolError as exc:
-                    text = str(exc)
-                fut.set_exception(RemoteUnknownHandler(text))
+        elif op in _CALLEE_OPS:
+            if op == _PING and m.mux_id == 0:
+                self._on_ping(m)
             else:
-                self._mgr._streams_dispatch(self, m)
-        elif op == _MERGED:
-            log.debug("grid: nested merged container from %s ignored", self.remote)
+                _stream.on_callee_op(self, m)
+        elif op in _CALLER_OPS:
+            if op == _PONG and m.mux_id == 0:
+                self._on_pong(m)
+            elif op == _MUX_CONNECT_ERROR and m.mux_id in self._outgoing:
+                fut = self._outgoing.pop(m.mux_id)
+                if not fut.done():
+                    try:
+                        text = _payloads.decode_mux_connect_error(m.payload)
+                    except ProtocolError as exc:
+                        text = str(exc)
+                    fut.set_exception(RemoteUnknownHandler(text))
+            else:
+                _stream.on_caller_op(self, m)
+        elif op == _CONNECT_MUX:
+            _stream.serve_connect(self, m)
         else:
-            self._mgr._streams_dispatch(self, m)
+            # Connect, ConnectResponse, Disconnect, nested Merged, unknown ops:
+            # logged and ignored, as Go does (§3.2).
+            log.debug("grid: ignoring op %d from %s", op, self.remote)
 
     def _on_request(self, m: Any) -> None:
         entry = self._mgr._registry.single(m.handler, m.subroute)
@@ -681,9 +712,6 @@ class Connection:
                                   flags, _payloads.encode_mux_connect_error(text)))
 
     def _on_ping(self, m: Any) -> None:
-        if m.mux_id != 0:
-            self._mgr._streams_dispatch(self, m)
-            return
         try:
             t = _payloads.decode_ping(m.payload)
         except ProtocolError:
@@ -693,9 +721,6 @@ class Connection:
                                   _payloads.Pong(False, None, t).encode()))
 
     def _on_pong(self, m: Any) -> None:
-        if m.mux_id != 0:
-            self._mgr._streams_dispatch(self, m)
-            return
         self._last_pong = self._loop.time()
         try:
             pong = _payloads.Pong.decode(m.payload)
@@ -795,7 +820,7 @@ class Connection:
         for fut in outgoing.values():
             if not fut.done():
                 fut.set_exception(Disconnected())
-        self._mgr._streams_reset(self)
+        _stream.reset(self)
         self._wake_senders()
 
     async def _dial_loop(self) -> None:
@@ -905,6 +930,10 @@ def _text(payload: bytes | None) -> str:
     return payload.decode("utf-8", "replace") if payload else ""
 
 
+def _as_bytes(payload: Payload) -> bytes | None:
+    return payload if payload is None or isinstance(payload, bytes) else bytes(payload)
+
+
 class Subroute:
     """A connection view addressing handlers under one static subroute."""
 
@@ -923,6 +952,14 @@ class Subroute:
         """Like :meth:`Connection.request`, for the handler under this subroute."""
         return await self._conn._request(handler_id, payload, timeout, self.route,
                                          self._sub(handler_id))
+
+    async def new_stream(self, handler_id: int, payload: Payload = None,
+                         timeout: float | None = None, *, in_capacity: int | None = None,
+                         out_capacity: int | None = None) -> _stream.Stream:
+        """Like :meth:`Connection.new_stream`, for the handler under this subroute."""
+        return await _stream.open_stream(self._conn, handler_id, _as_bytes(payload), timeout,
+                                         self.route, self._sub(handler_id), in_capacity,
+                                         out_capacity)
 
     def subroute(self, *segments: str) -> Subroute:
         """A deeper subroute: ``route + "/" + "/".join(segments)``."""

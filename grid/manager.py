@@ -17,7 +17,6 @@ from grid._consts import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
     DIAL_TIMEOUT,
-    FLAG_EOF,
     HANDSHAKE_CLOCK_SKEW,
     HTTP_CLOCK_SKEW,
     OP_NAMES,
@@ -29,6 +28,7 @@ from grid._impl import decode_message, encode_message, local_dials
 from grid.connection import Connection, ConnectionStats, State, _Wire
 from grid.errors import GridError, ProtocolError
 from grid.handlers import HandlerRegistry, SingleHandlerFn, join_route
+from grid.stream import StreamHandler
 
 __all__ = ["Manager", "ManagerStats"]
 
@@ -80,6 +80,10 @@ class Manager:
         long drops the connection (§9).
     :param dial_timeout: TCP + TLS + upgrade bound for one dial attempt.
     :param default_timeout: deadline of a request given no ``timeout``.
+    :param retry_base: the dialer retries ``retry_base * (1 + random()) / 2``
+        seconds after the previous attempt started (Go: 2 s).
+    :param max_streams: streams a peer may have open on this node at once;
+        past it ConnectMux is refused with ``too many open streams``.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class Manager:
         dial_timeout: float = DIAL_TIMEOUT,
         default_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         retry_base: float = 2.0,
+        max_streams: int = 10000,
     ) -> None:
         if list(hosts).count(local) != 1:
             raise ValueError(f"local host {local!r} must appear exactly once in hosts")
@@ -122,6 +127,7 @@ class Manager:
         self.dial_timeout = dial_timeout
         self.default_timeout = default_timeout
         self.retry_base = retry_base
+        self.max_streams = max_streams
         self._auth_fn = auth_fn
         self._validate = validate_token
         self._ssl = ssl
@@ -146,6 +152,14 @@ class Manager:
         ``"<Type>: <text>"``.  May be called before or after :meth:`start`.
         """
         self._registry.add_single(handler_id, fn, join_route(subroute) if subroute else None)
+
+    def register_stream(self, handler_id: int, handler: StreamHandler) -> None:
+        """Register a :class:`grid.StreamHandler` under ``handler_id`` (1..255)
+        and the handler's subroute.  Register it on every node that opens such
+        streams too: callers read the capacities from their own registration."""
+        if not isinstance(handler, StreamHandler):
+            raise TypeError("register_stream takes a grid.StreamHandler")
+        self._registry.add_stream(handler_id, handler, handler.subroute or None)
 
     # -- lifecycle
 
@@ -337,26 +351,3 @@ class Manager:
         resp = _payloads.ConnectResponse(self.instance_id, True, "")
         wire.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT_RESPONSE), 0, resp.encode()))
         conn._attach(wire, req.instance_id)
-
-    # -- streams (placeholders until the streams layer; §3.4 unknown-mux replies)
-
-    def _streams_dispatch(self, conn: Connection, m: Any) -> None:
-        op = m.op
-        if op == Op.PING:
-            pong = _payloads.Pong(True, None, _payloads.GO_ZERO_TIME_NS).encode()
-            flags = (m.flags | conn._base) & ~0x20 & 0xFF
-            conn._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, int(Op.PONG),
-                                      flags, pong))
-        elif (op == Op.MUX_SERVER_MSG and not m.flags & FLAG_EOF) or (
-            op == Op.ACK_MUX and not m.flags & FLAG_EOF
-        ) or op == Op.PONG or op == Op.MUX_CLIENT_MSG:
-            conn._send(encode_message(m.mux_id, 0, 0, 0, int(Op.DISCONNECT_CLIENT_MUX),
-                                      conn._base, None))
-        elif op == Op.CONNECT_MUX:
-            from grid.handlers import unknown_handler_text
-
-            conn._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
-        # everything else for an unknown mux is dropped silently
-
-    def _streams_reset(self, conn: Connection) -> None:
-        pass

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from grid.connection import State
 from grid.manager import Manager
 
 __all__ = ["TestGrid", "free_port"]
@@ -77,6 +78,9 @@ class TestGrid:
 
     async def close(self) -> None:
         """Close every manager."""
+        for m in self.managers:  # all are going: no node should log the others leaving
+            for c in m.connections.values():
+                c._state = State.SHUTDOWN
         for m in self.managers:
             await m.close()
 

@@ -1,0 +1,698 @@
+"""Streams (GRID-PROTOCOL.md §8): the caller's :class:`Stream`, the callee's
+stream state, and the credit-based flow control between them.
+
+Both sides keep one :class:`~grid._impl.MuxState` per stream for sequence
+numbers and send credits.  Every buffer is bounded by the capacities both
+sides agree on: the caller buffers at most ``max(out_capacity, 1)`` replies,
+the callee at most ``in_capacity`` inputs; a sender without credit waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+from grid import _payloads
+from grid._consts import (
+    FLAG_EOF,
+    FLAG_PAYLOAD_IS_ERR,
+    FLAG_PAYLOAD_IS_ZERO,
+    FLAG_STATELESS,
+    FLAG_SUBROUTE,
+    MAX_DEADLINE_MS,
+    STREAM_LIVENESS_LIMIT,
+    STREAM_PING_INTERVAL,
+    STREAM_PONG_TIMEOUT,
+    Op,
+)
+from grid._impl import MuxState, encode_message
+from grid.errors import (
+    Disconnected,
+    GridError,
+    IncorrectSequence,
+    ProtocolError,
+    RemoteError,
+    RemoteUnknownHandler,
+    UnknownHandler,
+)
+from grid.handlers import CallContext, _current, unknown_handler_text
+
+if TYPE_CHECKING:
+    from grid.connection import Connection
+
+__all__ = ["StreamHandler", "StreamContext", "StreamOut", "Stream", "StreamHandlerFn"]
+
+log = logging.getLogger("grid.stream")
+
+_CONNECT_MUX = int(Op.CONNECT_MUX)
+_MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
+_DISCONNECT_CLIENT_MUX = int(Op.DISCONNECT_CLIENT_MUX)
+_DISCONNECT_SERVER_MUX = int(Op.DISCONNECT_SERVER_MUX)
+_MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
+_MUX_SERVER_MSG = int(Op.MUX_SERVER_MSG)
+_UNBLOCK_SRV_MUX = int(Op.UNBLOCK_SRV_MUX)
+_UNBLOCK_CL_MUX = int(Op.UNBLOCK_CL_MUX)
+_ACK_MUX = int(Op.ACK_MUX)
+_PING = int(Op.PING)
+_PONG = int(Op.PONG)
+
+_EOF = object()  # marks the end of a queue of items
+
+
+@dataclass(frozen=True)
+class StreamContext(CallContext):
+    """What a stream handler knows about the stream it serves (see
+    :class:`grid.CallContext`); also returned by :func:`grid.current_call`
+    inside the handler."""
+
+
+#: ``async def handle(ctx, payload, inbound, out)``; ``inbound`` is None when
+#: the handler takes no input stream (``in_capacity=0``).
+StreamHandlerFn = Callable[
+    [StreamContext, Union[bytes, None], Union[AsyncIterator[bytes], None], "StreamOut"],
+    Awaitable[None],
+]
+
+
+class StreamHandler:
+    """A stream handler and the capacities both ends of its streams use.
+
+    :param handle: ``async def handle(ctx, payload, inbound, out) -> None``.
+        Returning ends the stream with EOF; raising :class:`grid.RemoteError`
+        ends it with that error text (any other exception is logged and sent
+        as ``"<Type>: <text>"``).
+    :param subroute: static subroute (``"disk/1"``), ``""`` for none.
+    :param in_capacity: caller→callee items in flight; 0 = no input stream.
+    :param out_capacity: callee→caller items in flight (values < 1 mean 1).
+
+    The caller reads the capacities from its own registration of the same
+    handler id, as Go does, so register stream handlers on every node (or pass
+    the capacities to ``new_stream``).
+    """
+
+    def __init__(self, handle: StreamHandlerFn, subroute: str = "", in_capacity: int = 1,
+                 out_capacity: int = 1) -> None:
+        if in_capacity < 0:
+            raise ValueError("in_capacity must be >= 0")
+        self.handle = handle
+        self.subroute = subroute
+        self.in_capacity = in_capacity
+        self.out_capacity = out_capacity
+
+
+def _item_flags(base: int, payload: bytes | None) -> int:
+    return base | FLAG_PAYLOAD_IS_ZERO if payload is not None and len(payload) == 0 else base
+
+
+class _Credits:
+    """Send credits of one side of a stream, with waiters."""
+
+    __slots__ = ("state", "_waiter", "_loop")
+
+    def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = loop
+
+    async def take(self, check: Callable[[], None]) -> None:
+        while not self.state.take_credit():
+            check()
+            fut = self._loop.create_future()
+            self._waiter = fut
+            try:
+                await fut
+            finally:
+                self._waiter = None
+        check()
+
+    def add(self, n: int) -> None:
+        self.state.add_credits(n)
+        self.wake()
+
+    def wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+# ============================================================== caller side
+
+
+class Stream:
+    """The caller's end of a stream, from :meth:`grid.Connection.new_stream`.
+
+    Iterate it for the handler's replies (``async for``); :meth:`send` and
+    :meth:`close_send` feed a two-way stream.  Iteration ends at the handler's
+    EOF and raises :class:`grid.RemoteError` or :class:`grid.Disconnected` on
+    failure.  :meth:`cancel` (or cancelling the task that iterates, or the
+    deadline) cancels the handler on the remote node too.
+    """
+
+    def __init__(self, conn: Connection, mux_id: int, in_capacity: int, out_capacity: int,
+                 deadline: float | None) -> None:
+        self._conn = conn
+        self._loop = conn._loop
+        self.mux_id = mux_id
+        self.in_capacity = in_capacity
+        self.out_capacity = max(out_capacity, 1)
+        self._state = MuxState(mux_id)
+        self._credits = _Credits(self._state, self._loop)
+        self._items: deque[Any] = deque()
+        self._item_waiter: asyncio.Future[None] | None = None
+        self._acked: asyncio.Future[None] = self._loop.create_future()
+        self._error: BaseException | None = None
+        self._done = False  # removed from the connection's table
+        self._eof_in = False  # EOF (or error) received from the callee
+        self._eof_out = in_capacity == 0  # no more input will be sent
+        self._heard = self._loop.time()
+        self._timers: list[asyncio.TimerHandle] = []
+        if deadline is not None:
+            self._timers.append(self._loop.call_at(deadline, self._expired))
+        if deadline is None or deadline - self._loop.time() > STREAM_PING_INTERVAL:
+            self._timers.append(self._loop.call_later(STREAM_PING_INTERVAL, self._ping_tick))
+
+    # -- public
+
+    async def send(self, item: bytes) -> None:
+        """Send one item to the handler; waits for credit (two-way streams only)."""
+        if self.in_capacity == 0:
+            raise GridError("stream does not accept requests")
+        if self._eof_out:
+            raise GridError("send after close_send")
+        self._raise_if_failed()
+        if not self._acked.done():
+            await self._acked
+        try:
+            await self._credits.take(self._raise_if_failed)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        st = self._state
+        self._conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
+                                        _item_flags(self._conn._base, item), item))
+
+    async def close_send(self) -> None:
+        """Tell the handler there is no more input (EOF); needs no credit."""
+        if self._eof_out:
+            return
+        self._eof_out = True
+        if self._done:
+            return
+        self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
+                                        _MUX_CLIENT_MSG, self._conn._base | FLAG_EOF, None))
+
+    def cancel(self) -> None:
+        """Abandon the stream and cancel the handler on the remote node."""
+        if self._done:
+            return
+        self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
+                                        _DISCONNECT_SERVER_MUX, self._conn._base, None))
+        self._finish(GridError("stream cancelled"))
+
+    async def results(self, callback: Callable[[bytes], Any]) -> None:
+        """Call ``callback`` (sync or async) with every reply; return at EOF."""
+        async for item in self:
+            r = callback(item)
+            if asyncio.iscoroutine(r):
+                await r
+
+    @property
+    def done(self) -> bool:
+        """True once the stream has ended, however it ended."""
+        return self._done and not self._items
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._items:
+                item = self._items.popleft()
+                if item is _EOF:
+                    self._items.appendleft(_EOF)
+                    raise StopAsyncIteration
+                if not self._done:
+                    # One item left the buffer: return its credit (§8.4).
+                    self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0,
+                                                    0, _UNBLOCK_SRV_MUX, self._conn._base, None))
+                return item  # type: ignore[no-any-return]
+            if self._error is not None:
+                raise self._error
+            fut = self._loop.create_future()
+            self._item_waiter = fut
+            try:
+                await fut
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+            finally:
+                self._item_waiter = None
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self._done:
+            self.cancel()
+
+    def __repr__(self) -> str:
+        return f"<grid.Stream mux={self.mux_id} done={self._done}>"
+
+    # -- internals
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._done:
+            raise Disconnected("stream closed")
+
+    def _wake_reader(self) -> None:
+        w = self._item_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        """End the stream locally: record why, drop it from the table, wake everyone."""
+        if self._done:
+            return
+        self._done = True
+        self._eof_in = True
+        if error is not None and self._error is None:
+            self._error = error
+        elif error is None:
+            self._items.append(_EOF)
+        for t in self._timers:
+            t.cancel()
+        self._timers = []
+        self._conn._callers.pop(self.mux_id, None)
+        if not self._acked.done():
+            if self._error is not None:
+                self._acked.set_exception(self._error)
+                self._acked.exception()  # retrieved: no "never retrieved" warning
+            else:
+                self._acked.set_result(None)
+        self._wake_reader()
+        self._credits.wake()
+
+    def _fail_and_disconnect(self, error: BaseException) -> None:
+        if not self._done:
+            self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
+                                            _DISCONNECT_SERVER_MUX, self._conn._base, None))
+        self._finish(error)
+
+    def _expired(self) -> None:
+        self._fail_and_disconnect(TimeoutError("grid stream deadline exceeded"))
+
+    def _ping_tick(self) -> None:
+        if self._done:
+            return
+        if self._loop.time() - self._heard > STREAM_PONG_TIMEOUT:
+            self._fail_and_disconnect(Disconnected())
+            return
+        self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0, _PING,
+                                        self._conn._base, None))
+        self._timers = [t for t in self._timers if not t.cancelled()]
+        self._timers.append(self._loop.call_later(STREAM_PING_INTERVAL, self._ping_tick))
+
+    def _check_seq(self, seq: int) -> bool:
+        try:
+            self._state.check_recv(seq)
+        except IncorrectSequence:
+            self._fail_and_disconnect(GridError("out-of-sequence item received"))
+            return False
+        return True
+
+    def _on_message(self, m: Any) -> None:
+        op = m.op
+        if op == _MUX_SERVER_MSG:
+            flags = m.flags
+            if m.payload is not None or flags & FLAG_PAYLOAD_IS_ERR:
+                if not self._check_seq(m.seq):
+                    return
+                if flags & FLAG_PAYLOAD_IS_ERR:
+                    self._finish(RemoteError(_text(m.payload)))
+                    return
+                if len(self._items) >= self.out_capacity:
+                    self._fail_and_disconnect(GridError("INTERNAL ERROR: Response was blocked"))
+                    return
+                self._items.append(m.payload)
+                self._heard = self._loop.time()
+                self._wake_reader()
+            if flags & FLAG_EOF:
+                self._finish(None)
+        elif op == _UNBLOCK_CL_MUX:
+            if self._check_seq(m.seq):
+                self._credits.add(1)
+        elif op == _ACK_MUX:
+            if self._check_seq(m.seq):
+                self._credits.add(self.in_capacity)
+                if not self._acked.done():
+                    self._acked.set_result(None)
+        elif op == _PONG:
+            try:
+                pong = _payloads.Pong.decode(m.payload)
+            except ProtocolError as exc:
+                self._fail_and_disconnect(exc)
+                return
+            if pong.not_found:
+                self._finish(Disconnected("remote terminated call"))
+            elif pong.error is not None:
+                self._finish(RemoteError(pong.error))
+            else:
+                self._heard = self._loop.time()
+        elif op == _DISCONNECT_CLIENT_MUX:
+            self._finish(RemoteError(_text(m.payload)) if m.flags & FLAG_PAYLOAD_IS_ERR
+                         else Disconnected())
+        elif op == _MUX_CONNECT_ERROR:
+            try:
+                text = _payloads.decode_mux_connect_error(m.payload)
+            except ProtocolError as exc:
+                text = str(exc)
+            self._finish(RemoteUnknownHandler(text))
+
+
+async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
+                      timeout: float | None, route: str | None, sub: bytes | None,
+                      in_capacity: int | None, out_capacity: int | None) -> Stream:
+    """Open a stream (§8.2) and wait for the callee's AckMux."""
+    from grid.connection import State
+    from grid.handlers import check_handler_id
+
+    if conn._state is not State.CONNECTED:
+        raise Disconnected()
+    check_handler_id(handler_id)
+    if in_capacity is None or out_capacity is None:
+        local = conn._mgr._registry.stream_for_caller(handler_id, route)
+        if local is None:
+            raise UnknownHandler("unknown mux handler")
+        in_capacity = local.in_capacity if in_capacity is None else in_capacity
+        out_capacity = local.out_capacity if out_capacity is None else out_capacity
+    loop = conn._loop
+    deadline_ms = 0
+    deadline = None
+    if timeout is not None:
+        deadline_ms = min(int(timeout * 1000), MAX_DEADLINE_MS)
+        if deadline_ms < 1:
+            raise TimeoutError("grid stream deadline below 1 ms")
+        deadline = loop.time() + timeout
+    mux_id = conn._ids.next()
+    st = Stream(conn, mux_id, in_capacity, out_capacity, deadline)
+    conn._callers[mux_id] = st
+    flags = _item_flags(conn._base, payload)
+    if in_capacity == 0:
+        flags |= FLAG_EOF
+    if sub is not None:
+        flags |= FLAG_SUBROUTE
+    conn._send(encode_message(mux_id, st._state.next_send_seq(), deadline_ms, handler_id,
+                              _CONNECT_MUX, flags, payload, sub))
+    try:
+        await st._acked
+    except asyncio.CancelledError:
+        st.cancel()
+        raise
+    return st
+
+
+# ============================================================== callee side
+
+
+class StreamOut:
+    """Where a stream handler sends its replies."""
+
+    __slots__ = ("_srv",)
+
+    def __init__(self, srv: _ServerStream) -> None:
+        self._srv = srv
+
+    async def send(self, item: bytes) -> None:
+        """Send one reply to the caller; waits for credit from it."""
+        srv = self._srv
+        await srv.credits.take(srv.check_open)
+        srv.conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
+                                      _MUX_SERVER_MSG, _item_flags(srv.conn._base, item or b""),
+                                      item if item is not None else b""))
+
+
+class _Inbound:
+    """The handler's async iterator over the caller's items."""
+
+    __slots__ = ("_srv",)
+
+    def __init__(self, srv: _ServerStream) -> None:
+        self._srv = srv
+
+    def __aiter__(self) -> _Inbound:
+        return self
+
+    async def __anext__(self) -> bytes:
+        srv = self._srv
+        while True:
+            if srv.inbox:
+                item = srv.inbox.popleft()
+                if item is _EOF:
+                    srv.inbox.appendleft(_EOF)
+                    raise StopAsyncIteration
+                # Handed to the handler: return the caller's credit (§8.4).
+                srv.conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
+                                              _UNBLOCK_CL_MUX, srv.conn._base, None))
+                return item  # type: ignore[no-any-return]
+            srv.check_open()
+            fut = srv.loop.create_future()
+            srv.inbox_waiter = fut
+            try:
+                await fut
+            finally:
+                srv.inbox_waiter = None
+
+
+class _ServerStream:
+    """The callee's state of one stream."""
+
+    def __init__(self, conn: Connection, m: Any, handler: StreamHandler) -> None:
+        self.conn = conn
+        self.loop = conn._loop
+        self.mux_id = m.mux_id
+        self.handler = handler
+        # Callee counters start from the ConnectMux Seq (§8.2).
+        self.state = MuxState(m.mux_id, m.seq, (m.seq + 1) & 0xFFFFFFFF,
+                              max(handler.out_capacity, 1))
+        self.credits = _Credits(self.state, self.loop)
+        self.inbox: deque[Any] = deque()
+        self.inbox_waiter: asyncio.Future[None] | None = None
+        self.input_done = handler.in_capacity == 0
+        self.closed: str | None = None  # why the stream ended, once it has
+        self.task: asyncio.Task[None] | None = None
+        self.last_ping = self.loop.time()
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def check_open(self) -> None:
+        if self.closed is not None:
+            raise asyncio.CancelledError(self.closed)
+
+    def wake(self) -> None:
+        w = self.inbox_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def close(self, why: str) -> None:
+        """Forget this stream and cancel its handler."""
+        if self.closed is not None:
+            return
+        self.closed = why
+        self.conn._callees.pop(self.mux_id, None)
+        for t in self.timers:
+            t.cancel()
+        self.timers = []
+        self.wake()
+        self.credits.wake()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def abort(self, text: str) -> None:
+        """Protocol abort (§8.5): error to the caller without credit, then close."""
+        if self.closed is None:
+            self.conn._send(encode_message(self.mux_id, self.state.next_send_seq(), 0, 0,
+                                           _MUX_SERVER_MSG,
+                                           self.conn._base | FLAG_EOF | FLAG_PAYLOAD_IS_ERR,
+                                           text.encode()))
+        self.close(text)
+
+    def disconnect(self, why: str) -> None:
+        """End from the callee side without a final message (deadline, liveness)."""
+        if self.closed is None:
+            self.conn._send(encode_message(self.mux_id, 0, 0, 0, _DISCONNECT_CLIENT_MUX,
+                                           self.conn._base, None))
+        self.close(why)
+
+    def liveness_tick(self) -> None:
+        if self.closed is not None:
+            return
+        if self.loop.time() - self.last_ping > STREAM_LIVENESS_LIMIT:
+            self.disconnect("no ping from caller")
+            return
+        self.timers.append(self.loop.call_later(STREAM_PING_INTERVAL, self.liveness_tick))
+
+    async def run(self, ctx: StreamContext, payload: bytes | None) -> None:
+        inbound = None if self.handler.in_capacity == 0 else _Inbound(self)
+        out = StreamOut(self)
+        err: str | None = None
+        try:
+            await self.handler.handle(ctx, payload, inbound, out)
+        except asyncio.CancelledError:
+            if self.closed is not None:
+                return  # we were told to stop
+            err = "context canceled"
+        except RemoteError as exc:
+            err = exc.message
+        except Exception as exc:
+            log.error("grid: stream handler %d for %s raised\n%s", ctx.handler_id, ctx.caller,
+                      "".join(traceback.format_exception(exc)).rstrip())
+            err = f"{type(exc).__name__}: {exc}"
+        if self.closed is not None:
+            return
+        # The final message costs a credit like any other (§8.4).
+        try:
+            await self.credits.take(self.check_open)
+        except asyncio.CancelledError:
+            return
+        flags = self.conn._base | FLAG_EOF
+        body = None
+        if err is not None:
+            flags |= FLAG_PAYLOAD_IS_ERR
+            body = err.encode("utf-8", "replace")
+        self.conn._send(encode_message(self.mux_id, self.state.next_send_seq(), 0, 0,
+                                       _MUX_SERVER_MSG, flags, body))
+        self.close("handler returned")
+
+    def on_message(self, m: Any) -> None:
+        op = m.op
+        if op == _MUX_CLIENT_MSG:
+            try:
+                self.state.check_recv(m.seq)
+            except IncorrectSequence as exc:
+                self.abort(str(exc))
+                return
+            if m.flags & FLAG_EOF:
+                if not self.input_done:
+                    self.input_done = True
+                    self.inbox.append(_EOF)
+                    self.wake()
+                return
+            if self.input_done:
+                self.abort("did not expect inbound message")
+                return
+            if len(self.inbox) >= self.handler.in_capacity:
+                self.abort("handler blocked")
+                return
+            self.inbox.append(m.payload if m.payload is not None else b"")
+            self.wake()
+        elif op == _UNBLOCK_SRV_MUX:
+            try:
+                self.state.check_recv(m.seq)
+            except IncorrectSequence as exc:
+                self.abort(str(exc))
+                return
+            self.credits.add(1)
+        elif op == _DISCONNECT_SERVER_MUX:
+            self.close("context canceled")
+        elif op == _PING:
+            err = None
+            try:
+                self.state.check_recv(m.seq)
+            except IncorrectSequence as exc:
+                err = str(exc)
+                self.abort(err)
+            if err is None and self.closed is not None:
+                err = self.closed
+            self.last_ping = self.loop.time()
+            _send_pong(self.conn, m, False, err)
+
+
+def _send_pong(conn: Connection, m: Any, not_found: bool, err: str | None) -> None:
+    # Built from the ping (§2.5): same mux, seq, deadline and handler.
+    flags = (m.flags | conn._base) & ~FLAG_SUBROUTE & 0xFF
+    conn._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, _PONG, flags,
+                              _payloads.Pong(not_found, err, _payloads.GO_ZERO_TIME_NS).encode()))
+
+
+def serve_connect(conn: Connection, m: Any) -> None:
+    """Handle an incoming OpConnectMux (§8.2)."""
+    if m.mux_id in conn._callees:
+        return  # a duplicate id keeps the existing stream (§3.4)
+    if m.flags & FLAG_STATELESS:
+        conn._reply_mux_error(m, "Stateless streams not supported")
+        return
+    handler = conn._mgr._registry.stream(m.handler, m.subroute)
+    if handler is None:
+        conn._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
+        return
+    if len(conn._callees) >= conn._mgr.max_streams:
+        conn._reply_mux_error(m, "too many open streams")
+        return
+    srv = _ServerStream(conn, m, handler)
+    conn._callees[m.mux_id] = srv
+    conn._send(encode_message(m.mux_id, srv.state.next_send_seq(), 0, 0, _ACK_MUX, conn._base,
+                              None))
+    loop = conn._loop
+    deadline = loop.time() + m.deadline_ms / 1000 if m.deadline_ms else None
+    ctx = StreamContext(conn.remote, m.handler, handler.subroute or None, m.mux_id, deadline)
+    token = _current.set(ctx)
+    try:
+        srv.task = loop.create_task(srv.run(ctx, m.payload))
+    finally:
+        _current.reset(token)
+    conn._callee_tasks.add(srv.task)
+    srv.task.add_done_callback(conn._callee_tasks.discard)
+    if deadline is not None:
+        srv.timers.append(loop.call_at(deadline, srv.disconnect, "context deadline exceeded"))
+    if m.deadline_ms == 0 or m.deadline_ms > STREAM_LIVENESS_LIMIT * 1000:
+        srv.timers.append(loop.call_later(STREAM_PING_INTERVAL, srv.liveness_tick))
+
+
+def on_callee_op(conn: Connection, m: Any) -> None:
+    """A caller-originated op for the callee table (§3.4)."""
+    srv = conn._callees.get(m.mux_id)
+    if srv is not None:
+        srv.on_message(m)
+        return
+    op = m.op
+    if op == _PING:
+        _send_pong(conn, m, True, None)
+    elif op == _MUX_CLIENT_MSG:
+        _disconnect_client(conn, m.mux_id)
+    # UnblockSrvMux / DisconnectServerMux for an unknown mux: dropped
+
+
+def on_caller_op(conn: Connection, m: Any) -> None:
+    """A callee-originated op for the caller table (§3.4)."""
+    st = conn._callers.get(m.mux_id)
+    if st is not None:
+        st._on_message(m)
+        return
+    op = m.op
+    if (op == _MUX_SERVER_MSG or op == _ACK_MUX) and not m.flags & FLAG_EOF or op == _PONG:
+        _disconnect_client(conn, m.mux_id)
+    # Response, MuxConnectError, UnblockClMux, DisconnectClientMux: dropped
+
+
+def _disconnect_client(conn: Connection, mux_id: int) -> None:
+    conn._send(encode_message(mux_id, 0, 0, 0, _DISCONNECT_CLIENT_MUX, conn._base, None))
+
+
+def reset(conn: Connection) -> None:
+    """The connection dropped: end every stream on this side (§10.3)."""
+    callers, conn._callers = conn._callers, {}
+    for st in callers.values():
+        st._finish(Disconnected())
+    callees, conn._callees = conn._callees, {}
+    for srv in callees.values():
+        srv.close("remote disconnected")
+
+
+def _text(payload: bytes | None) -> str:
+    return payload.decode("utf-8", "replace") if payload else ""
