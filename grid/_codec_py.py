@@ -9,6 +9,7 @@ numbers refer to GRID-PROTOCOL.md.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import struct
 from collections.abc import Sequence
@@ -60,6 +61,34 @@ _CRC = struct.Struct("<I")
 _FIELD_NAMES = ("MuxID", "Seq", "DeadlineMS", "Handler", "Op", "Flags")
 _FIELD_MAX = (2**64 - 1, 2**32 - 1, 2**32 - 1, 255, 255, 255)
 _MAX_PAYLOAD = 2**32 - 1
+_index = operator.index
+
+
+def _view(data: Buffer) -> Buffer:
+    """``data`` as a flat run of bytes whose len() counts bytes.
+
+    Accepts exactly what the compiled twin's ``PyBUF_SIMPLE`` request accepts:
+    any C-contiguous buffer.  A memoryview of wider items (``array("I")``)
+    counts its bytes, not its items; ints, lists and str are TypeErrors (as
+    ``bytes(data)`` would have silently accepted the first two).
+    """
+    if type(data) is bytes:
+        return data
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    if not view.c_contiguous:
+        raise BufferError("a C-contiguous buffer is required")
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    return view
+
+
+def _bytes(data: Buffer) -> bytes:
+    """:func:`_view`, copied into ``bytes`` (no copy for ``bytes``)."""
+    view = _view(data)
+    return view if type(view) is bytes else bytes(view)
 
 
 class Message:
@@ -164,7 +193,11 @@ def encode_message(
     ``subroute`` must be 32 bytes and is required exactly when FlagSubroute is
     set.  Out-of-range fields raise ValueError.
     """
-    values = (mux_id, seq, deadline_ms, handler, op, flags)
+    # Integer fields go through operator.index like the compiled twin's C
+    # conversion: int subclasses (IntEnum, bool) are fine, floats TypeError.
+    values = (_index(mux_id), _index(seq), _index(deadline_ms), _index(handler), _index(op),
+              _index(flags))
+    flags = values[5]
     for name, value, top in zip(_FIELD_NAMES, values, _FIELD_MAX):
         if not 0 <= value <= top:
             raise ValueError(f"{name} {value} is outside 0..{top}")
@@ -174,10 +207,11 @@ def encode_message(
     if payload is None:
         out += b"\xc4\x00"
     else:
+        payload = _view(payload)
         _pack_bin_header(out, len(payload))
         out += payload
     if flags & FLAG_SUBROUTE:
-        if subroute is None or len(subroute) != 32:
+        if subroute is None or len(subroute := _view(subroute)) != 32:
             raise ValueError("FlagSubroute needs a 32-byte subroute id")
         out += subroute
     elif subroute is not None:
@@ -200,6 +234,7 @@ def encode_merged(messages: Sequence[Buffer]) -> bytes:
     _pack_uint(out, n)
     out += b"\x00\x00\x11\x00\xc4\x00"
     for m in messages:
+        m = _view(m)
         _pack_bin_header(out, len(m))
         out += m
     return bytes(out)
@@ -309,7 +344,7 @@ def decode_message(data: Buffer) -> Message:
 
     Raises :class:`grid.ProtocolError` naming what was wrong.
     """
-    data = bytes(data)
+    data = _bytes(data)
     ints, start, stop, tail = _decode_tuple(data)
     flags = ints[5]
     _, subroute = _trailers(data, flags, tail)
@@ -327,7 +362,7 @@ def iter_merged(data: Buffer) -> list[Message]:
     does).  Inner messages are decoded but not expanded further: a nested
     container comes back as a Message with op 17 for the caller to reject.
     """
-    data = bytes(data)
+    data = _bytes(data)
     ints, _, _, tail = _decode_tuple(data)
     if ints[4] != _OP_MERGED:
         raise ProtocolError(f"not a merged container: op {ints[4]}")
@@ -392,8 +427,10 @@ def local_dials(local: str, remote: str) -> bool:
 
 def apply_mask(data: Buffer, key: Buffer) -> bytes:
     """XOR ``data`` with the repeating 4-byte ``key`` (RFC 6455 §5.3)."""
+    key = _view(key)
     if len(key) != 4:
         raise ValueError("a WebSocket mask key is 4 bytes")
+    data = _view(data)
     n = len(data)
     if n == 0:
         return b""
@@ -412,8 +449,10 @@ def encode_frame(
     """Encode one WebSocket frame.  With ``mask_key`` (4 bytes) the frame is
     masked, as a client must; without it, unmasked, as a server must.
     ``mask_key=b""`` draws a random key."""
+    opcode = _index(opcode)
     if not 0 <= opcode <= 0xF:
         raise ValueError(f"opcode {opcode} is outside 0..15")
+    payload = _view(payload)
     n = len(payload)
     first = (0x80 if fin else 0) | opcode
     masked = 0x80 if mask_key is not None else 0
@@ -425,6 +464,7 @@ def encode_frame(
         head = bytes((first, masked | 127)) + _U64.pack(n)
     if mask_key is None:
         return head + bytes(payload)
+    mask_key = _view(mask_key)
     if len(mask_key) == 0:
         mask_key = os.urandom(4)
     return head + bytes(mask_key) + apply_mask(payload, mask_key)
@@ -443,6 +483,8 @@ class FrameParser:
     close) as they arrive.  A violation raises ProtocolError, after which the
     parser stays failed.
     """
+
+    __slots__ = ("server", "max_message_size", "_buf", "_frag_op", "_frag", "_failed", "_recv")
 
     def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         if max_message_size < 0:

@@ -6,6 +6,8 @@ No sockets and no asyncio: ids, sequence counters and credit counts only.
 
 from __future__ import annotations
 
+from operator import index as _index
+
 from grid.errors import IncorrectSequence
 
 __all__ = ["MuxIdAllocator", "MuxState"]
@@ -22,6 +24,8 @@ class MuxIdAllocator:
     __slots__ = ("_last",)
 
     def __init__(self, start: int = 0) -> None:
+        # operator.index, like the compiled twin's conversion to uint64_t.
+        start = _index(start)
         if not 0 <= start <= _U64_MASK:
             raise ValueError(f"start {start} is outside 0..2**64-1")
         self._last = start
@@ -51,6 +55,9 @@ class MuxState:
     __slots__ = ("mux_id", "send_seq", "recv_seq", "credits")
 
     def __init__(self, mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
+        # operator.index, like the compiled twin's conversions to fixed-width ints.
+        mux_id, send_seq, recv_seq = _index(mux_id), _index(send_seq), _index(recv_seq)
+        credits = _index(credits)
         if not 0 <= mux_id <= _U64_MASK:
             raise ValueError(f"mux_id {mux_id} is outside 0..2**64-1")
         if not (0 <= send_seq <= _U32_MASK and 0 <= recv_seq <= _U32_MASK):
@@ -78,6 +85,7 @@ class MuxState:
 
     def add_credits(self, n: int = 1) -> int:
         """Return ``n`` credits (an ack or unblock arrived); give the new total."""
+        n = _index(n)
         if n < 0:
             raise ValueError("n must be >= 0")
         self.credits += n

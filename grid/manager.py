@@ -21,6 +21,7 @@ from grid._consts import (
     HTTP_CLOCK_SKEW,
     OP_NAMES,
     PING_INTERVAL,
+    STREAM_PING_INTERVAL,
     ROUTE_PATH,
     Op,
 )
@@ -82,6 +83,9 @@ class Manager:
     :param default_timeout: deadline of a request given no ``timeout``.
     :param retry_base: the dialer retries ``retry_base * (1 + random()) / 2``
         seconds after the previous attempt started (Go: 2 s).
+    :param stream_ping_interval: callers ping long streams this often and
+        end them after two silent intervals; callees end streams not pinged
+        for four (§8.7; Go: 15 s).
     :param max_streams: streams a peer may have open on this node at once;
         past it ConnectMux is refused with ``too many open streams``.
     """
@@ -106,6 +110,7 @@ class Manager:
         default_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         retry_base: float = 2.0,
         max_streams: int = 10000,
+        stream_ping_interval: float = STREAM_PING_INTERVAL,
     ) -> None:
         if list(hosts).count(local) != 1:
             raise ValueError(f"local host {local!r} must appear exactly once in hosts")
@@ -128,6 +133,7 @@ class Manager:
         self.default_timeout = default_timeout
         self.retry_base = retry_base
         self.max_streams = max_streams
+        self.stream_ping_interval = stream_ping_interval
         self._auth_fn = auth_fn
         self._validate = validate_token
         self._ssl = ssl

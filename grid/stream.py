@@ -25,9 +25,6 @@ from grid._consts import (
     FLAG_STATELESS,
     FLAG_SUBROUTE,
     MAX_DEADLINE_MS,
-    STREAM_LIVENESS_LIMIT,
-    STREAM_PING_INTERVAL,
-    STREAM_PONG_TIMEOUT,
     Op,
 )
 from grid._impl import MuxState, encode_message
@@ -171,10 +168,12 @@ class Stream:
         self._eof_out = in_capacity == 0  # no more input will be sent
         self._heard = self._loop.time()
         self._timers: list[asyncio.TimerHandle] = []
+        self._ping_interval = conn._mgr.stream_ping_interval
         if deadline is not None:
             self._timers.append(self._loop.call_at(deadline, self._expired))
-        if deadline is None or deadline - self._loop.time() > STREAM_PING_INTERVAL:
-            self._timers.append(self._loop.call_later(STREAM_PING_INTERVAL, self._ping_tick))
+        # Pings only for long or unbounded streams (§8.7).
+        if deadline is None or deadline - self._loop.time() > self._ping_interval:
+            self._timers.append(self._loop.call_later(self._ping_interval, self._ping_tick))
 
     # -- public
 
@@ -311,19 +310,19 @@ class Stream:
     def _ping_tick(self) -> None:
         if self._done:
             return
-        if self._loop.time() - self._heard > STREAM_PONG_TIMEOUT:
+        if self._loop.time() - self._heard > 2 * self._ping_interval:
             self._fail_and_disconnect(Disconnected())
             return
         self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0, _PING,
                                         self._conn._base, None))
-        self._timers = [t for t in self._timers if not t.cancelled()]
-        self._timers.append(self._loop.call_later(STREAM_PING_INTERVAL, self._ping_tick))
+        self._timers = [t for t in self._timers if t.when() > self._loop.time()]
+        self._timers.append(self._loop.call_later(self._ping_interval, self._ping_tick))
 
     def _check_seq(self, seq: int) -> bool:
         try:
             self._state.check_recv(seq)
-        except IncorrectSequence:
-            self._fail_and_disconnect(GridError("out-of-sequence item received"))
+        except IncorrectSequence as exc:
+            self._fail_and_disconnect(exc)
             return False
         return True
 
@@ -532,10 +531,12 @@ class _ServerStream:
     def liveness_tick(self) -> None:
         if self.closed is not None:
             return
-        if self.loop.time() - self.last_ping > STREAM_LIVENESS_LIMIT:
+        interval = self.conn._mgr.stream_ping_interval
+        if self.loop.time() - self.last_ping > 4 * interval:
             self.disconnect("no ping from caller")
             return
-        self.timers.append(self.loop.call_later(STREAM_PING_INTERVAL, self.liveness_tick))
+        self.timers = [t for t in self.timers if t.when() > self.loop.time()]
+        self.timers.append(self.loop.call_later(interval, self.liveness_tick))
 
     async def run(self, ctx: StreamContext, payload: bytes | None) -> None:
         inbound = None if self.handler.in_capacity == 0 else _Inbound(self)
@@ -650,8 +651,9 @@ def serve_connect(conn: Connection, m: Any) -> None:
     srv.task.add_done_callback(conn._callee_tasks.discard)
     if deadline is not None:
         srv.timers.append(loop.call_at(deadline, srv.disconnect, "context deadline exceeded"))
-    if m.deadline_ms == 0 or m.deadline_ms > STREAM_LIVENESS_LIMIT * 1000:
-        srv.timers.append(loop.call_later(STREAM_PING_INTERVAL, srv.liveness_tick))
+    interval = conn._mgr.stream_ping_interval
+    if m.deadline_ms == 0 or m.deadline_ms > 4 * interval * 1000:
+        srv.timers.append(loop.call_later(interval, srv.liveness_tick))
 
 
 def on_callee_op(conn: Connection, m: Any) -> None:
