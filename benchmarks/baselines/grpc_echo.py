@@ -1,0 +1,109 @@
+"""gRPC baseline: ``grpc.aio`` unary-unary echo with identity (raw bytes) serialisers.
+
+No protobuf: the method handler and the client stub are registered with
+``None`` (de)serialisers, which grpc treats as the identity -- the request and
+reply are the raw payload bytes.  One channel = one HTTP/2 connection.
+
+Needs grpcio (the ``bench`` extra).  Standalone smoke test::
+
+    python benchmarks/baselines/grpc_echo.py [--requests N] [--concurrency C]
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional, Tuple
+
+import grpc
+import grpc.aio
+
+SERVICE = "grid.bench.Echo"
+METHOD = "Echo"
+FULL_METHOD = f"/{SERVICE}/{METHOD}"
+
+#: Keep message-size limits out of the way for large payload runs.
+_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    return request
+
+
+async def serve(host: str = "127.0.0.1", port: int = 0) -> Tuple[grpc.aio.Server, int]:
+    """Start the echo server; returns ``(server, bound_port)``."""
+    server = grpc.aio.server(options=_OPTIONS)
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            METHOD: grpc.unary_unary_rpc_method_handler(
+                _echo, request_deserializer=None, response_serializer=None
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return server, bound
+
+
+class GrpcClient:
+    """One ``grpc.aio`` channel; ``await client.request(payload)`` returns the reply bytes."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._channel = grpc.aio.insecure_channel(f"{host}:{port}", options=_OPTIONS)
+        self._call = self._channel.unary_unary(
+            FULL_METHOD, request_serializer=None, response_deserializer=None
+        )
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._channel.channel_ready(), timeout)
+
+    def request(self, payload: bytes, timeout: Optional[float] = None):
+        return self._call(payload, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+async def _smoke(requests: int, concurrency: int, size: int) -> None:
+    import os
+    import time
+
+    server, port = await serve()
+    client = GrpcClient("127.0.0.1", port)
+    await client.wait_ready()
+    payload = os.urandom(size)
+    per_worker = max(1, requests // concurrency)
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            if await client.request(payload) != payload:
+                raise AssertionError("echo mismatch")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    dt = time.perf_counter() - t0
+    total = per_worker * concurrency
+    print(f"grpc.aio echo (same process): {total} requests, c={concurrency}: {total / dt:,.0f} req/s")
+    await client.close()
+    await server.stop(None)
+
+
+def main() -> None:
+    import argparse
+
+    import uvloop
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--concurrency", type=int, default=128)
+    ap.add_argument("--size", type=int, default=512)
+    args = ap.parse_args()
+    uvloop.run(_smoke(args.requests, args.concurrency, args.size))
+
+
+if __name__ == "__main__":
+    main()

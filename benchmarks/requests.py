@@ -1,0 +1,730 @@
+"""Request/response benchmark: grid vs a raw asyncio baseline vs grpc.aio.
+
+Every system is measured the same way: a server process and a client process
+(separate interpreters, uvloop in each, loopback only), one connection, a
+512-byte echo.  For each concurrency level the client runs that many workers,
+each awaiting one request at a time; after a warm-up it records every
+completed request's latency (``time.perf_counter_ns`` around the await) for a
+fixed duration and reports requests/s, p50 and p99.
+
+Systems:
+  grid       grid Manager pair, compiled core (GRID_PURE unset in both processes)
+  grid-pure  grid Manager pair, pure-Python twins (GRID_PURE=1 in both processes)
+  raw        baselines/raw_echo.py: length+id framed asyncio.Protocol, the ceiling
+  grpc       baselines/grpc_echo.py: grpc.aio unary-unary, identity serialisers
+
+Then a memory check: the client launches N (10,000) concurrent requests at a
+server handler that holds every reply until all N have arrived, and reports
+how far that raised the client's peak RSS (VmHWM, reset first where the kernel
+allows).
+
+Usage::
+
+    python benchmarks/requests.py [--systems grid,grid-pure,raw,grpc]
+        [--concurrency 1,16,128] [--seconds 3] [--warmup 1] [--size 512]
+        [--inflight 10000] [--no-memcheck] [--json PATH]
+
+The same file is the server and client program (``--role server|client|memcheck``,
+internal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ itself
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+try:  # shared helpers (benchmarks/_report.py), when present
+    from _report import print_table, write_json  # type: ignore[import-not-found]
+except ImportError:  # private fallbacks with the same signatures
+
+    def print_table(title: str, columns: List[str], rows: List[List[Any]]) -> None:
+        cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+        print(f"\n{title}")
+        for k, r in enumerate(cells):
+            print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+            if k == 0:
+                print("  ".join("-" * w for w in widths))
+
+    def write_json(path: str, obj: Any) -> None:
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+
+
+HOST = "127.0.0.1"
+ALL_SYSTEMS = ("grid", "grid-pure", "raw", "grpc")
+MEMCHECK_SYSTEMS = ("grid", "grid-pure", "raw")
+ECHO_HANDLER = 1
+HOLD_HANDLER = 2
+GRID_TIMEOUT = 10.0  # per-request timeout passed to grid (large: never hit in a healthy run)
+MEMCHECK_TIMEOUT = 60.0
+PROBE = b"probe"
+
+
+# =========================================================================== helpers
+
+
+def _uvloop_run(coro: Any) -> Any:
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def _proc_status_kib(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_kib() -> int:
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r // 1024 if sys.platform == "darwin" else r
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _free_ports(n: int) -> List[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _percentile(sorted_vals: List[int], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    k = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
+    return float(sorted_vals[k])
+
+
+def _grid_url(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
+# =========================================================================== load generator
+
+
+async def run_cell(
+    call: Callable[[bytes], Any], payload: bytes, concurrency: int, seconds: float, warmup: float
+) -> Dict[str, Any]:
+    """``concurrency`` workers, each awaiting one ``call(payload)`` at a time.
+
+    Every request completing inside the measurement window counts towards the
+    throughput and has its latency recorded.
+    """
+    phase = [0]  # 0 warm-up, 1 measuring, 2 stopping
+    errors = [0]
+    first_error: List[str] = []
+    samples: List[List[int]] = [[] for _ in range(concurrency)]
+
+    async def worker(lat: List[int]) -> None:
+        pc = time.perf_counter_ns
+        append = lat.append
+        while phase[0] != 2:
+            t0 = pc()
+            try:
+                reply = await call(payload)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors[0] += 1
+                if not first_error:
+                    first_error.append(repr(exc))
+                await asyncio.sleep(0.001)
+                continue
+            t1 = pc()
+            if reply != payload:
+                errors[0] += 1
+                if not first_error:
+                    first_error.append("echo mismatch")
+                continue
+            if phase[0] == 1:
+                append(t1 - t0)
+
+    tasks = [asyncio.ensure_future(worker(s)) for s in samples]
+    await asyncio.sleep(warmup)
+    t_start = time.perf_counter()
+    phase[0] = 1
+    await asyncio.sleep(seconds)
+    phase[0] = 2
+    elapsed = time.perf_counter() - t_start
+    await asyncio.gather(*tasks)
+
+    lat = sorted(x for s in samples for x in s)
+    n = len(lat)
+    return {
+        "concurrency": concurrency,
+        "requests": n,
+        "seconds": round(elapsed, 4),
+        "rps": n / elapsed if elapsed > 0 else 0.0,
+        "p50_us": _percentile(lat, 0.50) / 1000.0,
+        "p99_us": _percentile(lat, 0.99) / 1000.0,
+        "mean_us": (sum(lat) / n / 1000.0) if n else float("nan"),
+        "max_us": (lat[-1] / 1000.0) if n else float("nan"),
+        "errors": errors[0],
+        "first_error": first_error[0] if first_error else None,
+    }
+
+
+async def _launch_inflight(call: Callable[[bytes], Any], payload: bytes, n: int) -> Dict[str, Any]:
+    """Fire ``n`` concurrent requests (one task each) and report the peak-RSS rise."""
+
+    async def one() -> Any:
+        return await call(payload)
+
+    gc.collect()
+    reset = _reset_peak_rss()
+    rss_before = _proc_status_kib("VmRSS")
+    hwm_before = _peak_rss_kib()
+    t0 = time.perf_counter()
+    replies = await asyncio.wait_for(
+        asyncio.gather(*(one() for _ in range(n)), return_exceptions=True), MEMCHECK_TIMEOUT
+    )
+    dt = time.perf_counter() - t0
+    hwm_after = _peak_rss_kib()
+    bad = [r for r in replies if isinstance(r, BaseException) or r != payload]
+    return {
+        "inflight": n,
+        "failed": len(bad),
+        "first_error": repr(bad[0]) if bad else None,
+        "seconds": round(dt, 4),
+        "hwm_reset": reset,
+        "rss_before_kib": rss_before,
+        "peak_before_kib": hwm_before,
+        "peak_after_kib": hwm_after,
+        "delta_mib": (hwm_after - hwm_before) / 1024.0,
+    }
+
+
+# =========================================================================== grid
+
+
+def _grid_manager(local_port: int, peer_port: int, local_is_server: bool) -> Any:
+    """A Manager for this side.  Raises ImportError/AttributeError until the API exists."""
+    import grid
+
+    local = _grid_url(local_port)
+    peer = _grid_url(peer_port)
+    client_host, server_host = (peer, local) if local_is_server else (local, peer)
+    return grid.Manager(
+        local=local,
+        hosts=[client_host, server_host],
+        auth_fn=lambda: "token",
+        validate_token=lambda tok: None,
+    )
+
+
+async def grid_server(port: int, peer_port: int, hold: int) -> None:
+    try:
+        import grid
+
+        mgr = _grid_manager(port, peer_port, local_is_server=True)
+        mgr.register_single(ECHO_HANDLER, lambda payload: payload)
+    except (ImportError, AttributeError) as exc:
+        print(f"UNAVAILABLE {type(exc).__name__}: {exc}", flush=True)
+        return
+
+    held = [0]
+    release = asyncio.Event()
+
+    async def hold_handler(payload: Any) -> Any:
+        if payload == PROBE:
+            return payload
+        held[0] += 1
+        if held[0] >= hold:
+            release.set()
+        await release.wait()
+        return payload
+
+    try:
+        mgr.register_single(HOLD_HANDLER, hold_handler)
+    except Exception as exc:  # noqa: BLE001 - async handlers unsupported: memcheck falls back to echo
+        print(f"grid server: no async hold handler ({exc!r})", file=sys.stderr, flush=True)
+
+    await mgr.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {port} {grid.IMPLEMENTATION}", flush=True)
+    await stop.wait()
+    await mgr.close()
+
+
+async def _grid_client_conn(port: int, server_port: int) -> Tuple[Any, Any]:
+    mgr = _grid_manager(port, server_port, local_is_server=False)
+    await mgr.start()
+    conn = mgr.connection(_grid_url(server_port))
+    await conn.wait_for_connect(timeout=10.0)
+    return mgr, conn
+
+
+# =========================================================================== server / client roles
+
+
+async def role_server(args: argparse.Namespace) -> None:
+    system = args.system
+    if system in ("grid", "grid-pure"):
+        await grid_server(args.port, args.peer_port, args.hold)
+        return
+    if system == "raw":
+        from baselines import raw_echo
+
+        server = await raw_echo.serve(HOST, 0, hold=args.hold)
+        port = server.sockets[0].getsockname()[1]
+        impl = "asyncio.Protocol"
+    elif system == "grpc":
+        from baselines import grpc_echo
+
+        server, port = await grpc_echo.serve(HOST, 0)
+        impl = "grpc.aio"
+    else:
+        raise SystemExit(f"unknown system {system}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {port} {impl}", flush=True)
+    await stop.wait()
+    if system == "grpc":
+        await server.stop(None)
+    else:
+        server.close()
+
+
+async def _client_call(args: argparse.Namespace) -> Tuple[Callable[[bytes], Any], str, Callable[[], Any]]:
+    """(call, implementation, async close) for the system under test."""
+    system = args.system
+    if system in ("grid", "grid-pure"):
+        import grid
+
+        mgr, conn = await _grid_client_conn(args.port, args.peer_port)
+        request = conn.request
+
+        def call(p: bytes, _r=request, _h=ECHO_HANDLER, _t=GRID_TIMEOUT) -> Any:
+            return _r(_h, p, timeout=_t)
+
+        return call, grid.IMPLEMENTATION, mgr.close
+    if system == "raw":
+        from baselines import raw_echo
+
+        client = await raw_echo.RawClient.connect(HOST, args.peer_port)
+
+        async def close_raw() -> None:
+            client.close()
+
+        return client.request, "asyncio.Protocol", close_raw
+    if system == "grpc":
+        from baselines import grpc_echo
+
+        gclient = grpc_echo.GrpcClient(HOST, args.peer_port)
+        await gclient.wait_ready()
+        return gclient.request, "grpc.aio", gclient.close
+    raise SystemExit(f"unknown system {system}")
+
+
+async def role_client(args: argparse.Namespace) -> None:
+    payload = os.urandom(args.size)
+    call, impl, close = await _client_call(args)
+    if await call(payload) != payload:
+        raise SystemExit("first echo mismatch")
+    cells = []
+    for c in args.concurrency:
+        cells.append(await run_cell(call, payload, c, args.seconds, args.warmup))
+    await close()
+    print("RESULT " + json.dumps({"system": args.system, "impl": impl, "cells": cells}), flush=True)
+
+
+async def role_memcheck(args: argparse.Namespace) -> None:
+    payload = os.urandom(args.size)
+    system = args.system
+    mode = "echo"
+    note = None
+    if system in ("grid", "grid-pure"):
+        import grid
+
+        impl = grid.IMPLEMENTATION
+        mgr, conn = await _grid_client_conn(args.port, args.peer_port)
+        close = mgr.close
+        for _ in range(100):  # warm the connection and allocator first
+            await conn.request(ECHO_HANDLER, payload, timeout=GRID_TIMEOUT)
+        try:
+            ok = await conn.request(HOLD_HANDLER, PROBE, timeout=2.0) == PROBE
+        except Exception as exc:  # noqa: BLE001
+            ok, note = False, f"hold handler unusable ({exc!r}); fired at the echo handler instead"
+        mode = "hold" if ok else "echo"
+        handler = HOLD_HANDLER if ok else ECHO_HANDLER
+
+        def call(p: bytes, _r=conn.request, _h=handler) -> Any:
+            return _r(_h, p, timeout=MEMCHECK_TIMEOUT)
+
+    elif system == "raw":
+        from baselines import raw_echo
+
+        impl = "asyncio.Protocol"
+        client = await raw_echo.RawClient.connect(HOST, args.peer_port)
+
+        async def close() -> None:
+            client.close()
+
+        call = client.request  # (no warm-up: the server holds every reply until N have arrived)
+        mode = "hold"
+    else:
+        raise SystemExit(f"no memcheck for {system}")
+    res = await _launch_inflight(call, payload, args.inflight)
+    await close()
+    res.update({"system": system, "impl": impl, "mode": mode, "note": note})
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+# =========================================================================== orchestrator
+
+
+def _system_env(system: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("GRID_PURE", None)
+    if system == "grid-pure":
+        env["GRID_PURE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class _ServerProc:
+    def __init__(self, cmd: List[str], env: Dict[str, str]) -> None:
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+
+    def wait_ready(self, timeout: float = 30.0) -> Tuple[str, List[str]]:
+        """('ready'|'unavailable'|'failed', fields of the line)."""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                return "failed", [f"server exited with {self.proc.wait()}"]
+            parts = line.split()
+            if parts and parts[0] == "READY":
+                return "ready", parts[1:]
+            if parts and parts[0] == "UNAVAILABLE":
+                return "unavailable", [line.strip()[len("UNAVAILABLE ") :]]
+        return "failed", ["server not ready in time"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _cpus(pin: str) -> Tuple[int, int]:
+    """(server cpu, client cpu), -1 meaning unpinned."""
+    if pin == "none" or not hasattr(os, "sched_getaffinity"):
+        return -1, -1
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "same" or len(cpus) < 2:
+        return cpus[0], cpus[0]
+    return cpus[0], cpus[1]
+
+
+def _run_pair(
+    system: str, client_role: str, client_args: List[str], timeout: float, hold: int = 0, pin: str = "none"
+) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """Start a server, run one client process against it; (result, problem)."""
+    env = _system_env(system)
+    me = os.path.abspath(__file__)
+    base = [sys.executable, me, "--system", system]
+    if system in ("grid", "grid-pure"):
+        client_port, server_port = _free_ports(2)
+        server_cmd = base + ["--role", "server", "--port", str(server_port), "--peer-port", str(client_port)]
+    else:
+        client_port = server_port = 0
+        server_cmd = base + ["--role", "server"]
+    server_cpu, client_cpu = _cpus(pin)
+    server_cmd += ["--hold", str(hold), "--cpu", str(server_cpu)]
+    server = _ServerProc(server_cmd, env)
+    try:
+        state, fields = server.wait_ready()
+        if state == "unavailable":
+            return None, "unavailable: " + fields[0]
+        if state != "ready":
+            return None, fields[0]
+        if system not in ("grid", "grid-pure"):
+            server_port = int(fields[0])
+        cmd = base + ["--role", client_role, "--port", str(client_port), "--peer-port", str(server_port)]
+        cmd += client_args + ["--cpu", str(client_cpu)]
+        try:
+            out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"client timed out after {timeout:.0f} s"
+        for line in out.stdout.splitlines():
+            if line.startswith("RESULT "):
+                res = json.loads(line[len("RESULT ") :])
+                if len(fields) > 1:
+                    res["server_impl"] = fields[1]
+                return res, None
+        return None, f"client exited with {out.returncode} and no result"
+    finally:
+        server.stop()
+
+
+def _label(system: str) -> str:
+    return {"grid": "grid (accel)", "grid-pure": "grid (pure)", "raw": "raw asyncio", "grpc": "grpc.aio"}[system]
+
+
+def _fmt_num(v: Optional[float], digits: int = 0) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def _targets(results: Dict[str, Dict[int, Dict[str, Any]]], memory: Dict[str, Dict[str, Any]], impls: Dict[str, str]) -> List[Dict[str, Any]]:
+    def cell(system: str, c: int) -> Optional[Dict[str, Any]]:
+        return results.get(system, {}).get(c)
+
+    out: List[Dict[str, Any]] = []
+
+    def add(name: str, value: Optional[float], op: str, bound: float, unit: str = "x", why: str = "") -> None:
+        ok = None if value is None else (value >= bound if op == ">=" else value <= bound if op == "<=" else value < bound)
+        out.append({"target": name, "value": value, "op": op, "bound": bound, "unit": unit, "ok": ok, "missing": why or None})
+
+    g128, r128, p128, q128 = cell("grid", 128), cell("raw", 128), cell("grid-pure", 128), cell("grpc", 128)
+    g1, r1 = cell("grid", 1), cell("raw", 1)
+
+    def ratio(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], key: str) -> Optional[float]:
+        if a is None or b is None or not b.get(key) or a.get(key) != a.get(key):
+            return None
+        return a[key] / b[key]
+
+    add("c=128 grid-accel req/s / raw req/s", ratio(g128, r128, "rps"), ">=", 0.8,
+        why="" if g128 and r128 else "needs grid and raw at c=128")
+    add("c=128 grid-accel req/s / grpc req/s", ratio(g128, q128, "rps"), ">=", 20.0,
+        why="" if g128 and q128 else "needs grid and grpc at c=128")
+    add("c=1 grid-accel p50 / raw p50", ratio(g1, r1, "p50_us"), "<=", 1.3,
+        why="" if g1 and r1 else "needs grid and raw at c=1")
+    add("c=128 grid-accel req/s / grid-pure req/s", ratio(g128, p128, "rps"), ">=", 2.0,
+        why="" if g128 and p128 else "needs grid and grid-pure at c=128")
+    m = memory.get("grid")
+    mval = None
+    if m is not None and not m.get("failed"):
+        mval = m["delta_mib"]
+    add(f"{m['inflight'] if m else 10000:,} in-flight grid requests: client peak RSS rise", mval, "<", 64.0, unit=" MiB",
+        why="" if m else "needs the grid memory check")
+    if impls.get("grid") not in (None, "cython"):
+        for t in out:
+            if "grid-accel" in t["target"] or "grid requests" in t["target"]:
+                t["note"] = f"'grid' ran with implementation {impls['grid']!r}, not the compiled core"
+    return out
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        pass
+    systems = [s for s in args.systems if s in ALL_SYSTEMS]
+    unknown = [s for s in args.systems if s not in ALL_SYSTEMS]
+    if unknown:
+        print(f"unknown systems ignored: {', '.join(unknown)}", file=sys.stderr)
+    conc_args = ["--concurrency", ",".join(map(str, args.concurrency)), "--seconds", str(args.seconds),
+                 "--warmup", str(args.warmup), "--size", str(args.size)]
+    per_cell = args.seconds + args.warmup
+    client_timeout = 60.0 + len(args.concurrency) * (per_cell * 3 + 10)
+
+    print(f"requests benchmark: {args.size}-byte echo over one loopback connection, server and client in "
+          f"separate processes (uvloop); {args.warmup:g} s warm-up + {args.seconds:g} s per cell; CPU pinning: {args.pin}; "
+          f"systems: {', '.join(systems)}; concurrency: {', '.join(map(str, args.concurrency))}")
+
+    results: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    impls: Dict[str, str] = {}
+    memory: Dict[str, Dict[str, Any]] = {}
+    notes: List[str] = []
+    flat: List[Dict[str, Any]] = []
+
+    for system in systems:
+        if system == "grpc":
+            import importlib.util
+
+            if importlib.util.find_spec("grpc") is None:
+                msg = "grpc: grpcio not installed (pip install -e '.[bench]'); skipped"
+                print(msg)
+                notes.append(msg)
+                continue
+        print(f"  running {_label(system)} ...", flush=True)
+        res, problem = _run_pair(system, "client", conc_args, client_timeout, pin=args.pin)
+        if res is None:
+            if problem and problem.startswith("unavailable") and system.startswith("grid"):
+                msg = f"{system}: not available yet ({problem[len('unavailable: '):]})"
+                print("grid: not available yet" if system == "grid" else f"{system}: not available yet")
+            else:
+                msg = f"{system}: failed: {problem}"
+                print(msg)
+            notes.append(msg)
+            continue
+        impls[system] = res["impl"]
+        if res.get("server_impl") and system.startswith("grid") and res["server_impl"] != res["impl"]:
+            notes.append(f"{system}: client ran {res['impl']} but server ran {res['server_impl']}")
+        results[system] = {}
+        for cell in res["cells"]:
+            cell = dict(cell, system=system, impl=res["impl"])
+            results[system][cell["concurrency"]] = cell
+            flat.append(cell)
+            if cell["errors"]:
+                notes.append(f"{system} c={cell['concurrency']}: {cell['errors']} errors (first: {cell['first_error']})")
+
+    if args.memcheck:
+        for system in systems:
+            if system not in MEMCHECK_SYSTEMS or system not in results:
+                continue
+            print(f"  memory check {_label(system)}: {args.inflight:,} in flight ...", flush=True)
+            res, problem = _run_pair(system, "memcheck", ["--inflight", str(args.inflight), "--size", str(args.size)],
+                                     MEMCHECK_TIMEOUT + 60, hold=args.inflight, pin=args.pin)
+            if res is None:
+                notes.append(f"{system} memory check failed: {problem}")
+                print(f"  {system} memory check failed: {problem}")
+                continue
+            memory[system] = res
+            if res.get("note"):
+                notes.append(f"{system} memory check: {res['note']}")
+
+    rows = []
+    for system in systems:
+        for c in args.concurrency:
+            cell = results.get(system, {}).get(c)
+            if cell is None:
+                continue
+            rows.append([_label(system), impls.get(system, "?"), c, _fmt_num(cell["rps"]), _fmt_num(cell["p50_us"], 1),
+                         _fmt_num(cell["p99_us"], 1), cell["errors"]])
+    if rows:
+        print_table(f"Request/response, {args.size}-byte echo, one connection",
+                    ["system", "impl", "conc", "req/s", "p50 us", "p99 us", "errors"], rows)
+    if memory:
+        mrows = [[_label(s), m["mode"], f"{m['inflight']:,}", m["failed"], f"{m['delta_mib']:.1f}",
+                  f"{m['peak_after_kib'] / 1024:.1f}", f"{m['seconds']:.2f}"] for s, m in memory.items()]
+        print_table("In-flight memory (client)", ["system", "server", "requests", "failed", "peak RSS rise MiB",
+                                                  "peak RSS MiB", "s"], mrows)
+
+    targets = _targets(results, memory, impls)
+    print("\nTargets:")
+    for t in targets:
+        if t["value"] is None:
+            status, val = "n/a ", f"({t['missing'] or 'not measured'})"
+        else:
+            status = "PASS" if t["ok"] else "FAIL"
+            val = f"{t['value']:.2f}{t['unit']}"
+        extra = f"  [{t['note']}]" if t.get("note") else ""
+        print(f"  {status}  {t['target']}: {val} (target {t['op']} {t['bound']:g}{t['unit']}){extra}")
+    for n in notes:
+        print(f"note: {n}")
+
+    if args.json:
+        write_json(args.json, {
+            "benchmark": "requests",
+            "config": {"systems": systems, "concurrency": args.concurrency, "seconds": args.seconds,
+                       "warmup": args.warmup, "size": args.size, "inflight": args.inflight, "pin": args.pin,
+                       "python": platform.python_version(), "platform": platform.platform(),
+                       "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            "implementations": impls,
+            "results": flat,
+            "memory": list(memory.values()),
+            "targets": targets,
+            "notes": notes,
+        })
+        print(f"wrote {args.json}")
+    return 0
+
+
+# =========================================================================== CLI
+
+
+def _int_list(s: str) -> List[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def _str_list(s: str) -> List[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description="grid request/response benchmark (vs raw asyncio and grpc.aio)")
+    ap.add_argument("--systems", type=_str_list, default=list(ALL_SYSTEMS),
+                    help="comma list of grid,grid-pure,raw,grpc (default: all)")
+    ap.add_argument("--concurrency", type=_int_list, default=[1, 16, 128], help="comma list (default 1,16,128)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell (default 3)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell (default 1)")
+    ap.add_argument("--size", type=int, default=512, help="payload bytes (default 512)")
+    ap.add_argument("--inflight", type=int, default=10_000, help="requests in flight for the memory check")
+    ap.add_argument("--no-memcheck", dest="memcheck", action="store_false", help="skip the memory check")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--pin", choices=["none", "split", "same"], default="none",
+                    help="CPU placement: none = let the OS schedule (default); split = server on one CPU, "
+                         "client on another; same = both on one CPU (measures total CPU cost per request)")
+    # internal: the server / client processes
+    ap.add_argument("--role", choices=["orchestrator", "server", "client", "memcheck"], default="orchestrator",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--system", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--peer-port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--hold", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--cpu", type=int, default=-1, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.role == "orchestrator":
+        return orchestrate(args)
+    if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    role = {"server": role_server, "client": role_client, "memcheck": role_memcheck}[args.role]
+    _uvloop_run(role(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
