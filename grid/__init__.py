@@ -43,6 +43,8 @@ from grid.connection import Connection, ConnectionStats, State, Subroute  # noqa
 from grid.handlers import CallContext, current_call  # noqa: E402
 from grid.manager import Manager, ManagerStats  # noqa: E402
 from grid.stream import Stream, StreamContext, StreamHandler, StreamOut  # noqa: E402
+from grid.typed import SingleHandler, StreamTypeHandler, TypedStream, TypedStreamOut  # noqa: E402
+from grid.types import JSON, MSS, ArrayOf, Bytes, NoPayload, URLValues  # noqa: E402
 from grid.errors import RemoteUnknownHandler  # noqa: E402
 
 
@@ -71,5 +73,15 @@ __all__ += [
     "StreamContext",
     "StreamHandler",
     "StreamOut",
+    "SingleHandler",
+    "StreamTypeHandler",
+    "TypedStream",
+    "TypedStreamOut",
+    "NoPayload",
+    "MSS",
+    "Bytes",
+    "URLValues",
+    "ArrayOf",
+    "JSON",
     "run",
 ]
