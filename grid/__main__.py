@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import grid
 from grid.testing import TestGrid
 
-ECHO, LOOKUP, DISK_INFO = 1, 2, 9
+ECHO, LOOKUP, DISK_INFO, ECHO_STREAM = 1, 2, 9, 10
+
+
+@dataclasses.dataclass
+class Usage:
+    """A typed payload: a msgp map {"Disk": str, "Used": int, "Total": int}."""
+
+    Disk: str
+    Used: int = 0
+    Total: int = 0
+
+
+USAGE = grid.SingleHandler(11, Usage, Usage)
 
 
 def _setup(m: grid.Manager) -> None:
@@ -29,6 +43,16 @@ def _setup(m: grid.Manager) -> None:
     m.register_single(ECHO, echo)
     m.register_single(LOOKUP, lookup)
     m.register_single(DISK_INFO, disk_info, "disk", "1")
+
+    async def echo_stream(ctx: grid.StreamContext, payload: bytes | None,
+                          inbound: AsyncIterator[bytes] | None, out: grid.StreamOut) -> None:
+        assert inbound is not None
+        async for item in inbound:
+            await out.send(item.upper())
+
+    m.register_stream(ECHO_STREAM, grid.StreamHandler(echo_stream, in_capacity=16,
+                                                      out_capacity=16))
+    USAGE.register(m, lambda u: Usage(u.Disk, 40, 100))
 
 
 async def demo(nodes: int, requests: int) -> int:
@@ -59,10 +83,25 @@ async def demo(nodes: int, requests: int) -> int:
                 t = time.perf_counter()
                 await asyncio.gather(*(conn.request(ECHO, b"x" * 512) for _ in range(requests)))
                 rate = requests / (time.perf_counter() - t)
+                stream = await conn.new_stream(ECHO_STREAM)
+                words = [b"w%d" % k for k in range(1000)]
+
+                async def feed() -> None:
+                    for w in words:
+                        await stream.send(w)
+                    await stream.close_send()
+
+                feeder = asyncio.ensure_future(feed())
+                echoed = [x async for x in stream]
+                await feeder
+                ok = ok and echoed == [w.upper() for w in words]
+                usage = await USAGE.call(conn, Usage("/mnt/disk1"))
+                ok = ok and usage == Usage("/mnt/disk1", 40, 100)
                 failures += not ok
                 print(f"  {src.local} -> {dst}: echo {'ok' if ok else 'WRONG'}; "
                       f"failing call -> RemoteError({err!r})")
                 print(f"      subroute: {sub.decode()}; {requests} x 512 B echo: {rate:,.0f} req/s")
+                print(f"      two-way stream: {len(echoed)} items echoed; typed call: {usage}")
         print()
         print(f"  {'connection':<48} {'state':<10} {'msgs out':>9} {'msgs in':>9} "
               f"{'bytes out':>10} {'rtt':>6}")

@@ -1,0 +1,21 @@
+"""`make demo` runs `python -m grid demo`: it must pass in both modes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_runs_a_three_node_grid() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "grid", "demo", "--requests", "200"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "demo passed" in out.stdout
+    assert out.stdout.count("echo ok") == 6  # every ordered pair of 3 nodes
+    assert out.stdout.count("two-way stream: 1000 items echoed") == 6
+    assert "RemoteError('not found: bucket-x')" in out.stdout
