@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Union
 
 from grid._consts import HANDLER_NAMES
@@ -31,23 +30,30 @@ __all__ = [
 SingleHandlerFn = Callable[[Union[bytes, None]], Union[bytes, None, Awaitable[Union[bytes, None]]]]
 
 
-@dataclass(frozen=True)
 class CallContext:
     """What a handler may want to know about the call it is serving.
 
     Read it with :func:`current_call` from inside the handler (sync or async).
+    Attributes: ``caller`` (the caller's host string, as listed in
+    ``hosts``), ``handler_id``, ``subroute`` (``"disk/1"`` or None),
+    ``mux_id`` (the caller's id for this call) and ``deadline`` (absolute,
+    in ``loop.time()`` seconds, or None when unbounded).
     """
 
-    #: The caller's host string, as listed in ``hosts``.
-    caller: str
-    #: The handler id the call addressed.
-    handler_id: int
-    #: The subroute the call addressed (``"disk/1"``), or None.
-    subroute: str | None
-    #: The caller's mux id for this call.
-    mux_id: int
-    #: Absolute deadline in ``loop.time()`` seconds, or None when unbounded.
-    deadline: float | None
+    # A plain slotted class: one is built per call on the hot path.
+    __slots__ = ("caller", "handler_id", "subroute", "mux_id", "deadline")
+
+    def __init__(self, caller: str, handler_id: int, subroute: str | None, mux_id: int,
+                 deadline: float | None) -> None:
+        self.caller = caller
+        self.handler_id = handler_id
+        self.subroute = subroute
+        self.mux_id = mux_id
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(caller={self.caller!r}, handler_id={self.handler_id}, "
+                f"subroute={self.subroute!r}, mux_id={self.mux_id}, deadline={self.deadline})")
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(

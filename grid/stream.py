@@ -14,7 +14,6 @@ import logging
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from grid import _payloads
@@ -61,11 +60,12 @@ _PONG = int(Op.PONG)
 _EOF = object()  # marks the end of a queue of items
 
 
-@dataclass(frozen=True)
 class StreamContext(CallContext):
     """What a stream handler knows about the stream it serves (see
     :class:`grid.CallContext`); also returned by :func:`grid.current_call`
     inside the handler."""
+
+    __slots__ = ()
 
 
 #: ``async def handle(ctx, payload, inbound, out)``; ``inbound`` is None when
