@@ -164,3 +164,24 @@ class WireTap:
                 if outer.op == 17:
                     ops += [m.op for m in _codec_py.iter_merged(payload)]
                 self.frames[direction].append(ops)
+
+
+def make_tls(tmp: Path) -> tuple[Any, Any]:
+    """A self-signed CA and a certificate for 127.0.0.1 signed by it, made
+    with the openssl command line; returns (server_ctx, client_ctx)."""
+    import ssl
+
+    def sh(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
+
+    sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=grid-test-ca",
+       "-keyout", "ca.key", "-out", "ca.pem")
+    sh("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+       "-keyout", "node.key", "-out", "node.csr")
+    (tmp / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    sh("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+       "-days", "2", "-extfile", "ext.cnf", "-out", "node.pem")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "node.pem", tmp / "node.key")
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tmp / "ca.pem"))
+    return server, client

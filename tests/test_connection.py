@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -407,4 +408,32 @@ def test_embedding_in_own_http_server(loop_kind: str) -> None:
             await ma.close()
             await mb.close()
             server.close()
+    run(loop_kind, main)
+
+
+def test_tls_grid_without_crc(loop_kind: str, tmp_path: Path) -> None:
+    from support import make_tls
+
+    server_ctx, client_ctx = make_tls(tmp_path)
+
+    async def main() -> None:
+        hosts = [f"https://127.0.0.1:{free_port()}" for _ in range(2)]
+        mgrs = [grid.Manager(h, hosts, lambda: "t", lambda t: _expect(t, "t"), ssl=server_ctx,
+                             client_ssl=client_ctx) for h in hosts]
+        for m in mgrs:
+            m.register_single(ECHO, lambda p: p)
+        for m in mgrs:
+            await m.start()
+        try:
+            c = mgrs[0].connection(hosts[1])
+            assert c is not None
+            await c.wait_for_connect(timeout=10)
+            assert c._base == 0  # both ends TLS: no CRC trailer (§1.6)
+            assert await c.request(ECHO, b"secret") == b"secret"
+            assert await mgrs[1].connection(hosts[0]).request(ECHO, b"back") == b"back"  # type: ignore[union-attr]
+            wire = c._wire
+            assert wire is not None and wire.transport.get_extra_info("ssl_object") is not None  # type: ignore[union-attr]
+        finally:
+            for m in mgrs:
+                await m.close()
     run(loop_kind, main)
