@@ -1,0 +1,1 @@
+"""Interop tooling: the Go grid peer (see README.md)."""
