@@ -1,0 +1,173 @@
+"""Mux bookkeeping (GRID-PROTOCOL.md §3.4, §8.3, §8.4) on both twins: id
+allocation, 32-bit sequence counters and credits."""
+
+from __future__ import annotations
+
+import pytest
+
+import grid
+from grid.errors import GridError, IncorrectSequence
+
+U32 = 2**32
+U64 = 2**64
+
+
+def test_allocator_starts_at_one(mux):
+    a = mux.MuxIdAllocator()
+    assert a.last == 0
+    assert [a.next() for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert a.last == 5
+
+
+def test_allocator_wraps_skipping_zero(mux):
+    a = mux.MuxIdAllocator(U64 - 3)
+    assert [a.next() for _ in range(5)] == [U64 - 2, U64 - 1, 1, 2, 3]
+    a = mux.MuxIdAllocator(start=U64 - 1)
+    assert a.last == U64 - 1
+    assert a.next() == 1
+    # Ids above 2**32 and 2**63 come out whole (no C truncation).
+    a = mux.MuxIdAllocator(2**63 - 1)
+    assert a.next() == 2**63
+    assert a.last == 2**63
+    a = mux.MuxIdAllocator(U32 - 1)
+    assert a.next() == U32
+
+
+def test_allocator_rejects_out_of_range_start(mux):
+    for bad in (-1, U64, U64 + 1):
+        with pytest.raises(ValueError):
+            mux.MuxIdAllocator(bad)
+
+
+def test_allocators_are_independent(mux):
+    a, b = mux.MuxIdAllocator(), mux.MuxIdAllocator(100)
+    assert (a.next(), b.next(), a.next()) == (1, 101, 2)
+
+
+def test_state_defaults(mux):
+    s = mux.MuxState(7)
+    assert (s.mux_id, s.send_seq, s.recv_seq, s.credits) == (7, 0, 0, 0)
+    s = mux.MuxState(U64 - 1, send_seq=3, recv_seq=U32 - 1, credits=5)
+    assert (s.mux_id, s.send_seq, s.recv_seq, s.credits) == (U64 - 1, 3, U32 - 1, 5)
+    assert "mux_id=18446744073709551615" in repr(s) and "credits=5" in repr(s)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"mux_id": -1}, {"mux_id": U64}, {"mux_id": 1, "send_seq": -1}, {"mux_id": 1, "send_seq": U32},
+    {"mux_id": 1, "recv_seq": -1}, {"mux_id": 1, "recv_seq": U32}, {"mux_id": 1, "credits": -1},
+])
+def test_state_rejects_bad_values(mux, kwargs):
+    with pytest.raises(ValueError):
+        mux.MuxState(**kwargs)
+
+
+def test_send_sequence(mux):
+    s = mux.MuxState(1)
+    assert [s.next_send_seq() for _ in range(4)] == [0, 1, 2, 3]
+    assert s.send_seq == 4
+
+
+def test_send_sequence_wraps_at_32_bits(mux):
+    s = mux.MuxState(1, send_seq=U32 - 2)
+    assert [s.next_send_seq() for _ in range(4)] == [U32 - 2, U32 - 1, 0, 1]
+    assert s.send_seq == 2
+
+
+def test_callee_receive_counter(mux):
+    # The callee's receive counter starts at ConnectMux Seq + 1 (§8.2).
+    s = mux.MuxState(9, send_seq=0, recv_seq=1)
+    s.check_recv(1)
+    s.check_recv(2)
+    assert s.recv_seq == 3
+
+
+def test_receive_sequence_mismatch(mux):
+    s = mux.MuxState(1, recv_seq=5)
+    with pytest.raises(IncorrectSequence) as ei:
+        s.check_recv(7)
+    err = ei.value
+    assert (err.expected, err.got) == (5, 7)
+    assert str(err) == "receive sequence number mismatch. want 5, got 7"
+    assert isinstance(err, GridError) and isinstance(err, grid.IncorrectSequence)
+    assert s.recv_seq == 5  # unchanged, so the caller can report and abort
+    with pytest.raises(IncorrectSequence, match=r"^receive sequence number mismatch\. want 5, got 4$"):
+        s.check_recv(4)
+    s.check_recv(5)
+    assert s.recv_seq == 6
+
+
+def test_receive_sequence_wraps_at_32_bits(mux):
+    s = mux.MuxState(1, recv_seq=U32 - 1)
+    s.check_recv(U32 - 1)
+    assert s.recv_seq == 0
+    s.check_recv(0)
+    assert s.recv_seq == 1
+
+
+@pytest.mark.parametrize("got", [-1, U32, 2**63, U64 + 5])
+def test_receive_sequence_out_of_range(mux, got):
+    # Never reduced mod 2**32 and never accepted, whatever the C type inside.
+    for start in (0, U32 - 1):
+        s = mux.MuxState(1, recv_seq=start)
+        with pytest.raises(IncorrectSequence) as ei:
+            s.check_recv(got)
+        assert (ei.value.expected, ei.value.got) == (start, got)
+        assert str(ei.value) == f"receive sequence number mismatch. want {start}, got {got}"
+        assert s.recv_seq == start
+
+
+def test_credits(mux):
+    s = mux.MuxState(1)
+    assert s.take_credit() is False
+    assert s.credits == 0
+    assert s.add_credits(2) == 2  # AckMux with InCapacity 2 (§8.4)
+    assert s.take_credit() is True
+    assert s.take_credit() is True
+    assert s.take_credit() is False
+    assert s.credits == 0
+    assert s.add_credits() == 1  # one UnblockClMux
+    assert s.add_credits(0) == 1
+    assert s.take_credit() is True
+    with pytest.raises(ValueError):
+        s.add_credits(-1)
+    assert s.credits == 0
+
+
+def test_credits_are_not_capped(mux):
+    s = mux.MuxState(1, credits=100000)  # Trace's OutCapacity
+    assert s.add_credits(U32) == 100000 + U32
+    for _ in range(3):
+        assert s.take_credit() is True
+    assert s.credits == 100000 + U32 - 3
+
+
+def test_example_trace(mux):
+    # §8.8, InCapacity 2, OutCapacity 1: both sides' counters through the trace.
+    caller = mux.MuxState(6)
+    callee = mux.MuxState(6, recv_seq=1, credits=1)
+    assert caller.next_send_seq() == 0  # 1 ConnectMux
+    assert callee.next_send_seq() == 0  # 2 AckMux
+    caller.check_recv(0)
+    caller.add_credits(2)
+    for seq in (1, 2):  # 3, 4 MuxClientMsg
+        assert caller.take_credit()
+        assert caller.next_send_seq() == seq
+        callee.check_recv(seq)
+    assert not caller.take_credit()
+    assert callee.next_send_seq() == 1  # 5 UnblockClMux
+    caller.check_recv(1)
+    caller.add_credits()
+    assert callee.take_credit() and callee.next_send_seq() == 2  # 6 MuxServerMsg
+    caller.check_recv(2)
+    assert caller.next_send_seq() == 3  # 7 UnblockSrvMux
+    callee.check_recv(3)
+    callee.add_credits()
+    assert callee.next_send_seq() == 3  # 8 UnblockClMux
+    caller.check_recv(3)
+    assert caller.next_send_seq() == 4  # 9 EOF, no credit
+    callee.check_recv(4)
+    assert caller.next_send_seq() == 5  # 10 Ping
+    callee.check_recv(5)
+    assert callee.take_credit() and callee.next_send_seq() == 4  # 12 MuxServerMsg EOF
+    caller.check_recv(4)
+    assert (caller.send_seq, caller.recv_seq, callee.send_seq, callee.recv_seq) == (6, 5, 5, 6)

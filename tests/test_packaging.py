@@ -1,0 +1,129 @@
+"""Packaging hygiene (STYLE.md 11, "sdist missing sources"): build the sdist,
+build the wheel *from that sdist*, and check what each carries; then import
+the wheel's compiled core in a fresh interpreter.
+
+Mode independent, so it runs only in the accelerated run of the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import PURE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(PURE, reason="packaging does not depend on GRID_PURE; checked in the accelerated run"),
+]
+
+SDIST_REQUIRED = [
+    "grid/_codec.pyx", "grid/_codec.pxd", "grid/_mux.pyx", "grid/_mux.pxd",
+    "grid/py.typed", "grid/_codec_py.py", "grid/_mux_py.py", "setup.py", "pyproject.toml",
+]
+SOURCE_SUFFIXES = (".pyx", ".pxd", ".pxi", ".h")
+WHEEL_FORBIDDEN = (".pyx", ".pxd", ".pxi", ".c", ".h", ".html")
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("GRID_PURE", "GRID_CYTHON_ANNOTATE", "GRID_DEBUG")}
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+
+
+_SKIP_DIRS = {".git", ".venv", "build", "dist", "__pycache__", ".hypothesis", ".pytest_cache", ".fuzz"}
+_SKIP_SUFFIXES = (".so", ".pyd", ".c", ".html", ".pyc")
+
+
+def _source_files() -> list[str]:
+    """What git would ship (tracked and new, not ignored); outside a git
+    checkout (tests run from an unpacked sdist), the tree minus build output."""
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                             capture_output=True)
+    if listing.returncode == 0:
+        return [f for f in listing.stdout.decode().split("\0") if f and (ROOT / f).is_file()]
+    files = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.endswith(".egg-info")]
+        for name in filenames:
+            if not name.endswith(_SKIP_SUFFIXES):
+                files.append(str((Path(dirpath) / name).relative_to(ROOT)))
+    return files
+
+
+def _checkout_copy(dest: Path) -> list[str]:
+    """Copy the sources so the build can neither see nor disturb the working
+    tree's in-place .so/.c files."""
+    files = _source_files()
+    for f in files:
+        target = dest / f
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / f).read_bytes())
+    return files
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("packaging")
+    src = tmp / "src"
+    files = _checkout_copy(src)
+    _run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp / "sdist"), str(src)], tmp)
+    (sdist,) = (tmp / "sdist").glob("*.tar.gz")
+    with tarfile.open(sdist) as tf:
+        if hasattr(tarfile, "data_filter"):  # 3.10.12+ / 3.11.4+
+            tf.extractall(tmp / "unpacked", filter="data")
+        else:
+            tf.extractall(tmp / "unpacked")
+    (unpacked,) = (tmp / "unpacked").iterdir()
+    _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp / "wheel"), str(unpacked)], tmp)
+    (wheel,) = (tmp / "wheel").glob("*.whl")
+    return {"tmp": tmp, "files": files, "sdist": sdist, "wheel": wheel}
+
+
+def test_sdist_has_sources(built):
+    with tarfile.open(built["sdist"]) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    missing = [f for f in SDIST_REQUIRED if f not in names]
+    assert not missing, f"sdist lacks {missing}"
+    # Every Cython source and C header of the checkout ships (httptools #110).
+    sources = [f for f in built["files"] if f.startswith("grid/") and f.endswith(SOURCE_SUFFIXES)]
+    assert not [f for f in sources if f not in names]
+    assert not [n for n in names if n.endswith((".so", ".pyd"))]
+
+
+def test_wheel_from_sdist_has_compiled_core(built):
+    wheel = built["wheel"]
+    assert not wheel.name.endswith("-none-any.whl"), f"{wheel.name} is not a platform wheel"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    for mod in ("_codec", "_mux"):
+        assert [n for n in names if n.startswith(f"grid/{mod}.") and n.endswith((".so", ".pyd"))], \
+            f"wheel lacks the compiled grid.{mod}"
+    assert "grid/py.typed" in names
+    assert "grid/_codec_py.py" in names and "grid/_mux_py.py" in names
+    leaked = [n for n in names if n.endswith(WHEEL_FORBIDDEN)]
+    assert not leaked, f"wheel ships build sources: {leaked}"
+
+
+def test_wheel_imports_accelerated(built):
+    site = built["tmp"] / "site"
+    with zipfile.ZipFile(built["wheel"]) as zf:
+        zf.extractall(site)
+    env = {k: v for k, v in os.environ.items() if k != "GRID_PURE"}
+    env.update(PYTHONPATH=str(site), GRID_REQUIRE_ACCEL="1")
+    out = subprocess.run(
+        [sys.executable, "-c", "import grid, grid._impl; print(grid.ACCELERATED, grid._impl.codec.__file__)"],
+        cwd=built["tmp"], env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    accelerated, path = out.stdout.split()
+    assert accelerated == "True"
+    assert Path(path).is_relative_to(site)
