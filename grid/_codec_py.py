@@ -524,6 +524,23 @@ class FrameParser:
             raise ProtocolError(f"parser failed earlier: {self._failed}")
         buf = self._buf
         buf += data
+        try:
+            events, pos = self._frames(buf)
+        except ProtocolError:
+            raise  # _fail() already ran
+        except BaseException as exc:
+            # Not a protocol violation (MemoryError, an incomparable
+            # max_message_size), but the place in the stream is lost all the
+            # same: stay failed, as the compiled twin does.
+            self._fail(f"{type(exc).__name__}: {exc}")
+            raise
+        if pos:
+            del buf[:pos]
+        return events
+
+    def _frames(self, buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
+        """Parse the complete frames at the start of ``buf``; return their
+        events and how many bytes they span."""
         events: list[tuple[int, bytes]] = []
         pos = 0
         n = len(buf)
@@ -599,6 +616,4 @@ class FrameParser:
             else:
                 self._frag_op = opcode
                 self._frag = bytearray(payload)
-        if pos:
-            del buf[:pos]
-        return events
+        return events, pos

@@ -145,6 +145,9 @@ class _Wire(asyncio.BufferedProtocol):
         self._body_wanted = -1  # dialer: bytes of an error body still to read
         self._error_head: _http.HttpHead | None = None
         self.bytes_in = 0
+        # Dialer: frames that arrive after the ConnectResponse but before the
+        # connection is attached (replayed by Connection._attach).
+        self._early: list[bytes] = []
 
     # -- asyncio callbacks
 
@@ -302,6 +305,11 @@ class _Wire(asyncio.BufferedProtocol):
                     conn._on_frame(payload)
                 elif not self.first_message.done():
                     self._on_first_message(payload)
+                elif not self.acceptor and conn is None:
+                    # The acceptor starts normal operation right after its
+                    # ConnectResponse (§5.3), so its first requests can come in
+                    # the same read, before the dial task has attached us.
+                    self._early.append(payload)
             elif opcode == WS_PING:
                 if self.transport is not None and not self.transport.is_closing():
                     self.write_frame(payload, WS_PONG)
@@ -787,6 +795,17 @@ class Connection:
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+        early, wire._early = wire._early, []
+        for payload in early:
+            if self._wire is not wire:
+                break
+            try:
+                self._on_frame(payload)
+            except ProtocolError as exc:
+                wire.fail(f"protocol error: {exc}")
+            except Exception as exc:  # as in _Wire.buffer_updated
+                log.exception("grid: unexpected error reading from %s", self.remote)
+                wire.fail(f"internal error: {exc!r}")
 
     def _wire_lost(self, wire: _Wire, reason: str) -> None:
         if wire is not self._wire:
