@@ -19,6 +19,8 @@ from xxhash import xxh3_64_intdigest
 
 from grid._consts import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    MERGE_MAX_BYTES,
+    MERGE_MAX_MESSAGES,
     FLAG_CRC,
     FLAG_PAYLOAD_IS_ZERO,
     FLAG_SUBROUTE,
@@ -34,6 +36,7 @@ __all__ = [
     "decode_message",
     "decode_messages",
     "encode_merged",
+    "encode_frames",
     "iter_merged",
     "encode_frame",
     "apply_mask",
@@ -617,3 +620,35 @@ class FrameParser:
                 self._frag_op = opcode
                 self._frag = bytearray(payload)
         return events, pos
+
+
+def encode_frames(
+    messages: Sequence[Buffer],
+    mask_key: Buffer | None = None,
+    max_messages: int = MERGE_MAX_MESSAGES,
+    max_bytes: int = MERGE_MAX_BYTES,
+) -> bytes:
+    """Encode queued grid messages as binary WebSocket frames, ready to write.
+
+    Messages are batched as the Go writer does (§4): a message joins the
+    current batch while fewer than ``max_messages`` precede it and the batch
+    stays below ``max_bytes``; a batch of one leaves as a plain message, a
+    larger one as an OpMerged container.  With ``mask_key`` (4 bytes) every
+    frame is masked with it, as a client must.
+    """
+    n = len(messages)
+    if n == 0:
+        return b""
+    out = []
+    start = 0
+    size = 0
+    for i in range(n):
+        ln = len(messages[i])
+        if i + 1 < n and i - start < max_messages and size + ln < max_bytes:
+            size += ln
+            continue
+        body = messages[start] if i == start else encode_merged(messages[start:i + 1])
+        out.append(encode_frame(body, WS_BINARY, mask_key))
+        start = i + 1
+        size = 0
+    return out[0] if len(out) == 1 else b"".join(out)

@@ -1,16 +1,22 @@
 """Pure-Python twin of :mod:`grid._mux`: the per-mux bookkeeping a connection
 needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4).
 
-No sockets and no asyncio: ids, sequence counters and credit counts only.
+No sockets and no asyncio: ids, sequence counters and credit counts, and
+:class:`MuxCore`, the per-connection dispatch that sits between the socket
+and the asyncio layer.
 """
 
 from __future__ import annotations
 
+import heapq
+import time
 from operator import index as _index
+from typing import Any
 
-from grid.errors import IncorrectSequence
+from grid import _codec_py
+from grid.errors import GridError, IncorrectSequence, RemoteError
 
-__all__ = ["MuxIdAllocator", "MuxState"]
+__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
 
 _U32_MASK = 0xFFFFFFFF
 _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -101,3 +107,212 @@ class MuxState:
     def __repr__(self) -> str:
         return (f"MuxState(mux_id={self.mux_id}, send_seq={self.send_seq}, "
                 f"recv_seq={self.recv_seq}, credits={self.credits})")
+
+
+# ---------------------------------------------------------------- the per-connection core
+
+_REQUEST = 14
+_RESPONSE = 15
+_MERGED = 17
+_FLAG_CRC = 0x01
+_FLAG_EOF = 0x02
+_FLAG_ERR = 0x08
+_FLAG_ZERO = 0x10
+_WS_BINARY = 2
+
+
+class MuxCore:
+    """The hot path of one live connection, below the asyncio layer.
+
+    Incoming bytes (``get_buffer``/``buffer_updated``, or ``feed``) are
+    parsed into frames and grid messages and dispatched at once: a Response
+    resolves its pending request future, a Request for a registered *sync*
+    single handler runs that handler inline and queues the reply; everything
+    else goes to ``owner._on_message(msg)``, and WebSocket control frames to
+    ``owner._on_control(opcode, payload)``.  Outgoing messages are queued
+    with :meth:`send` (the first one in a batch calls
+    ``owner._schedule_flush()``) and leave through :meth:`take_frames` as
+    one WebSocket frame or OpMerged containers (§4).
+
+    ``singles`` / ``singles_sub`` are the manager's live registration dicts
+    (handler id -> entry, subroute id -> entry); an entry has ``fn``,
+    ``is_async`` and ``route``.  ``context_var`` receives a
+    ``(caller, handler_id, route, mux_id, deadline)`` tuple while an inline
+    handler runs.  Request deadlines are tracked on ``time.monotonic()``.
+    """
+
+    __slots__ = (
+        "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
+        "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
+        "_deadlines",
+    )
+
+    def __init__(self, owner: Any, server: bool, base_flags: int, max_message_size: int,
+                 caller: str, singles: dict, singles_sub: dict, context_var: Any,
+                 clock: Any, ids: MuxIdAllocator) -> None:
+        self.owner = owner
+        self.parser = _codec_py.FrameParser(server, max_message_size)
+        self.ids = ids
+        self.pending: dict = {}
+        self.queue: list = []
+        self.queued_bytes = 0
+        self.base_flags = base_flags
+        self.caller = caller
+        self.singles = singles
+        self.singles_sub = singles_sub
+        self.context_var = context_var
+        self.clock = clock  # the event loop's time(), for handler deadlines
+        self.msgs_in = 0
+        self.msgs_out = 0
+        self.bytes_out = 0
+        self._deadlines: list = []
+
+    # -- receiving
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """``asyncio.BufferedProtocol.get_buffer``."""
+        return self.parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``asyncio.BufferedProtocol.buffer_updated``: parse and dispatch."""
+        self._on_events(self.parser.buffer_updated(nbytes))
+
+    def feed(self, data: Any) -> None:
+        """Parse and dispatch bytes received some other way."""
+        self._on_events(self.parser.feed(data))
+
+    def _on_events(self, events: list) -> None:
+        for opcode, payload in events:
+            if opcode == _WS_BINARY:
+                msgs = _codec_py.decode_messages(payload)
+                self.msgs_in += len(msgs)
+                for m in msgs:
+                    self.dispatch(m)
+            else:
+                self.owner._on_control(opcode, payload)
+
+    def dispatch(self, m: Any) -> None:
+        """Handle one decoded message."""
+        op = m.op
+        if op == _RESPONSE:
+            fut = self.pending.pop(m.mux_id, None)
+            if fut is None or fut.done():
+                return  # late or unknown: dropped (§3.4)
+            if m.seq != 0:
+                fut.set_exception(GridError("out-of-sequence item received"))
+            elif m.flags & _FLAG_ERR:
+                fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
+                                              if m.payload else ""))
+            else:
+                fut.set_result(m.payload)
+            return
+        if op == _REQUEST:
+            sub = m.subroute
+            entry = self.singles.get(m.handler) if sub is None else self.singles_sub.get(sub)
+            if entry is not None and not entry.is_async:
+                self._run_inline(m, entry)
+                return
+        self.owner._on_message(m)
+
+    def _run_inline(self, m: Any, entry: Any) -> None:
+        started = time.monotonic()
+        dl = m.deadline_ms
+        deadline = self.clock() + dl / 1000 if dl else None
+        token = self.context_var.set((self.caller, m.handler, entry.route, m.mux_id, deadline))
+        try:
+            result = entry.fn(m.payload)
+        except RemoteError as exc:
+            result, err = None, exc.message
+        except Exception as exc:
+            result, err = None, self.owner._handler_failed(m, exc)
+        else:
+            err = None
+        finally:
+            self.context_var.reset(token)
+        if dl and (time.monotonic() - started) * 1000 > dl:
+            return  # the caller has given up (§7 step 3)
+        self.respond(m.mux_id, m.seq, result, err)
+
+    # -- sending
+
+    def send(self, msg: bytes) -> None:
+        """Queue one encoded message; the first of a batch schedules a flush."""
+        q = self.queue
+        q.append(msg)
+        self.queued_bytes += len(msg)
+        if len(q) == 1:
+            self.owner._schedule_flush()
+
+    def respond(self, mux_id: int, seq: int, result: Any, err: str | None) -> None:
+        """Queue the OpResponse for a single request (§7 step 4)."""
+        flags = self.base_flags | _FLAG_EOF
+        if err is None and result is not None:
+            if not isinstance(result, (bytes, bytearray, memoryview)):
+                err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
+            elif len(result) == 0:
+                flags |= _FLAG_ZERO
+        if err is not None:
+            flags |= _FLAG_ERR
+            result = err.encode("utf-8", "replace")
+        self.send(_codec_py.encode_message(mux_id, seq, 0, 0, _RESPONSE, flags, result))
+
+    def request(self, fut: Any, handler_id: int, payload: Any, timeout: float,
+                subroute: bytes | None) -> int:
+        """Send an OpRequest whose response resolves ``fut``; it fails with
+        TimeoutError once ``timeout`` seconds pass (see :meth:`expire`).
+        Returns the new mux id."""
+        deadline_ms = int(timeout * 1000)
+        if deadline_ms > 0xFFFFFFFF:
+            deadline_ms = 0xFFFFFFFF
+        flags = self.base_flags | _FLAG_EOF
+        if payload is not None and len(payload) == 0:
+            flags |= _FLAG_ZERO
+        if subroute is not None:
+            flags |= 0x20
+        mux_id = self.ids.next()
+        msg = _codec_py.encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
+                                       payload, subroute)
+        self.pending[mux_id] = fut
+        heapq.heappush(self._deadlines, (time.monotonic() + timeout, mux_id))
+        self.send(msg)
+        return mux_id
+
+    def expire(self) -> float | None:
+        """Fail every pending request whose deadline has passed with
+        TimeoutError; return the next deadline (monotonic) or None."""
+        now = time.monotonic()
+        dl = self._deadlines
+        pending = self.pending
+        while dl and dl[0][0] <= now:
+            _, mux_id = heapq.heappop(dl)
+            fut = pending.pop(mux_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(TimeoutError("grid request deadline exceeded"))
+        # Entries of answered requests stay until they expire; rebuild when
+        # they outnumber the live ones so the heap stays bounded.
+        if len(dl) > 2 * len(pending) + 1024:
+            self._deadlines = dl = [e for e in dl if e[1] in pending]
+            heapq.heapify(dl)
+        return dl[0][0] if dl else None
+
+    def fail_all(self, exc_type: Any) -> None:
+        """Fail every pending request with ``exc_type()`` and forget them."""
+        pending, self.pending = self.pending, {}
+        self._deadlines = []
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc_type())
+
+    def take_frames(self, mask_key: bytes | None) -> bytes | None:
+        """Everything queued, as WebSocket frames ready to write: one plain
+        frame for a single message, OpMerged containers otherwise (§4).
+        ``mask_key`` (4 bytes) masks every frame, as a client must."""
+        q = self.queue
+        if not q:
+            return None
+        self.queue = []
+        self.queued_bytes = 0
+        self.msgs_out += len(q)
+        data = _codec_py.encode_frames(q, mask_key)
+        self.bytes_out += len(data)
+        return data

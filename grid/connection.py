@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import random
 import socket
 import time
@@ -29,13 +28,7 @@ from typing import TYPE_CHECKING, Any, Union
 from grid import _payloads
 from grid._consts import (
     FLAG_CRC,
-    FLAG_EOF,
-    FLAG_PAYLOAD_IS_ERR,
-    FLAG_PAYLOAD_IS_ZERO,
     FLAG_SUBROUTE,
-    MAX_DEADLINE_MS,
-    MERGE_MAX_BYTES,
-    MERGE_MAX_MESSAGES,
     Op,
     WS_BINARY,
     WS_CLOSE,
@@ -44,17 +37,15 @@ from grid._consts import (
     WS_TEXT,
 )
 from grid._impl import (
-    FrameParser,
+    MuxCore,
     MuxIdAllocator,
-    decode_messages,
+    decode_message,
     encode_frame,
-    encode_merged,
     encode_message,
     subroute_id,
 )
 from grid import _http
 from grid.errors import (
-    DISCONNECTED_TEXT,
     Disconnected,
     GridError,
     ProtocolError,
@@ -86,7 +77,6 @@ _CALLEE_OPS = frozenset((int(Op.MUX_CLIENT_MSG), int(Op.UNBLOCK_SRV_MUX),
                          int(Op.DISCONNECT_SERVER_MUX), _PING))
 _CALLER_OPS = frozenset((_MUX_CONNECT_ERROR, int(Op.ACK_MUX), int(Op.MUX_SERVER_MSG),
                          int(Op.UNBLOCK_CL_MUX), int(Op.DISCONNECT_CLIENT_MUX), _PONG))
-_EOF_ERR = FLAG_EOF | FLAG_PAYLOAD_IS_ERR
 
 
 class State(enum.IntEnum):
@@ -133,21 +123,21 @@ class _Wire(asyncio.BufferedProtocol):
         self.acceptor = acceptor
         self.conn: Connection | None = None  # set once the handshake names the peer
         self.transport: asyncio.Transport | None = None
-        self.parser: Any = None  # FrameParser once upgraded
+        self.core: Any = None  # the MuxCore once upgraded
         self._head = bytearray()
         self._head_chunk = bytearray(4096)
         self._mask = not acceptor  # the dialer is the WebSocket client
         self.closed = asyncio.get_running_loop().create_future()
         self.head_future: asyncio.Future[_http.HttpHead] | None = None
-        self.first_message: asyncio.Future[bytes] = self.closed.get_loop().create_future()
+        self.first_message: asyncio.Future[Any] = self.closed.get_loop().create_future()
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._ws_key = ""
         self._body_wanted = -1  # dialer: bytes of an error body still to read
         self._error_head: _http.HttpHead | None = None
         self.bytes_in = 0
-        # Dialer: frames that arrive after the ConnectResponse but before the
+        # Dialer: messages that arrive after the ConnectResponse but before the
         # connection is attached (replayed by Connection._attach).
-        self._early: list[bytes] = []
+        self._early: list[Any] = []
 
     # -- asyncio callbacks
 
@@ -166,18 +156,22 @@ class _Wire(asyncio.BufferedProtocol):
             self.manager._accepted.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self.parser is not None:
-            return self.parser.get_buffer(sizehint)
+        if self.core is not None:
+            return self.core.get_buffer(sizehint)  # type: ignore[no-any-return]
         return memoryview(self._head_chunk)
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_in += nbytes
         try:
-            if self.parser is not None:
-                self._on_events(self.parser.buffer_updated(nbytes))
+            if self.core is not None:
+                self.core.buffer_updated(nbytes)
             else:
                 self._on_http(self._head_chunk[:nbytes])
         except ProtocolError as exc:
+            if self.acceptor and self.conn is None and not self.first_message.done():
+                self.first_message.cancel()
+                self.manager._reject(self, f"error parsing grid connect: {exc}")
+                return
             self.fail(f"protocol error: {exc}")
         except Exception as exc:  # a bug must cost this connection, not the node
             log.exception("grid: unexpected error reading from %s", self._peer_name())
@@ -243,10 +237,11 @@ class _Wire(asyncio.BufferedProtocol):
         self.transport.write(encode_frame(payload, opcode, mask))
 
     def start_websocket(self, leftover: bytes) -> None:
-        self.parser = FrameParser(server=self.acceptor,
-                                  max_message_size=self.manager.max_message_size)
+        # Inline dispatch and the connection's base flags switch on at attach.
+        self.core = MuxCore(self, self.acceptor, 0, self.manager.max_message_size, "", {}, {},
+                            _current, asyncio.get_running_loop().time, MuxIdAllocator())
         if leftover:
-            self._on_events(self.parser.feed(leftover))
+            self.core.feed(leftover)
 
     # -- HTTP phase
 
@@ -295,55 +290,43 @@ class _Wire(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    # -- WebSocket phase
+    # -- WebSocket phase: callbacks from the MuxCore
 
-    def _on_events(self, events: list[tuple[int, bytes]]) -> None:
-        for opcode, payload in events:
-            if opcode == WS_BINARY:
-                conn = self.conn
-                if conn is not None and conn._wire is self:
-                    conn._on_frame(payload)
-                elif not self.first_message.done():
-                    self._on_first_message(payload)
-                elif not self.acceptor and conn is None:
-                    # The acceptor starts normal operation right after its
-                    # ConnectResponse (§5.3), so its first requests can come in
-                    # the same read, before the dial task has attached us.
-                    self._early.append(payload)
-            elif opcode == WS_PING:
-                if self.transport is not None and not self.transport.is_closing():
-                    self.write_frame(payload, WS_PONG)
-            elif opcode == WS_CLOSE:
-                # Echo the status code, then tear down (§1.5).
-                self.write_frame(payload[:2], WS_CLOSE)
-                self.fail("peer sent a WebSocket close frame")
-                return
-            elif opcode == WS_TEXT:
-                if self.acceptor and not self.first_message.done() and self.conn is None:
-                    self._on_first_message(payload)  # Go accepts a text handshake
-            # pongs are ignored
+    def _on_message(self, m: Any) -> None:
+        """A message the core did not handle inline."""
+        conn = self.conn
+        if conn is not None:
+            conn._dispatch(m)
+        elif not self.first_message.done():
+            self.first_message.set_result(m)
+            if self.acceptor:
+                self.manager._on_connect_message(self, m)
+        elif not self.acceptor:
+            # The acceptor starts normal operation right after its
+            # ConnectResponse (§5.3), so its first requests can come in the
+            # same read, before the dial task has attached us.
+            self._early.append(m)
 
-    def _on_first_message(self, payload: bytes) -> None:
-        if self.acceptor:
-            self.first_message.set_result(payload)
-            self.manager._on_connect_message(self, payload)
-        else:
-            self.first_message.set_result(payload)
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == WS_PING:
+            self.write_frame(payload, WS_PONG)
+        elif opcode == WS_CLOSE:
+            # Echo the status code, then tear down (§1.5).
+            self.write_frame(payload[:2], WS_CLOSE)
+            self.fail("peer sent a WebSocket close frame")
+        elif opcode == WS_TEXT:
+            if self.acceptor and self.conn is None and not self.first_message.done():
+                self._on_message(decode_message(payload))  # Go accepts a text handshake
+        # pongs, and text after the handshake, are ignored
 
+    def _schedule_flush(self) -> None:
+        if self.conn is not None:
+            self.conn._schedule_flush()
 
-class _Pending:
-    """A single request waiting for its response."""
-
-    __slots__ = ("future", "timer")
-
-    def __init__(self, future: asyncio.Future[Any]) -> None:
-        self.future = future
-        self.timer: asyncio.TimerHandle | None = None
-
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError("grid request deadline exceeded"))
+    def _handler_failed(self, m: Any, exc: BaseException) -> str:
+        if self.conn is not None:
+            return self.conn._handler_failed(m, exc)
+        return f"{type(exc).__name__}: {exc}"
 
 
 class Connection:
@@ -366,12 +349,13 @@ class Connection:
         self._base = _base_flags(self.local, remote)
         self._state = State.UNCONNECTED
         self._wire: _Wire | None = None
+        self._core: Any = None  # the live wire's MuxCore
         self._ids = MuxIdAllocator()
-        self._outgoing: dict[int, asyncio.Future[Any]] = {}
+        self._sweep: asyncio.TimerHandle | None = None  # request deadline sweep
+        self._sweep_at = float("inf")
         self._callee_tasks: set[asyncio.Task[Any]] = set()
         self._callers: dict[int, _stream.Stream] = {}  # streams this side opened
         self._callees: dict[int, Any] = {}  # streams this side serves
-        self._sendq: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._paused = False
         self._space_waiters: list[asyncio.Future[None]] = []
@@ -382,11 +366,8 @@ class Connection:
         self._generation = 0
         self._remote_id: bytes | None = None
         self._dial_task: asyncio.Task[None] | None = None
-        # statistics
-        self._bytes_out = 0
-        self._msgs_in = 0
-        self._msgs_out = 0
-        self._bytes_in_closed = 0
+        # statistics of closed wires (the live one's are in its core)
+        self._closed_stats = [0, 0, 0, 0]  # bytes in, bytes out, messages in, messages out
         self._reconnects = 0
         self._rtt: float | None = None
         self._connected_at: float | None = None
@@ -468,22 +449,26 @@ class Connection:
 
     def stats(self) -> ConnectionStats:
         """A snapshot of this connection's counters."""
-        wire = self._wire
+        b_in, b_out, m_in, m_out = self._closed_stats
+        wire, core = self._wire, self._core
+        if wire is not None and core is not None:
+            b_in, b_out = b_in + wire.bytes_in, b_out + core.bytes_out
+            m_in, m_out = m_in + core.msgs_in, m_out + core.msgs_out
         return ConnectionStats(
             remote=self.remote,
             state=self._state,
             dials=self.dials,
-            bytes_in=self._bytes_in_closed + (wire.bytes_in if wire else 0),
-            bytes_out=self._bytes_out,
-            messages_in=self._msgs_in,
-            messages_out=self._msgs_out,
+            bytes_in=b_in,
+            bytes_out=b_out,
+            messages_in=m_in,
+            messages_out=m_out,
             reconnects=self._reconnects,
             last_ping_rtt=self._rtt,
             last_connect_time=self._connected_at,
             last_error=self._last_error,
-            outstanding_requests=len(self._outgoing),
+            outstanding_requests=len(core.pending) if core is not None else 0,
             outstanding_streams=len(self._callers) + len(self._callees),
-            send_queue_depth=len(self._sendq),
+            send_queue_depth=len(core.queue) if core is not None else 0,
         )
 
     def __repr__(self) -> str:
@@ -493,79 +478,69 @@ class Connection:
 
     async def _request(self, handler_id: int, payload: Payload, timeout: float | None,
                        route: str | None, sub: bytes | None) -> bytes | None:
-        if self._state is not State.CONNECTED:
+        core = self._core
+        if core is None or self._state is not State.CONNECTED:
             raise Disconnected()
-        check_handler_id(handler_id)
-        loop = self._loop
+        if type(handler_id) is not int or not 0 < handler_id < 256:
+            check_handler_id(handler_id)
         if timeout is None:
             timeout = self._mgr.default_timeout
-        deadline_ms = int(timeout * 1000)
-        if deadline_ms < 1:
+        elif timeout < 0.001:
             raise TimeoutError("grid request deadline below 1 ms")
-        if deadline_ms > MAX_DEADLINE_MS:
-            deadline_ms = MAX_DEADLINE_MS
-        if self._paused or len(self._sendq) >= self._mgr.send_queue_size:
+        if self._paused or len(core.queue) >= self._mgr.send_queue_size:
             await self._wait_for_space()
-            if self._state is not State.CONNECTED:
+            core = self._core
+            if core is None:
                 raise Disconnected()
-        flags = self._base | FLAG_EOF
-        if payload is not None and len(payload) == 0:
-            flags |= FLAG_PAYLOAD_IS_ZERO
-        if sub is not None:
-            flags |= FLAG_SUBROUTE
-        mux_id = self._ids.next()
-        fut = loop.create_future()
-        self._outgoing[mux_id] = fut
-        timer = loop.call_at(loop.time() + timeout, _expire, fut)
-        self._send(encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags, payload, sub))
+        fut = self._loop.create_future()
+        mux_id = core.request(fut, handler_id, payload, timeout, sub)
+        if self._sweep_at > time.monotonic() + timeout:
+            self._schedule_sweep(timeout)
         try:
             return await fut  # type: ignore[no-any-return]
-        finally:
-            timer.cancel()
-            self._outgoing.pop(mux_id, None)
+        except asyncio.CancelledError:
+            core.pending.pop(mux_id, None)
+            raise
+
+    def _schedule_sweep(self, delay: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        # At most one sweep per 10 ms: deadlines fire up to 10 ms late.
+        delay = max(delay, 0.01)
+        self._sweep_at = time.monotonic() + delay
+        self._sweep = self._loop.call_later(delay, self._run_sweep)
+
+    def _run_sweep(self) -> None:
+        self._sweep = None
+        self._sweep_at = float("inf")
+        core = self._core
+        if core is None:
+            return
+        nxt = core.expire()
+        if nxt is not None:
+            self._schedule_sweep(nxt - time.monotonic())
 
     # -- sending
 
     def _send(self, msg: bytes) -> None:
         """Queue one encoded message; everything queued in this loop iteration
-        leaves together."""
-        if self._wire is None:
-            return
-        self._sendq.append(msg)
+        leaves together (§4)."""
+        core = self._core
+        if core is not None:
+            core.send(msg)
+
+    def _schedule_flush(self) -> None:
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        q = self._sendq
-        if not q:
+        wire, core = self._wire, self._core
+        if wire is None or core is None or wire.transport is None:
             return
-        self._sendq = []
-        wire = self._wire
-        if wire is None or wire.transport is None:
+        data = core.take_frames(random.randbytes(4) if wire._mask else None)
+        if data is None:
             return
-        self._msgs_out += len(q)
-        mask = wire._mask
-        frames = []
-        if len(q) == 1:
-            frames.append(encode_frame(q[0], WS_BINARY, random.randbytes(4) if mask else None))
-        else:
-            start = 0
-            size = 0
-            n = len(q)
-            for i in range(n):
-                ln = len(q[i])
-                # §4: add while fewer than 50 precede and the total stays below 31 KiB.
-                if i + 1 < n and i - start + 1 < MERGE_MAX_MESSAGES and size + ln < MERGE_MAX_BYTES:
-                    size += ln
-                    continue
-                chunk = q[start:i + 1]
-                body = chunk[0] if len(chunk) == 1 else encode_merged(chunk)
-                frames.append(encode_frame(body, WS_BINARY, random.randbytes(4) if mask else None))
-                start = i + 1
-                size = 0
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        self._bytes_out += len(data)
         wire.transport.write(data)
         limit = self._mgr.max_write_buffer
         if wire.transport.get_write_buffer_size() > limit:
@@ -601,26 +576,12 @@ class Connection:
 
     # -- receiving
 
-    def _on_frame(self, payload: bytes) -> None:
-        msgs = decode_messages(payload)
-        self._msgs_in += len(msgs)
-        for m in msgs:
-            self._dispatch(m)
-
     def _dispatch(self, m: Any) -> None:
+        """Every message the core does not handle inline (responses and
+        requests for sync handlers are; see MuxCore.dispatch)."""
         op = m.op
         if op == _REQUEST:
             self._on_request(m)
-        elif op == _RESPONSE:
-            fut = self._outgoing.pop(m.mux_id, None)
-            if fut is None or fut.done():
-                return  # late or unknown: dropped (§3.4)
-            if m.seq != 0:
-                fut.set_exception(GridError("out-of-sequence item received"))
-            elif m.flags & FLAG_PAYLOAD_IS_ERR:
-                fut.set_exception(RemoteError(_text(m.payload)))
-            else:
-                fut.set_result(m.payload)
         elif op in _CALLEE_OPS:
             if op == _PING and m.mux_id == 0:
                 self._on_ping(m)
@@ -629,8 +590,9 @@ class Connection:
         elif op in _CALLER_OPS:
             if op == _PONG and m.mux_id == 0:
                 self._on_pong(m)
-            elif op == _MUX_CONNECT_ERROR and m.mux_id in self._outgoing:
-                fut = self._outgoing.pop(m.mux_id)
+            elif op == _MUX_CONNECT_ERROR and self._core is not None and \
+                    m.mux_id in self._core.pending:
+                fut = self._core.pending.pop(m.mux_id)
                 if not fut.done():
                     try:
                         text = _payloads.decode_mux_connect_error(m.payload)
@@ -641,41 +603,32 @@ class Connection:
                 _stream.on_caller_op(self, m)
         elif op == _CONNECT_MUX:
             _stream.serve_connect(self, m)
+        elif op == _RESPONSE:
+            pass  # the core resolves responses; one reaching here is stale
         else:
             # Connect, ConnectResponse, Disconnect, nested Merged, unknown ops:
             # logged and ignored, as Go does (§3.2).
             log.debug("grid: ignoring op %d from %s", op, self.remote)
 
     def _on_request(self, m: Any) -> None:
+        """A request for an async handler, or for none (sync ones run in the core)."""
         entry = self._mgr._registry.single(m.handler, m.subroute)
         if entry is None:
             self._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
             return
+        if not entry.is_async:  # replayed before attach: run it like the core would
+            self._core.dispatch(m)
+            return
         loop = self._loop
-        started = loop.time()
-        deadline = started + m.deadline_ms / 1000 if m.deadline_ms else None
-        ctx = CallContext(self.remote, m.handler, entry.route, m.mux_id, deadline)
-        if entry.is_async:
-            token = _current.set(ctx)
-            try:
-                task = loop.create_task(self._run_async(entry.fn, m, started, self._generation))
-            finally:
-                _current.reset(token)
-            self._callee_tasks.add(task)
-            task.add_done_callback(self._callee_tasks.discard)
-            return
-        token = _current.set(ctx)
+        deadline = loop.time() + m.deadline_ms / 1000 if m.deadline_ms else None
+        token = _current.set(CallContext(self.remote, m.handler, entry.route, m.mux_id, deadline))
         try:
-            result = entry.fn(m.payload)
-        except RemoteError as exc:
-            self._respond(m, None, exc.message, started)
-            return
-        except Exception as exc:
-            self._respond(m, None, self._handler_failed(m, exc), started)
-            return
+            task = loop.create_task(self._run_async(entry.fn, m, time.monotonic(),
+                                                    self._generation))
         finally:
             _current.reset(token)
-        self._respond(m, result, None, started)
+        self._callee_tasks.add(task)
+        task.add_done_callback(self._callee_tasks.discard)
 
     async def _run_async(self, fn: Callable[..., Any], m: Any, started: float, gen: int) -> None:
         try:
@@ -686,32 +639,16 @@ class Connection:
             result, err = None, self._handler_failed(m, exc)
         else:
             err = None
-        if gen == self._generation:  # not for a connection that has since dropped
-            self._respond(m, result, err, started)
+        if gen != self._generation or self._core is None:
+            return  # the connection has dropped since
+        if m.deadline_ms and (time.monotonic() - started) * 1000 > m.deadline_ms:
+            return  # the caller has given up (§7 step 3)
+        self._core.respond(m.mux_id, m.seq, result, err)
 
-    def _handler_failed(self, m: Any, exc: Exception) -> str:
+    def _handler_failed(self, m: Any, exc: BaseException) -> str:
         log.error("grid: handler %d for %s raised\n%s", m.handler, self.remote,
                   "".join(traceback.format_exception(exc)).rstrip())
         return f"{type(exc).__name__}: {exc}"
-
-    def _respond(self, m: Any, result: Any, err: str | None, started: float) -> None:
-        if m.deadline_ms and (self._loop.time() - started) * 1000 > m.deadline_ms:
-            return  # the caller has given up (§7 step 3)
-        flags = self._base | FLAG_EOF
-        if err is not None:
-            payload: Any = err.encode("utf-8", "replace")
-            flags |= FLAG_PAYLOAD_IS_ERR
-        else:
-            payload = result
-            if payload is not None:
-                if not isinstance(payload, (bytes, bytearray, memoryview)):
-                    payload = self._handler_failed(
-                        m, TypeError(f"handler returned {type(result).__name__}, want bytes or None")
-                    ).encode()
-                    flags |= FLAG_PAYLOAD_IS_ERR
-                elif len(payload) == 0:
-                    flags |= FLAG_PAYLOAD_IS_ZERO
-        self._send(encode_message(m.mux_id, m.seq, 0, 0, _RESPONSE, flags, payload))
 
     def _reply_mux_error(self, m: Any, text: str) -> None:
         # Built from the received message (§2.5): keep its fields, swap op/payload.
@@ -782,8 +719,16 @@ class Connection:
             if remote_id != self._remote_id:
                 log.info("grid: %s restarted (new instance id)", self.remote)
         self._remote_id = remote_id
+        core = wire.core
+        core.caller = self.remote
+        core.base_flags = self._base
+        core.ids = self._ids
+        registry = self._mgr._registry
+        core.singles = registry._single
+        core.singles_sub = registry._single_sub
         wire.conn = self
         self._wire = wire
+        self._core = core
         self._generation += 1
         self._state = State.CONNECTED
         self._connected_at = time.time()
@@ -796,11 +741,11 @@ class Connection:
             if not w.done():
                 w.set_result(None)
         early, wire._early = wire._early, []
-        for payload in early:
+        for m in early:
             if self._wire is not wire:
                 break
             try:
-                self._on_frame(payload)
+                core.dispatch(m)
             except ProtocolError as exc:
                 wire.fail(f"protocol error: {exc}")
             except Exception as exc:  # as in _Wire.buffer_updated
@@ -810,7 +755,13 @@ class Connection:
     def _wire_lost(self, wire: _Wire, reason: str) -> None:
         if wire is not self._wire:
             return
-        self._bytes_in_closed += wire.bytes_in
+        core = self._core
+        st = self._closed_stats
+        st[0] += wire.bytes_in
+        if core is not None:
+            st[1] += core.bytes_out
+            st[2] += core.msgs_in
+            st[3] += core.msgs_out
         wire.bytes_in = 0
         self._wire = None
         if self._state is not State.SHUTDOWN:
@@ -834,11 +785,14 @@ class Connection:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._sendq = []
-        outgoing, self._outgoing = self._outgoing, {}
-        for fut in outgoing.values():
-            if not fut.done():
-                fut.set_exception(Disconnected())
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+            self._sweep_at = float("inf")
+        core, self._core = self._core, None
+        if core is not None:
+            core.queue = []
+            core.fail_all(Disconnected)
         _stream.reset(self)
         self._wake_senders()
 
@@ -899,10 +853,9 @@ class Connection:
             req = _payloads.ConnectRequest(mgr.instance_id, self.local, time.time_ns(), mgr._token())
             w.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT), 0, req.encode()))
             first = await asyncio.wait_for(w.first_message, mgr.handshake_timeout)
-            msgs = decode_messages(first)
-            if len(msgs) != 1 or msgs[0].op != Op.CONNECT_RESPONSE:
-                raise ProtocolError(f"unexpected connect response op {msgs[0].op if msgs else None}")
-            resp = _payloads.ConnectResponse.decode(msgs[0].payload)
+            if first.op != Op.CONNECT_RESPONSE:
+                raise ProtocolError(f"unexpected connect response op {first.op}")
+            resp = _payloads.ConnectResponse.decode(first.payload)
             if not resp.accepted:
                 raise Rejected(resp.rejected_reason)
         except asyncio.TimeoutError:

@@ -56,14 +56,17 @@ class CallContext:
                 f"subroute={self.subroute!r}, mux_id={self.mux_id}, deadline={self.deadline})")
 
 
-_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "grid_current_call", default=None
 )
 
 
 def current_call() -> CallContext | None:
     """The :class:`CallContext` of the call being served, or None outside a handler."""
-    return _current.get()
+    ctx = _current.get()
+    if type(ctx) is tuple:  # set by the core for an inline handler: built on demand
+        return CallContext(*ctx)
+    return ctx
 
 
 def join_route(segments: tuple[str, ...]) -> str:

@@ -25,7 +25,7 @@ from grid._consts import (
     ROUTE_PATH,
     Op,
 )
-from grid._impl import decode_message, encode_message, local_dials
+from grid._impl import encode_message, local_dials
 from grid.connection import Connection, ConnectionStats, State, _Wire
 from grid.errors import GridError, ProtocolError
 from grid.handlers import HandlerRegistry, SingleHandlerFn, join_route
@@ -326,11 +326,7 @@ class Manager:
         assert wire.transport is not None
         wire.transport.close()
 
-    def _on_connect_message(self, wire: _Wire, payload: bytes) -> None:
-        try:
-            msg = decode_message(payload)
-        except ProtocolError as exc:
-            return self._reject(wire, f"error parsing grid connect: {exc}")
+    def _on_connect_message(self, wire: _Wire, msg: Any) -> None:
         if msg.op != Op.CONNECT:
             name = OP_NAMES.get(msg.op, f"Op({msg.op})")
             return self._reject(wire, f"unexpected connect op: {name}")

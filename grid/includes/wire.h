@@ -187,4 +187,33 @@ static inline void grid_mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
         dst[i] = src[i] ^ key[i & 3];
 }
 
+/* Total bytes the WebSocket frame at p needs (RFC 6455 §5.2), judged from
+ * the n bytes present: 2 until the fixed header is in, then the extended
+ * header size until that is in, then header + mask key + payload.  These
+ * are exactly the points where FrameParser._parse waits for more input. */
+static inline uint64_t grid_ws_need(const uint8_t *p, size_t n)
+{
+    uint64_t hdr = 2, len;
+
+    if (n < 2)
+        return 2;
+    len = p[1] & 0x7f;
+    if (len == 126) {
+        hdr = 4;
+        if (n < 4)
+            return 4;
+        len = grid_load_be16(p + 2);
+    } else if (len == 127) {
+        hdr = 10;
+        if (n < 10)
+            return 10;
+        len = grid_load_be64(p + 2);
+        if (len > UINT64_MAX - 14)      /* rejected by the parser; no wrap */
+            len = UINT64_MAX - 14;
+    }
+    if (p[1] & 0x80)
+        hdr += 4;
+    return hdr + len;
+}
+
 #endif /* GRID_WIRE_H */

@@ -23,3 +23,4 @@ cdef extern from "includes/wire.h" nogil:
     size_t grid_bin_header_size(uint64_t n)
     uint8_t* grid_put_bin_header(uint8_t* w, uint64_t n)
     void grid_mask_copy(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t* key)
+    uint64_t grid_ws_need(const uint8_t* p, size_t n)

@@ -1,0 +1,59 @@
+# Declarations of the compiled codec (grid/_codec.pyx), the contract for other
+# Cython modules that cimport it (a connection protocol decoding straight from
+# its receive buffer, say).  The Python surface is the pure twin's, in
+# grid/_codec_py.py; section numbers refer to GRID-PROTOCOL.md.
+
+cimport cython
+from libc.stdint cimport uint8_t, uint64_t
+
+
+@cython.final
+cdef class Message:
+    # The seven tuple fields and trailers of one message (§2.1).  Plain Python
+    # objects, like the pure twin's slots: reads, writes, __eq__ and __repr__
+    # behave identically, and range checks happen on encode.  The decoder
+    # fills them with ints / bytes / None.
+    cdef public object mux_id       # uint64 MuxID
+    cdef public object seq          # uint32 Seq
+    cdef public object deadline_ms  # uint32 DeadlineMS
+    cdef public object handler      # uint8 Handler id
+    cdef public object op           # uint8 Op (§3.2)
+    cdef public object flags        # uint8 flag set (§3.1)
+    cdef public object payload      # bytes, or None when absent (§2.4)
+    cdef public object subroute     # the 32-byte subroute id with FlagSubroute, else None
+
+
+@cython.final
+cdef class FrameParser:
+    cdef object _server         # `server` exactly as given (what the property returns)
+    cdef bint _is_server        # its truth value: True means frames must be masked
+    cdef object _max_size       # `max_message_size` exactly as given (property, error text)
+    cdef uint64_t _limit        # ... as a C bound, when _limit_kind is _LIMIT_C
+    cdef int _limit_kind        # _LIMIT_C, _LIMIT_NEGATIVE or _LIMIT_PY (see _set_limit)
+    cdef object _failed         # None, or the text of the violation that failed the parser
+    cdef bytearray _recv        # fixed 64 KiB read window of get_buffer; never resized
+    cdef uint8_t* _acc          # PyMem buffer: unparsed bytes, always a prefix of one frame
+    cdef Py_ssize_t _acc_len    # bytes used in _acc
+    cdef Py_ssize_t _acc_cap    # bytes allocated for _acc
+    cdef uint8_t* _frag         # PyMem buffer: the fragmented data message so far (unmasked)
+    cdef Py_ssize_t _frag_len
+    cdef Py_ssize_t _frag_cap
+    cdef int _frag_op           # opcode of that message's first frame, -1 when none
+    cdef bint _busy             # inside _process (guards the raw pointers against re-entry)
+
+    cdef int _set_limit(self, object value) except -1
+    cdef int _check_size(self, uint64_t total) except -1
+    cdef object _fail(self, str text)
+    cdef int _release_buffers(self) except -1
+    cdef list _process(self, const uint8_t* data, Py_ssize_t n)
+    cdef list _consume(self, const uint8_t* data, Py_ssize_t n)
+    cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events) except -1
+    cdef int _frag_append(self, const uint8_t* src, Py_ssize_t n, const uint8_t* key) except -1
+
+
+# C-level entry points for other compiled modules.  `data` must stay valid
+# for the duration of the call; results own their memory (bytes copies).
+cdef Message decode_message_ptr(const uint8_t* data, Py_ssize_t n)
+cdef list decode_messages_ptr(const uint8_t* data, Py_ssize_t n)
+cdef bytes encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
+                            uint64_t op, uint64_t flags, object payload, object subroute)
