@@ -636,6 +636,8 @@ def encode_frames(
     larger one as an OpMerged container.  With ``mask_key`` (4 bytes) every
     frame is masked with it, as a client must.
     """
+    if mask_key is not None and len(mask_key) != 4:
+        raise ValueError("a WebSocket mask key is 4 bytes")
     n = len(messages)
     if n == 0:
         return b""
