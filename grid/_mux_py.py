@@ -273,9 +273,21 @@ class MuxCore:
         msg = _codec_py.encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
                                        payload, subroute)
         self.pending[mux_id] = fut
-        heapq.heappush(self._deadlines, (time.monotonic() + timeout, mux_id))
+        dl = self._deadlines
+        heapq.heappush(dl, (time.monotonic() + timeout, mux_id))
+        if len(dl) > 2 * len(self.pending) + 1024:
+            self._compact()
         self.send(msg)
         return mux_id
+
+    def _compact(self) -> None:
+        # Entries of answered requests stay in the heap until they expire;
+        # rebuild it when they outnumber the live ones, so that it stays
+        # within a small multiple of the requests in flight.
+        pending = self.pending
+        dl = [e for e in self._deadlines if e[1] in pending]
+        heapq.heapify(dl)
+        self._deadlines = dl
 
     def expire(self) -> float | None:
         """Fail every pending request whose deadline has passed with
@@ -288,11 +300,9 @@ class MuxCore:
             fut = pending.pop(mux_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(TimeoutError("grid request deadline exceeded"))
-        # Entries of answered requests stay until they expire; rebuild when
-        # they outnumber the live ones so the heap stays bounded.
         if len(dl) > 2 * len(pending) + 1024:
-            self._deadlines = dl = [e for e in dl if e[1] in pending]
-            heapq.heapify(dl)
+            self._compact()
+            dl = self._deadlines
         return dl[0][0] if dl else None
 
     def fail_all(self, exc_type: Any) -> None:

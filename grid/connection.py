@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["State", "Connection", "ConnectionStats", "Subroute"]
 
 log = logging.getLogger("grid.connection")
+_monotonic = time.monotonic  # the clock MuxCore keeps request deadlines on
 
 Payload = Union[bytes, bytearray, memoryview, None]
 
@@ -193,6 +194,7 @@ class _Wire(asyncio.BufferedProtocol):
         for fut in (self.head_future, self.first_message):
             if fut is not None and not fut.done():
                 fut.set_exception(Disconnected(reason))
+                fut.exception()  # retrieved: nobody may wait on it (e.g. a refused upgrade)
         if self.conn is not None:
             self.conn._wire_lost(self, reason)
         if not self.closed.done():
@@ -429,7 +431,27 @@ class Connection:
         :raises Disconnected: the connection is down or dropped during the call.
         :raises TimeoutError: the deadline passed.
         """
-        return await self._request(handler_id, payload, timeout, None, None)
+        # The hot path of every call: kept flat (no inner coroutine).
+        core = self._core
+        if core is None or self._state is not State.CONNECTED:
+            raise Disconnected()
+        if type(handler_id) is not int or not 0 < handler_id < 256:
+            check_handler_id(handler_id)
+        if timeout is None:
+            timeout = self._mgr.default_timeout
+        elif timeout < 0.001:
+            raise TimeoutError("grid request deadline below 1 ms")
+        if self._paused or len(core.queue) >= self._mgr.send_queue_size:
+            core = await self._wait_for_space()
+        fut = self._loop.create_future()
+        mux_id = core.request(fut, handler_id, payload, timeout, None)
+        if self._sweep_at > _monotonic() + timeout:
+            self._schedule_sweep(timeout)
+        try:
+            return await fut  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            core.pending.pop(mux_id, None)
+            raise
 
     async def new_stream(self, handler_id: int, payload: Payload = None,
                          timeout: float | None = None, *, in_capacity: int | None = None,
@@ -477,24 +499,21 @@ class Connection:
     # -- requests
 
     async def _request(self, handler_id: int, payload: Payload, timeout: float | None,
-                       route: str | None, sub: bytes | None) -> bytes | None:
+                       sub: bytes | None) -> bytes | None:
+        """A request with a subroute id (see :meth:`request`)."""
         core = self._core
         if core is None or self._state is not State.CONNECTED:
             raise Disconnected()
-        if type(handler_id) is not int or not 0 < handler_id < 256:
-            check_handler_id(handler_id)
+        check_handler_id(handler_id)
         if timeout is None:
             timeout = self._mgr.default_timeout
         elif timeout < 0.001:
             raise TimeoutError("grid request deadline below 1 ms")
         if self._paused or len(core.queue) >= self._mgr.send_queue_size:
-            await self._wait_for_space()
-            core = self._core
-            if core is None:
-                raise Disconnected()
+            core = await self._wait_for_space()
         fut = self._loop.create_future()
         mux_id = core.request(fut, handler_id, payload, timeout, sub)
-        if self._sweep_at > time.monotonic() + timeout:
+        if self._sweep_at > _monotonic() + timeout:
             self._schedule_sweep(timeout)
         try:
             return await fut  # type: ignore[no-any-return]
@@ -546,10 +565,19 @@ class Connection:
         if wire.transport.get_write_buffer_size() > limit:
             wire.fail(f"send buffer over {limit} bytes: peer is not reading")
 
-    async def _wait_for_space(self) -> None:
-        fut = self._loop.create_future()
-        self._space_waiters.append(fut)
-        await fut
+    async def _wait_for_space(self) -> Any:
+        """Wait while the send queue is full or the socket is paused; return
+        the live core, or raise Disconnected if the connection dropped."""
+        while self._paused or (self._core is not None
+                               and len(self._core.queue) >= self._mgr.send_queue_size):
+            fut = self._loop.create_future()
+            self._space_waiters.append(fut)
+            await fut
+            if self._core is None:
+                raise Disconnected()
+        if self._core is None:
+            raise Disconnected()
+        return self._core
 
     def _wake_senders(self) -> None:
         waiters, self._space_waiters = self._space_waiters, []
@@ -922,8 +950,7 @@ class Subroute:
     async def request(self, handler_id: int, payload: Payload = None,
                       timeout: float | None = None) -> bytes | None:
         """Like :meth:`Connection.request`, for the handler under this subroute."""
-        return await self._conn._request(handler_id, payload, timeout, self.route,
-                                         self._sub(handler_id))
+        return await self._conn._request(handler_id, payload, timeout, self._sub(handler_id))
 
     async def new_stream(self, handler_id: int, payload: Payload = None,
                          timeout: float | None = None, *, in_capacity: int | None = None,
