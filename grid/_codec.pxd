@@ -45,6 +45,8 @@ cdef class FrameParser:
     cdef int _check_size(self, uint64_t total) except -1
     cdef object _fail(self, str text)
     cdef int _release_buffers(self) except -1
+    cdef list _updated(self, object nbytes)    # buffer_updated() for C callers
+    cdef list _feed(self, object data)         # feed() for C callers
     cdef list _process(self, const uint8_t* data, Py_ssize_t n)
     cdef list _consume(self, const uint8_t* data, Py_ssize_t n)
     cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events) except -1

@@ -25,6 +25,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check, PyLong_CheckExact
+from libc.limits cimport LLONG_MAX, LLONG_MIN
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport Py_TYPE
@@ -45,7 +46,7 @@ import os
 from xxhash import xxh3_64_intdigest
 
 from grid import _consts
-from grid._consts import DEFAULT_MAX_MESSAGE_SIZE, WS_BINARY
+from grid._consts import DEFAULT_MAX_MESSAGE_SIZE, MERGE_MAX_BYTES, MERGE_MAX_MESSAGES, WS_BINARY
 from grid.errors import ProtocolError
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "decode_message",
     "decode_messages",
     "encode_merged",
+    "encode_frames",
     "iter_merged",
     "encode_frame",
     "apply_mask",
@@ -82,13 +84,14 @@ cdef enum:
     SUBROUTE_LEN = 32
     CRC_LEN = 4
     WS_CONTINUATION = 0x0
+    WS_BINARY_OP = 0x2
     RECV_SIZE = 65536           # FrameParser's read window, as the pure twin's
     ACC_KEEP = 1 << 20          # free parser buffers above this once they drain
 
 if (_consts.FLAG_CRC, _consts.FLAG_PAYLOAD_IS_ZERO, _consts.FLAG_SUBROUTE, int(_consts.Op.MERGED),
-        _consts.SUBROUTE_LEN, _consts.CRC_LEN, _consts.WS_CONTINUATION) != (
+        _consts.SUBROUTE_LEN, _consts.CRC_LEN, _consts.WS_CONTINUATION, _consts.WS_BINARY) != (
         FLAG_CRC, FLAG_PAYLOAD_IS_ZERO, FLAG_SUBROUTE, OP_MERGED, SUBROUTE_LEN, CRC_LEN,
-        WS_CONTINUATION):
+        WS_CONTINUATION, WS_BINARY_OP):
     raise ImportError("grid._codec was built against other wire constants than grid._consts")
 
 Buffer = object  # the pure twin's alias (bytes | bytearray | memoryview), for introspection
@@ -880,6 +883,9 @@ cdef class FrameParser:
     def __cinit__(self):
         self._frag_op = -1
         self._limit_kind = _LIMIT_C
+        # Here rather than in __init__: buffer_updated() dereferences it, so
+        # it must exist even on an instance made with __new__ alone.
+        self._recv = bytearray(RECV_SIZE)
 
     def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         if max_message_size < 0:
@@ -890,7 +896,6 @@ cdef class FrameParser:
         self._release_buffers()
         self._frag_op = -1
         self._failed = None
-        self._recv = bytearray(RECV_SIZE)
 
     def __dealloc__(self):
         PyMem_Free(self._acc)
@@ -968,6 +973,13 @@ cdef class FrameParser:
 
     def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes]]:
         """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer."""
+        return self._updated(nbytes)
+
+    def feed(self, data: Buffer) -> list[tuple[int, bytes]]:
+        """Add received bytes; return the events they complete."""
+        return self._feed(data)
+
+    cdef list _updated(self, object nbytes):
         cdef int overflow = 0
         cdef long long x = -1
         cdef Py_ssize_t k
@@ -987,8 +999,7 @@ cdef class FrameParser:
         # 0 <= k <= RECV_SIZE == len(self._recv)
         return self._process(<const uint8_t*>PyByteArray_AS_STRING(self._recv), k)
 
-    def feed(self, data: Buffer) -> list[tuple[int, bytes]]:
-        """Add received bytes; return the events they complete."""
+    cdef list _feed(self, object data):
         cdef Py_buffer view
         if self._failed is not None:
             raise ProtocolError(f"parser failed earlier: {self._failed}")
@@ -1176,3 +1187,178 @@ cdef class FrameParser:
 
 
 del _parser_signature
+
+
+# ---------------------------------------------------------------- writer batches
+
+
+cdef struct _Limit:
+    # A batching bound of encode_frames: an int as a C value (clamped, it is
+    # only compared), anything else compared with Python semantics.
+    long long c
+    bint is_c
+
+
+cdef int _set_bound(_Limit* lim, object value) except -1:
+    cdef int overflow = 0
+    lim.is_c = PyLong_Check(value)
+    if lim.is_c:
+        lim.c = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow:
+            lim.c = LLONG_MAX if overflow > 0 else LLONG_MIN
+    return 0
+
+
+cdef inline bint _below(Py_ssize_t v, _Limit* lim, object value) except -1:
+    if lim.is_c:
+        return v < lim.c
+    return v < value
+
+
+cdef inline Py_ssize_t _frame_header_size(Py_ssize_t body):
+    return 2 if body < 126 else (4 if body < 0x10000 else 10)
+
+
+def encode_frames(
+    messages: Sequence[Buffer],
+    mask_key: Buffer | None = None,
+    max_messages: int = MERGE_MAX_MESSAGES,
+    max_bytes: int = MERGE_MAX_BYTES,
+) -> bytes:
+    """Encode queued grid messages as binary WebSocket frames, ready to write.
+
+    Messages are batched as the Go writer does (§4): a message joins the
+    current batch while fewer than ``max_messages`` precede it and the batch
+    stays below ``max_bytes``; a batch of one leaves as a plain message, a
+    larger one as an OpMerged container.  With ``mask_key`` (4 bytes) every
+    frame is masked with it, as a client must.
+    """
+    # Two passes, one allocation: the first decides the batches exactly as
+    # the pure twin's loop (len() of each message, the same comparisons) and
+    # borrows every message's bytes, raising what the pure twin raises in
+    # the order it would; the second writes all frames into one bytes.
+    cdef Py_ssize_t n
+    cdef Py_ssize_t i, j, start = 0, size = 0, ln, got = 0, nb = 0, body, total = 0, hdr
+    cdef Py_ssize_t* ends = NULL     # ends[b]: one past the last message of batch b
+    cdef Py_ssize_t* bodies = NULL   # bodies[b]: payload size of batch b's frame
+    cdef _Bytes* spans = NULL
+    cdef _Bytes kb
+    cdef _Limit lim_n, lim_b
+    cdef bint masked = mask_key is not None, random_key = False, key_checked = False
+    cdef list items
+    cdef bytes out, rnd
+    cdef uint8_t* w
+    cdef uint8_t* frame_body
+    cdef const uint8_t* key
+    if mask_key is not None and len(mask_key) != 4:
+        raise ValueError("a WebSocket mask key is 4 bytes")
+    n = len(messages)
+    if n == 0:
+        return b""
+    _set_bound(&lim_n, max_messages)
+    _set_bound(&lim_b, max_bytes)
+    items = []  # holds every message while we keep pointers into it
+    kb.held = False
+    kb.n = 0
+    kb.p = NULL
+    spans = <_Bytes*>PyMem_Realloc(NULL, <size_t>n * sizeof(_Bytes))
+    ends = <Py_ssize_t*>PyMem_Realloc(NULL, <size_t>n * sizeof(Py_ssize_t))
+    bodies = <Py_ssize_t*>PyMem_Realloc(NULL, <size_t>n * sizeof(Py_ssize_t))
+    try:
+        if spans == NULL or ends == NULL or bodies == NULL:
+            raise MemoryError()
+        for i in range(n):
+            item = messages[i]
+            items.append(item)
+            ln = len(item)
+            if i + 1 < n and _below(i - start, &lim_n, max_messages) and _below(size + ln, &lim_b, max_bytes):
+                size += ln
+                continue
+            # Batch messages[start:i+1], checked as encode_merged/encode_frame would.
+            for j in range(start, i + 1):
+                _acquire(items[j], &spans[j])
+                got = j + 1
+                if i > start and <uint64_t>spans[j].n > 0xFFFFFFFF:
+                    raise ValueError(f"payload of {spans[j].n} bytes is over the 4 GiB bin limit")
+            if i == start:
+                body = spans[i].n
+            else:
+                body = 8 + <Py_ssize_t>grid_uint_size(<uint64_t>(i + 1 - start))
+                for j in range(start, i + 1):
+                    body += <Py_ssize_t>grid_bin_header_size(<uint64_t>spans[j].n) + spans[j].n
+            if masked and not key_checked:
+                _acquire(mask_key, &kb)
+                if kb.n == 0:
+                    random_key = True  # a fresh key per frame, drawn below
+                elif kb.n != 4:
+                    raise ValueError("a WebSocket mask key is 4 bytes")
+                key_checked = True
+            total += _frame_header_size(body) + (4 if masked else 0) + body
+            ends[nb] = i + 1
+            bodies[nb] = body
+            nb += 1
+            start = i + 1
+            size = 0
+
+        out = PyBytes_FromStringAndSize(NULL, total)
+        w = <uint8_t*>PyBytes_AS_STRING(out)
+        # Each frame below takes exactly the size counted for it above.
+        start = 0
+        for j in range(nb):
+            i = ends[j] - 1  # the batch is messages[start:i+1]
+            body = bodies[j]
+            hdr = _frame_header_size(body)
+            w[0] = 0x80 | WS_BINARY_OP  # FIN, binary (§1.5)
+            if hdr == 2:
+                w[1] = <uint8_t>body
+            elif hdr == 4:
+                w[1] = 126
+                grid_store_be16(w + 2, <uint64_t>body)
+            else:
+                w[1] = 127
+                grid_store_be64(w + 2, <uint64_t>body)
+            key = NULL
+            if masked:
+                w[1] |= 0x80
+            w += hdr
+            if masked:
+                if random_key:
+                    rnd = os.urandom(4)
+                    key = <const uint8_t*>PyBytes_AS_STRING(rnd)
+                else:
+                    key = kb.p
+                memcpy(w, key, 4)
+                w += 4
+            frame_body = w
+            if i == start:
+                if body:
+                    memcpy(w, spans[i].p, body)
+                    w += body
+            else:
+                # OpMerged container (§4), as encode_merged writes it.
+                w[0] = 0x97
+                w[1] = 0x00
+                w = grid_put_uint(w + 2, <uint64_t>(i + 1 - start))
+                w[0] = 0x00
+                w[1] = 0x00
+                w[2] = OP_MERGED
+                w[3] = 0x00
+                w[4] = 0xC4
+                w[5] = 0x00
+                w += 6
+                for ln in range(start, i + 1):
+                    w = grid_put_bin_header(w, <uint64_t>spans[ln].n)
+                    if spans[ln].n:
+                        memcpy(w, spans[ln].p, spans[ln].n)
+                        w += spans[ln].n
+            if key != NULL and body:
+                grid_mask_copy(frame_body, frame_body, <size_t>body, key)  # in place
+            start = i + 1
+        return out
+    finally:
+        for j in range(got):
+            _release(&spans[j])
+        _release(&kb)
+        PyMem_Free(spans)
+        PyMem_Free(ends)
+        PyMem_Free(bodies)

@@ -5,6 +5,8 @@
 cimport cython
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
+from grid._codec cimport FrameParser, Message
+
 
 @cython.final
 cdef class MuxIdAllocator:
@@ -25,3 +27,30 @@ cdef class MuxState:
     cdef uint32_t _next_send_seq(self) except? 0xFFFFFFFF
     cdef int _check_recv(self, uint32_t seq) except -1
     cdef bint _take_credit(self) except -1
+
+
+@cython.final
+cdef class MuxCore:
+    # The pure twin's slots, readable and writable from Python.
+    cdef public object owner          # the connection: _on_message, _on_control, ...
+    cdef public FrameParser parser    # this connection's compiled frame parser
+    cdef public MuxIdAllocator ids    # caller-side mux ids (outlives reconnects)
+    cdef public dict pending          # mux id -> future of an outstanding request
+    cdef public list queue            # encoded messages waiting for take_frames()
+    cdef public Py_ssize_t queued_bytes
+    cdef public object base_flags     # flags OR-ed into every queued message (§1.6)
+    cdef public object caller         # the remote's identity string, for handler context
+    cdef public dict singles          # handler id -> single-handler entry
+    cdef public dict singles_sub      # subroute id -> single-handler entry
+    cdef public object context_var    # contextvars.ContextVar set around inline handlers
+    cdef public object clock          # the event loop's time()
+    cdef public Py_ssize_t msgs_in
+    cdef public Py_ssize_t msgs_out
+    cdef public Py_ssize_t bytes_out
+    cdef list _deadlines              # heap of (monotonic deadline, mux id)
+
+    cdef int _on_events(self, list events) except -1
+    cdef int _dispatch(self, Message m) except -1
+    cdef int _run_inline(self, Message m, object entry) except -1
+    cdef int _send(self, object msg) except -1
+    cdef int _respond(self, object mux_id, object seq, object result, object err) except -1

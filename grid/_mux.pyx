@@ -1,21 +1,31 @@
 # cython: language_level=3, annotation_typing=False
 """Compiled twin of :mod:`grid._mux_py`: the per-mux bookkeeping a connection
-needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4).
+needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4), and
+:class:`MuxCore`, the per-connection dispatch between the socket and the
+asyncio layer.
 
 Same names, signatures, results and exception texts as the pure twin; the
 counters are C integers that wrap exactly where the wire fields do.
+MuxCore drives the compiled codec through its C entry points (cimported from
+grid._codec): parser input straight into frames, frames into Messages.
 """
 
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
-from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 
+from grid._codec cimport FrameParser, Message, decode_messages_ptr
+
+import heapq
 import inspect as _inspect
+import time as _time
 
-from grid.errors import IncorrectSequence
+from grid._codec import decode_messages, encode_frames, encode_message
+from grid.errors import GridError, IncorrectSequence, RemoteError
 
-__all__ = ["MuxIdAllocator", "MuxState"]
+__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
 
 cdef object _U32_MASK = 0xFFFFFFFF
 cdef object _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -150,4 +160,270 @@ cdef class MuxState:
                 f"recv_seq={self.recv_seq}, credits={self.credits})")
 
 
-del _allocator_signature, _state_signature
+
+# ---------------------------------------------------------------- the per-connection core
+
+cdef enum:
+    _REQUEST = 14
+    _RESPONSE = 15
+    _FLAG_EOF = 0x02
+    _FLAG_ERR = 0x08
+    _FLAG_ZERO = 0x10
+    _FLAG_SUBROUTE = 0x20
+    _WS_BINARY = 2
+
+cdef object _heappush = heapq.heappush
+cdef object _heappop = heapq.heappop
+cdef object _heapify = heapq.heapify
+cdef object _decode_messages = decode_messages
+cdef object _encode_message = encode_message
+cdef object _encode_frames = encode_frames
+
+
+@cython.annotation_typing(False)
+def _core_signature(owner: Any, server: bool, base_flags: int, max_message_size: int,
+                    caller: str, singles: dict, singles_sub: dict, context_var: Any,
+                    clock: Any, ids: MuxIdAllocator) -> None:
+    pass
+
+
+@cython.final
+cdef class MuxCore:
+    """The hot path of one live connection, below the asyncio layer.
+
+    Incoming bytes (``get_buffer``/``buffer_updated``, or ``feed``) are
+    parsed into frames and grid messages and dispatched at once: a Response
+    resolves its pending request future, a Request for a registered *sync*
+    single handler runs that handler inline and queues the reply; everything
+    else goes to ``owner._on_message(msg)``, and WebSocket control frames to
+    ``owner._on_control(opcode, payload)``.  Outgoing messages are queued
+    with :meth:`send` (the first one in a batch calls
+    ``owner._schedule_flush()``) and leave through :meth:`take_frames` as
+    one WebSocket frame or OpMerged containers (§4).
+
+    ``singles`` / ``singles_sub`` are the manager's live registration dicts
+    (handler id -> entry, subroute id -> entry); an entry has ``fn``,
+    ``is_async`` and ``route``.  ``context_var`` receives a
+    ``(caller, handler_id, route, mux_id, deadline)`` tuple while an inline
+    handler runs.  Request deadlines are tracked on ``time.monotonic()``.
+    """
+
+    # The pure twin's slots, as public attributes; `parser` and `ids` are the
+    # compiled FrameParser / MuxIdAllocator (called through C), the counters
+    # C integers.  Otherwise it is the pure twin's code, statement by
+    # statement, so that callbacks, futures and errors behave the same.
+    __signature__ = _inspect.signature(_core_signature)
+
+    def __init__(self, owner: Any, server: bool, base_flags: int, max_message_size: int,
+                 caller: str, singles: dict, singles_sub: dict, context_var: Any,
+                 clock: Any, ids: MuxIdAllocator) -> None:
+        self.owner = owner
+        self.parser = FrameParser(server, max_message_size)
+        self.ids = ids
+        self.pending = {}
+        self.queue = []
+        self.queued_bytes = 0
+        self.base_flags = base_flags
+        self.caller = caller
+        self.singles = singles
+        self.singles_sub = singles_sub
+        self.context_var = context_var
+        self.clock = clock  # the event loop's time(), for handler deadlines
+        self.msgs_in = 0
+        self.msgs_out = 0
+        self.bytes_out = 0
+        self._deadlines = []
+
+    # -- receiving
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """``asyncio.BufferedProtocol.get_buffer``."""
+        return self.parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``asyncio.BufferedProtocol.buffer_updated``: parse and dispatch."""
+        if self.parser is None:  # C calls below do not check for None
+            raise AttributeError("'NoneType' object has no attribute 'buffer_updated'")
+        self._on_events(self.parser._updated(nbytes))
+
+    def feed(self, data: Any) -> None:
+        """Parse and dispatch bytes received some other way."""
+        if self.parser is None:
+            raise AttributeError("'NoneType' object has no attribute 'feed'")
+        self._on_events(self.parser._feed(data))
+
+    cdef int _on_events(self, list events) except -1:
+        cdef list msgs
+        cdef Py_ssize_t i
+        for opcode, payload in events:
+            if opcode == _WS_BINARY:
+                # The parser's payloads are always exact bytes: decode in place.
+                if PyBytes_CheckExact(payload):
+                    msgs = decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(payload),
+                                               PyBytes_GET_SIZE(payload))
+                else:
+                    msgs = _decode_messages(payload)
+                self.msgs_in += len(msgs)
+                for i in range(len(msgs)):
+                    self._dispatch(msgs[i])
+            else:
+                self.owner._on_control(opcode, payload)
+        return 0
+
+    def dispatch(self, m: Any) -> None:
+        """Handle one decoded message."""
+        # The compiled core reads the compiled Message's fields directly, so
+        # it takes nothing else (the pure core duck-types; grid only ever
+        # hands a core messages decoded by its own twin).
+        if type(m) is not Message:
+            raise TypeError(f"MuxCore.dispatch() needs a grid._codec.Message, not {type(m).__name__}")
+        self._dispatch(<Message>m)
+
+    cdef int _dispatch(self, Message m) except -1:
+        op = m.op
+        if op == _RESPONSE:
+            fut = self.pending.pop(m.mux_id, None)
+            if fut is None or fut.done():
+                return 0  # late or unknown: dropped (§3.4)
+            if m.seq != 0:
+                fut.set_exception(GridError("out-of-sequence item received"))
+            elif m.flags & _FLAG_ERR:
+                fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
+                                              if m.payload else ""))
+            else:
+                fut.set_result(m.payload)
+            return 0
+        if op == _REQUEST:
+            sub = m.subroute
+            entry = self.singles.get(m.handler) if sub is None else self.singles_sub.get(sub)
+            if entry is not None and not entry.is_async:
+                self._run_inline(m, entry)
+                return 0
+        self.owner._on_message(m)
+        return 0
+
+    cdef int _run_inline(self, Message m, object entry) except -1:
+        started = _time.monotonic()
+        dl = m.deadline_ms
+        deadline = self.clock() + dl / 1000 if dl else None
+        token = self.context_var.set((self.caller, m.handler, entry.route, m.mux_id, deadline))
+        try:
+            result = entry.fn(m.payload)
+        except RemoteError as exc:
+            result, err = None, exc.message
+        except Exception as exc:
+            result, err = None, self.owner._handler_failed(m, exc)
+        else:
+            err = None
+        finally:
+            self.context_var.reset(token)
+        if dl and (_time.monotonic() - started) * 1000 > dl:
+            return 0  # the caller has given up (§7 step 3)
+        self._respond(m.mux_id, m.seq, result, err)
+        return 0
+
+    # -- sending
+
+    def send(self, msg: bytes) -> None:
+        """Queue one encoded message; the first of a batch schedules a flush."""
+        self._send(msg)
+
+    cdef int _send(self, object msg) except -1:
+        q = self.queue
+        q.append(msg)
+        self.queued_bytes += len(msg)
+        if len(q) == 1:
+            self.owner._schedule_flush()
+        return 0
+
+    def respond(self, mux_id: int, seq: int, result: Any, err: str | None) -> None:
+        """Queue the OpResponse for a single request (§7 step 4)."""
+        self._respond(mux_id, seq, result, err)
+
+    cdef int _respond(self, object mux_id, object seq, object result, object err) except -1:
+        flags = self.base_flags | _FLAG_EOF
+        if err is None and result is not None:
+            if not isinstance(result, (bytes, bytearray, memoryview)):
+                err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
+            elif len(result) == 0:
+                flags |= _FLAG_ZERO
+        if err is not None:
+            flags |= _FLAG_ERR
+            result = err.encode("utf-8", "replace")
+        self._send(_encode_message(mux_id, seq, 0, 0, _RESPONSE, flags, result))
+        return 0
+
+    def request(self, fut: Any, handler_id: int, payload: Any, timeout: float,
+                subroute: bytes | None) -> int:
+        """Send an OpRequest whose response resolves ``fut``; it fails with
+        TimeoutError once ``timeout`` seconds pass (see :meth:`expire`).
+        Returns the new mux id."""
+        deadline_ms = int(timeout * 1000)
+        if deadline_ms > 0xFFFFFFFF:
+            deadline_ms = 0xFFFFFFFF
+        flags = self.base_flags | _FLAG_EOF
+        if payload is not None and len(payload) == 0:
+            flags |= _FLAG_ZERO
+        if subroute is not None:
+            flags |= _FLAG_SUBROUTE
+        if self.ids is None:  # the C call below does not check for None
+            raise AttributeError("'NoneType' object has no attribute 'next'")
+        mux_id = self.ids._next()
+        msg = _encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
+                              payload, subroute)
+        self.pending[mux_id] = fut
+        _heappush(self._deadlines, (_time.monotonic() + timeout, mux_id))
+        if len(self._deadlines) > 2 * len(self.pending) + 1024:
+            self._compact()
+        self._send(msg)
+        return mux_id
+
+    def _compact(self) -> None:
+        # Entries of answered requests stay in the heap until they expire;
+        # rebuild it when they outnumber the live ones, so that it stays
+        # within a small multiple of the requests in flight.
+        pending = self.pending
+        dl = [e for e in self._deadlines if e[1] in pending]
+        _heapify(dl)
+        self._deadlines = dl
+
+    def expire(self) -> float | None:
+        """Fail every pending request whose deadline has passed with
+        TimeoutError; return the next deadline (monotonic) or None."""
+        now = _time.monotonic()
+        dl = self._deadlines
+        pending = self.pending
+        while dl and dl[0][0] <= now:
+            _, mux_id = _heappop(dl)
+            fut = pending.pop(mux_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(TimeoutError("grid request deadline exceeded"))
+        if len(dl) > 2 * len(pending) + 1024:
+            self._compact()
+            dl = self._deadlines
+        return dl[0][0] if dl else None
+
+    def fail_all(self, exc_type: Any) -> None:
+        """Fail every pending request with ``exc_type()`` and forget them."""
+        pending, self.pending = self.pending, {}
+        self._deadlines = []
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc_type())
+
+    def take_frames(self, mask_key: bytes | None) -> bytes | None:
+        """Everything queued, as WebSocket frames ready to write: one plain
+        frame for a single message, OpMerged containers otherwise (§4).
+        ``mask_key`` (4 bytes) masks every frame, as a client must."""
+        q = self.queue
+        if not q:
+            return None
+        self.queue = []
+        self.queued_bytes = 0
+        self.msgs_out += len(q)
+        data = _encode_frames(q, mask_key)
+        self.bytes_out += len(data)
+        return data
+
+
+del _allocator_signature, _state_signature, _core_signature

@@ -156,7 +156,8 @@ static inline uint8_t *grid_put_bin_header(uint8_t *w, uint64_t n)
     return w + 5;
 }
 
-/* dst[i] = src[i] ^ key[i % 4] for i < n; dst and src must not overlap.
+/* dst[i] = src[i] ^ key[i % 4] for i < n.  dst == src (in place) is fine,
+ * every chunk is read before it is written; partial overlap is not.
  * Eight bytes per step through a uint64_t: the key repeated twice has the
  * same byte layout as the data whatever the host's endianness, and memcpy
  * keeps unaligned loads and stores well defined (it compiles to plain moves). */
