@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import random
 import socket
 import time
@@ -108,6 +109,28 @@ class ConnectionStats:
     outstanding_requests: int
     outstanding_streams: int
     send_queue_depth: int
+
+
+class _MaskKeys:
+    """Client mask keys (RFC 6455 §5.3) cut from a pool of OS randomness:
+    one urandom call per thousand frames instead of one per frame."""
+
+    __slots__ = ("pool", "pos")
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.pos = 0
+
+    def __call__(self) -> bytes:
+        pos = self.pos
+        if pos + 4 > len(self.pool):
+            self.pool = os.urandom(4096)
+            pos = 0
+        self.pos = pos + 4
+        return self.pool[pos:pos + 4]
+
+
+_mask_key = _MaskKeys()
 
 
 def _base_flags(local: str, remote: str) -> int:
@@ -235,8 +258,7 @@ class _Wire(asyncio.BufferedProtocol):
     def write_frame(self, payload: bytes, opcode: int = WS_BINARY) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        mask = random.randbytes(4) if self._mask else None
-        self.transport.write(encode_frame(payload, opcode, mask))
+        self.transport.write(encode_frame(payload, opcode, _mask_key() if self._mask else None))
 
     def start_websocket(self, leftover: bytes) -> None:
         # Inline dispatch and the connection's base flags switch on at attach.
@@ -437,6 +459,9 @@ class Connection:
             raise Disconnected()
         if type(handler_id) is not int or not 0 < handler_id < 256:
             check_handler_id(handler_id)
+        ctx = _current.get()
+        if ctx is not None:  # serving a call: its deadline bounds this one
+            timeout = _inherit_deadline(ctx, timeout, self._loop)
         if timeout is None:
             timeout = self._mgr.default_timeout
         elif timeout < 0.001:
@@ -505,6 +530,9 @@ class Connection:
         if core is None or self._state is not State.CONNECTED:
             raise Disconnected()
         check_handler_id(handler_id)
+        ctx = _current.get()
+        if ctx is not None:  # serving a call: its deadline bounds this one
+            timeout = _inherit_deadline(ctx, timeout, self._loop)
         if timeout is None:
             timeout = self._mgr.default_timeout
         elif timeout < 0.001:
@@ -557,7 +585,7 @@ class Connection:
         wire, core = self._wire, self._core
         if wire is None or core is None or wire.transport is None:
             return
-        data = core.take_frames(random.randbytes(4) if wire._mask else None)
+        data = core.take_frames(_mask_key() if wire._mask else None)
         if data is None:
             return
         wire.transport.write(data)
@@ -657,6 +685,11 @@ class Connection:
             _current.reset(token)
         self._callee_tasks.add(task)
         task.add_done_callback(self._callee_tasks.discard)
+        if deadline is not None:
+            # Past its deadline the caller has given up: free the work (Go
+            # lets it run and drops the reply; the wire looks the same).
+            timer = loop.call_at(deadline, task.cancel)
+            task.add_done_callback(lambda _t: timer.cancel())
 
     async def _run_async(self, fn: Callable[..., Any], m: Any, started: float, gen: int) -> None:
         try:
@@ -924,6 +957,22 @@ class Connection:
         for w in waiters:
             if not w.done():
                 w.set_exception(Disconnected("connection is shut down"))
+
+
+def _inherit_deadline(ctx: Any, timeout: float | None,
+                      loop: asyncio.AbstractEventLoop) -> float | None:
+    """The timeout for a call made while serving the call ``ctx``: the given
+    one, or the served call's remaining time if that is shorter (or if no
+    timeout was given)."""
+    deadline = ctx[4] if type(ctx) is tuple else ctx.deadline
+    if deadline is None:
+        return timeout
+    remaining = deadline - loop.time()
+    if timeout is None or remaining < timeout:
+        if remaining < 0.001:
+            raise TimeoutError("grid: the deadline of the call being served has passed")
+        return remaining
+    return timeout
 
 
 def _text(payload: bytes | None) -> str:

@@ -392,6 +392,11 @@ async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
         in_capacity = local.in_capacity if in_capacity is None else in_capacity
         out_capacity = local.out_capacity if out_capacity is None else out_capacity
     loop = conn._loop
+    ctx = _current.get()
+    if ctx is not None:  # serving a call: its deadline bounds this stream
+        from grid.connection import _inherit_deadline
+
+        timeout = _inherit_deadline(ctx, timeout, loop)
     deadline_ms = 0
     deadline = None
     if timeout is not None:
