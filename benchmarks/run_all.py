@@ -2,9 +2,11 @@
 
     python benchmarks/run_all.py [--json DIR] [--seconds S] [--pin none|split|same]
 
-Runs ``benchmarks/codec.py`` (when present) and then ``benchmarks/requests.py``
-with the same interpreter.  ``--json DIR`` writes ``DIR/codec.json`` and
-``DIR/requests.json``; ``--seconds`` and ``--pin`` go to requests.py.  Exits
+Runs ``benchmarks/codec.py`` (when present), ``benchmarks/requests.py``,
+``benchmarks/streams.py`` and ``benchmarks/interop.py`` with the same
+interpreter.  ``--json DIR`` writes ``DIR/codec.json``, ``DIR/requests.json``,
+``DIR/streams.json`` and ``DIR/interop.json``; ``--seconds`` and ``--pin`` go
+to requests.py, streams.py and interop.py.  Exits
 non-zero when a benchmark itself fails (missed performance targets are
 reported in the output, not turned into an exit status).
 """
@@ -23,8 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main() -> int:
     ap = argparse.ArgumentParser(description="run all grid benchmarks")
     ap.add_argument("--json", metavar="DIR", help="write one JSON file per benchmark into DIR")
-    ap.add_argument("--seconds", type=float, help="measured seconds per requests.py cell")
-    ap.add_argument("--pin", choices=["none", "split", "same"], help="requests.py CPU placement")
+    ap.add_argument("--seconds", type=float, help="measured seconds per requests.py / streams.py cell")
+    ap.add_argument("--pin", choices=["none", "split", "same"], help="requests.py / streams.py CPU placement")
     args = ap.parse_args()
 
     if args.json:
@@ -43,6 +45,19 @@ def main() -> int:
     if args.pin is not None:
         extra += ["--pin", args.pin]
     plan.append(("requests", [os.path.join(HERE, "requests.py")] + extra))
+    extra = ["--json", os.path.join(args.json, "streams.json")] if args.json else []
+    if args.seconds is not None:
+        extra += ["--seconds", str(args.seconds)]
+    if args.pin is not None:
+        extra += ["--pin", args.pin]
+    plan.append(("streams", [os.path.join(HERE, "streams.py")] + extra))
+    # Python and Go grid nodes in every pairing (Go pairs skipped without a Go toolchain).
+    extra = ["--json", os.path.join(args.json, "interop.json")] if args.json else []
+    if args.seconds is not None:
+        extra += ["--seconds", str(args.seconds)]
+    if args.pin is not None:
+        extra += ["--pin", args.pin]
+    plan.append(("interop", [os.path.join(HERE, "interop.py")] + extra))
 
     failed = []
     for name, cmd in plan:
