@@ -20,6 +20,19 @@ def env_flag(name: str) -> bool:
 
 
 PURE_REQUESTED = env_flag("GRID_PURE")
+
+
+def _codec_names() -> list[str]:
+    from grid import _codec_py
+
+    return list(_codec_py.__all__)
+
+
+def _mux_names() -> list[str]:
+    from grid import _mux_py
+
+    return list(_mux_py.__all__)
+
 ACCELERATED = False
 
 if TYPE_CHECKING or PURE_REQUESTED:
@@ -30,6 +43,12 @@ else:
         from grid import _codec as codec  # type: ignore[no-redef]
         from grid import _mux as mux  # type: ignore[no-redef]
 
+        # A stale build can import yet lack names the pure twins have.
+        missing = [n for n in _codec_names() if not hasattr(codec, n)] + [
+            n for n in _mux_names() if not hasattr(mux, n)
+        ]
+        if missing:
+            raise ImportError(f"compiled grid core is stale (missing {', '.join(missing)})")
         ACCELERATED = True
     except ImportError as exc:
         if env_flag("GRID_REQUIRE_ACCEL"):

@@ -632,6 +632,11 @@ class Connection:
 
     # -- receiving
 
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        """WebSocket control frames of the live socket (see _Wire._on_control)."""
+        if self._wire is not None:
+            self._wire._on_control(opcode, payload)
+
     def _dispatch(self, m: Any) -> None:
         """Every message the core does not handle inline (responses and
         requests for sync handlers are; see MuxCore.dispatch)."""
@@ -665,6 +670,8 @@ class Connection:
             # Connect, ConnectResponse, Disconnect, nested Merged, unknown ops:
             # logged and ignored, as Go does (§3.2).
             log.debug("grid: ignoring op %d from %s", op, self.remote)
+
+    _on_message = _dispatch  # the core's callback for what it does not handle inline
 
     def _on_request(self, m: Any) -> None:
         """A request for an async handler, or for none (sync ones run in the core)."""
@@ -772,6 +779,8 @@ class Connection:
             self._wire = None
             self._reset("replaced by a new connection")
             old.conn = None
+            if old.core is not None:
+                old.core.owner = old  # whatever the old socket still delivers is dropped
             old.close()
         elif self._remote_id is not None:
             self._reset("reconnected")
@@ -788,6 +797,7 @@ class Connection:
         core.singles = registry._single
         core.singles_sub = registry._single_sub
         wire.conn = self
+        core.owner = self  # dispatch straight to us, one call less per message
         self._wire = wire
         self._core = core
         self._generation += 1
@@ -824,6 +834,8 @@ class Connection:
             st[2] += core.msgs_in
             st[3] += core.msgs_out
         wire.bytes_in = 0
+        if wire.core is not None:
+            wire.core.owner = wire
         self._wire = None
         if self._state is not State.SHUTDOWN:
             self._state = State.CONNECTION_ERROR

@@ -167,6 +167,8 @@ class Stream:
         self._eof_in = False  # EOF (or error) received from the callee
         self._eof_out = in_capacity == 0  # no more input will be sent
         self._heard = self._loop.time()
+        self._unflushed = 0  # credits returned since the last forced flush
+        self._flush_every = max(1, self.out_capacity // 4)
         self._timers: list[asyncio.TimerHandle] = []
         self._ping_interval = conn._mgr.stream_ping_interval
         if deadline is not None:
@@ -184,14 +186,16 @@ class Stream:
         if self._eof_out:
             raise GridError("send after close_send")
         self._raise_if_failed()
-        if not self._acked.done():
-            await self._acked
-        try:
-            await self._credits.take(self._raise_if_failed)
-        except asyncio.CancelledError:
-            self.cancel()
-            raise
         st = self._state
+        # Fast path: acknowledged and a credit in hand, no coroutine to wait on.
+        if not (self._acked.done() and st.take_credit()):
+            if not self._acked.done():
+                await self._acked
+            try:
+                await self._credits.take(self._raise_if_failed)
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
         self._conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
                                         _item_flags(self._conn._base, item), item))
 
@@ -237,8 +241,15 @@ class Stream:
                     raise StopAsyncIteration
                 if not self._done:
                     # One item left the buffer: return its credit (§8.4).
-                    self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0,
-                                                    0, _UNBLOCK_SRV_MUX, self._conn._base, None))
+                    conn = self._conn
+                    conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0,
+                                              0, _UNBLOCK_SRV_MUX, conn._base, None))
+                    self._unflushed += 1
+                    if self._unflushed >= self._flush_every:
+                        # Let credits flow back while the rest of the window is
+                        # read, so both ends work at once instead of in turns.
+                        self._unflushed = 0
+                        conn._flush()
                 return item  # type: ignore[no-any-return]
             if self._error is not None:
                 raise self._error
@@ -436,7 +447,8 @@ class StreamOut:
     async def send(self, item: bytes) -> None:
         """Send one reply to the caller; waits for credit from it."""
         srv = self._srv
-        await srv.credits.take(srv.check_open)
+        if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
+            await srv.credits.take(srv.check_open)
         srv.conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
                                       _MUX_SERVER_MSG, _item_flags(srv.conn._base, item or b""),
                                       item if item is not None else b""))
@@ -462,8 +474,13 @@ class _Inbound:
                     srv.inbox.appendleft(_EOF)
                     raise StopAsyncIteration
                 # Handed to the handler: return the caller's credit (§8.4).
-                srv.conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
-                                              _UNBLOCK_CL_MUX, srv.conn._base, None))
+                conn = srv.conn
+                conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
+                                          _UNBLOCK_CL_MUX, conn._base, None))
+                srv.unflushed += 1
+                if srv.unflushed >= srv.flush_every:
+                    srv.unflushed = 0
+                    conn._flush()
                 return item  # type: ignore[no-any-return]
             srv.check_open()
             fut = srv.loop.create_future()
@@ -487,6 +504,8 @@ class _ServerStream:
                               max(handler.out_capacity, 1))
         self.credits = _Credits(self.state, self.loop)
         self.inbox: deque[Any] = deque()
+        self.unflushed = 0  # credits returned since the last forced flush
+        self.flush_every = max(1, handler.in_capacity // 4)
         self.inbox_waiter: asyncio.Future[None] | None = None
         self.input_done = handler.in_capacity == 0
         self.closed: str | None = None  # why the stream ended, once it has

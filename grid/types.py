@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import threading
 import struct
 import types as _types
 import typing
@@ -335,7 +336,10 @@ def _dataclass_conv(tp: Any) -> _Conv:
     convs = [converter(hints[f.name]) for f in fields]
     encs = [c[0] for c in convs]
     decs = [c[1] for c in convs]
-    by_wire = {w: (n, d) for w, n, d in zip(wire, names, decs)}
+    # Scalar fields whose unpacked value needs no conversion when it already
+    # has the right type: checked inline instead of through a closure call.
+    plain = {str: str, int: int, bool: bool, bytes: bytes}
+    by_wire = {w: (n, d, plain.get(hints[n])) for w, n, d in zip(wire, names, decs)}
     tuple_layout = bool(getattr(tp, "__grid_tuple__", False))
     defaults = {}
     for f in fields:
@@ -359,21 +363,36 @@ def _dataclass_conv(tp: Any) -> _Conv:
 
         return enc, dec
 
+    direct = [(w, n) for w, n, e in items if e is _ident]
+    converted = [(w, n, e) for w, n, e in items if e is not _ident]
+    order_kept = [w for w, _, _ in items] == [w for w, _ in direct] + [w for w, _, _ in converted]
+
     def enc_map(v: Any) -> Any:
         if v is None:
             return None
+        if order_kept:  # fields needing no conversion come first: no call for them
+            out = {w: getattr(v, n) for w, n in direct}
+            for w, n, e in converted:
+                out[w] = e(getattr(v, n))
+            return out
         return {w: e(getattr(v, n)) for w, n, e in items}
 
     def dec_map(v: Any) -> Any:
         if v is None:
             return None
         kwargs = {}
-        for k, x in _dict(v).items():
-            if isinstance(k, bytes):
-                k = k.decode("utf-8", "replace")
+        if type(v) is not dict:
+            v = _dict(v)
+        for k, x in v.items():
             hit = by_wire.get(k)
-            if hit is not None:  # unknown keys are skipped
-                kwargs[hit[0]] = hit[1](x)
+            if hit is None:
+                if not isinstance(k, bytes):
+                    continue  # unknown keys are skipped
+                hit = by_wire.get(k.decode("utf-8", "replace"))
+                if hit is None:
+                    continue
+            name, dec, exact = hit
+            kwargs[name] = x if type(x) is exact else dec(x)
         for n, make in defaults.items():
             if n not in kwargs:
                 kwargs[n] = make()
@@ -382,12 +401,22 @@ def _dataclass_conv(tp: Any) -> _Conv:
     return enc_map, dec_map
 
 
+_local = threading.local()  # one reusable msgpack.Packer per thread
+
+
+def _packer() -> msgpack.Packer:
+    p = getattr(_local, "packer", None)
+    if p is None:
+        p = _local.packer = msgpack.Packer(use_bin_type=True)
+    return p
+
+
 def encode_payload(tp: Any, value: Any) -> bytes | None:
     """Serialise ``value`` of type ``tp`` to a grid payload (None for NoPayload)."""
     if tp is NoPayload or tp is None:
         return None
     enc = converter(tp)[0]
-    return msgpack.packb(enc(value), use_bin_type=True)  # type: ignore[no-any-return]
+    return _packer().pack(enc(value))  # type: ignore[no-any-return]
 
 
 def decode_payload(tp: Any, data: bytes | None) -> Any:
