@@ -39,6 +39,8 @@ def main() -> int:
         plan.append(("codec", [codec] + extra))
     else:
         print("run_all: benchmarks/codec.py not present; skipped", flush=True)
+    plan.append(("pool", [os.path.join(HERE, "pool.py")]
+                 + (["--json", os.path.join(args.json, "pool.json")] if args.json else [])))
     extra = ["--json", os.path.join(args.json, "requests.json")] if args.json else []
     if args.seconds is not None:
         extra += ["--seconds", str(args.seconds)]
