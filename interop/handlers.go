@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/minio/minio/internal/grid"
 	"github.com/tinylib/msgp/msgp"
@@ -150,6 +151,38 @@ func registerHandlers(m *grid.Manager, tbl *handlerTable, which string) ([]strin
 					return nil, grid.NewRemoteErr(err)
 				}
 				return b, nil
+			})
+		}},
+		{"slow", func(h handlerSpec) error {
+			return m.RegisterSingleHandler(h.hid(), func(p []byte) ([]byte, *grid.RemoteErr) {
+				ms, rerr := readCount(p)
+				if rerr != nil {
+					return nil, rerr
+				}
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+				return copyOrNil(p), nil
+			})
+		}},
+		{"stream-bench", func(h handlerSpec) error {
+			return m.RegisterStreamingHandler(h.hid(), grid.StreamHandler{
+				InCapacity:  h.InCapacity,
+				OutCapacity: h.OutCapacity,
+				Handle: func(ctx context.Context, payload []byte, _ <-chan []byte, out chan<- []byte) *grid.RemoteErr {
+					size, rerr := readCount(payload)
+					if rerr != nil {
+						return rerr
+					}
+					if size < 0 {
+						size = 0
+					}
+					item := randomBytes(size)
+					for {
+						// The grid recycles what it sends: hand it a copy each time.
+						if !sendOut(ctx, out, append(grid.GetByteBuffer()[:0], item...)) {
+							return nil
+						}
+					}
+				},
 			})
 		}},
 		{"stream-echo", func(h handlerSpec) error {

@@ -212,6 +212,8 @@ func main() {
 		sizeFlag      = flag.Int("payload-size", -1, "client mode: payload/item size in bytes; -1 = scenario default")
 		connectTO     = flag.Duration("connect-timeout", 30*time.Second, "client mode: how long to wait for the connection to -remote")
 		scenarioTO    = flag.Duration("timeout", 60*time.Second, "client mode: time limit per scenario case")
+		durationFlag  = flag.Duration("duration", 3*time.Second, "client mode: measured time of the bench-* scenarios")
+		warmupFlag    = flag.Duration("warmup", time.Second, "client mode: warm-up time of the bench-* scenarios")
 		logState      = flag.Bool("log-state", true, "print {\"event\":\"state\"} lines on stdout when a connection changes state")
 		gridLog       = flag.Bool("grid-log", true, "print the grid package's internal log entries on stderr as JSON lines")
 		printVersion  = flag.Bool("version", false, "print the pinned MinIO version and the handler table as JSON and exit")
@@ -388,12 +390,14 @@ func main() {
 	}
 
 	r := &runner{
-		ctx:     ctx,
-		conn:    mgr.Connection(*remote),
-		tbl:     &tbl,
-		n:       *nFlag,
-		size:    *sizeFlag,
-		timeout: *scenarioTO,
+		ctx:      ctx,
+		conn:     mgr.Connection(*remote),
+		tbl:      &tbl,
+		n:        *nFlag,
+		size:     *sizeFlag,
+		timeout:  *scenarioTO,
+		duration: *durationFlag,
+		warmup:   *warmupFlag,
 	}
 	wctx, wcancel := context.WithTimeout(ctx, *connectTO)
 	err = r.conn.WaitForConnect(wctx)

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,8 @@ type runner struct {
 	n       int // -n, -1 = default
 	size    int // -payload-size, -1 = default
 	timeout time.Duration
+	// bench-* scenarios: measured window and warm-up before it
+	duration, warmup time.Duration
 
 	passed, failed int
 }
@@ -42,13 +45,16 @@ var scenarios = map[string]func(*runner){
 	"stream-subroute": scStreamSubroute,
 	"stream-cancel":   scStreamCancel,
 	"stream-ping":     scStreamPing,
+	"deadline":        scDeadline,
+	"bench-echo":      scBenchEcho,
+	"bench-stream":    scBenchStream,
 }
 
 // scenarioOrder is the order "all" runs in. Scenarios not listed here (the
 // slow ones) run only when named.
 var scenarioOrder = []string{
 	"echo", "error", "subroute", "typed", "concurrent",
-	"stream-echo", "stream-noinput", "stream-fail", "stream-subroute", "stream-cancel",
+	"stream-echo", "stream-noinput", "stream-fail", "stream-subroute", "stream-cancel", "deadline",
 }
 
 // allScenarios is what "all" runs.
@@ -216,7 +222,7 @@ func scError(r *runner) {
 		_, err := r.conn.Subroute("disk/unregistered").Request(ctx, sh.hid(), []byte("x"))
 		cancel()
 		text, isRemote := remoteErrText(err)
-		detail := map[string]any{"got": errString(err), "remote_error": isRemote, "go_text_prefix": "Invalid Handler for type: [", "matches_go_text": len(text) > 26 && text[:26] == "Invalid Handler for type: ["}
+		detail := map[string]any{"got": errString(err), "remote_error": isRemote, "go_text_prefix": "Invalid Handler for type: [", "matches_go_text": strings.HasPrefix(text, "Invalid Handler for type: [")}
 		var fail error
 		if !isRemote {
 			fail = fmt.Errorf("expected a remote error for an unregistered subroute, got %v", err)
@@ -394,14 +400,39 @@ func scStreamEcho(r *runner) {
 	if se := <-sendErr; err == nil && se != nil {
 		err = fmt.Errorf("send: %w", se)
 	}
+	el := time.Since(start)
+	detail := map[string]any{
+		"n": n, "item_size": size, "received": got, "items_per_s": float64(n) / el.Seconds(),
+		"in_capacity": h.InCapacity, "out_capacity": h.OutCapacity,
+	}
+	err = excuseRace(ctx, err, got, n, detail)
 	if err == nil && got != n {
 		err = fmt.Errorf("received %d items, want %d", got, n)
 	}
-	el := time.Since(start)
-	r.report("stream-echo", fmt.Sprintf("n=%d", n), start, err, map[string]any{
-		"n": n, "item_size": size, "received": got, "items_per_s": float64(n) / el.Seconds(),
-		"in_capacity": h.InCapacity, "out_capacity": h.OutCapacity,
-	})
+	r.report("stream-echo", fmt.Sprintf("n=%d", n), start, err, detail)
+}
+
+// spuriousCancel reports whether err is the context.Canceled that the Go
+// caller can return from Stream.Results after a stream ended normally,
+// although nobody cancelled ctx. It is a race inside the grid package: on
+// the final EOF the reader closes the response channel while holding the
+// mux lock; the stream goroutine, woken by that, calls deleteMux ->
+// muxClient.close(), whose TryLock fails while the reader still holds the
+// lock, so close() cancels the stream context with context.Canceled, and
+// Results may see that before the closed channel. Seen about once in 500
+// streams against a fast callee.
+func spuriousCancel(ctx context.Context, err error) bool {
+	return errors.Is(err, context.Canceled) && ctx.Err() == nil
+}
+
+// excuseRace clears err when it is spuriousCancel and every item arrived,
+// noting it in detail.
+func excuseRace(ctx context.Context, err error, got, want int, detail map[string]any) error {
+	if err != nil && got == want && spuriousCancel(ctx, err) {
+		detail["go_caller_eof_race"] = err.Error()
+		return nil
+	}
+	return err
 }
 
 // collectInts reads a stream whose items are msgpack integers 0, 1, 2, ...
@@ -435,14 +466,14 @@ func scStreamNoInput(r *runner) {
 		if err == nil {
 			got, err = collectInts(st)
 		}
+		el := time.Since(start)
+		detail := map[string]any{"n": n, "received": got, "items_per_s": float64(got) / el.Seconds()}
+		err = excuseRace(ctx, err, got, n, detail)
 		cancel()
 		if err == nil && got != n {
 			err = fmt.Errorf("received %d items, want %d", got, n)
 		}
-		el := time.Since(start)
-		r.report("stream-noinput", fmt.Sprintf("n=%d", n), start, err, map[string]any{
-			"n": n, "received": got, "items_per_s": float64(got) / el.Seconds(),
-		})
+		r.report("stream-noinput", fmt.Sprintf("n=%d", n), start, err, detail)
 	}
 	// Without the count payload the handler must fail with a remote error.
 	{
@@ -516,11 +547,13 @@ func scStreamSubroute(r *runner) {
 				return nil
 			})
 		}
+		detail := map[string]any{"n": n, "received": got}
+		err = excuseRace(ctx, err, got, n, detail)
 		cancel()
 		if err == nil && got != n {
 			err = fmt.Errorf("received %d items, want %d", got, n)
 		}
-		r.report("stream-subroute", s, start, err, map[string]any{"n": n, "received": got})
+		r.report("stream-subroute", s, start, err, detail)
 	}
 }
 
@@ -720,8 +753,10 @@ func scStreamPing(r *runner) {
 	if se := <-sendErr; err == nil && se != nil {
 		err = fmt.Errorf("send: %w", se)
 	}
+	detail := map[string]any{"idle_seconds": secs, "received": got, "state": stateName(r.conn.State())}
+	err = excuseRace(ctx, err, len(got), 2, detail)
 	if err == nil && (len(got) != 2 || got[0] != "before-idle" || got[1] != "after-idle") {
 		err = fmt.Errorf("received %q, want [before-idle after-idle]", got)
 	}
-	r.report("stream-ping", fmt.Sprintf("idle=%ds", secs), start, err, map[string]any{"idle_seconds": secs, "received": got, "state": stateName(r.conn.State())})
+	r.report("stream-ping", fmt.Sprintf("idle=%ds", secs), start, err, detail)
 }
