@@ -74,6 +74,10 @@ _PONG = int(Op.PONG)
 _MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
 _MERGED = int(Op.MERGED)
 _CONNECT_MUX = int(Op.CONNECT_MUX)
+_MUX_SERVER_MSG = int(Op.MUX_SERVER_MSG)
+_MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
+_UNBLOCK_CL_MUX = int(Op.UNBLOCK_CL_MUX)
+_UNBLOCK_SRV_MUX = int(Op.UNBLOCK_SRV_MUX)
 # Which table an op consults (§3.4).
 _CALLEE_OPS = frozenset((int(Op.MUX_CLIENT_MSG), int(Op.UNBLOCK_SRV_MUX),
                          int(Op.DISCONNECT_SERVER_MUX), _PING))
@@ -192,6 +196,9 @@ class _Wire(asyncio.BufferedProtocol):
             else:
                 self._on_http(self._head_chunk[:nbytes])
         except ProtocolError as exc:
+            if self.acceptor and self.core is None:
+                self._refuse_http(exc)  # still HTTP: never answer with a WebSocket frame
+                return
             if self.acceptor and self.conn is None and not self.first_message.done():
                 self.first_message.cancel()
                 self.manager._reject(self, f"error parsing grid connect: {exc}")
@@ -246,6 +253,15 @@ class _Wire(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            self.transport.close()
+
+    def _refuse_http(self, exc: ProtocolError) -> None:
+        """A malformed or oversized request head: an HTTP error, then close."""
+        status = 431 if len(self._head) > _http.MAX_HEADER_BYTES else 400
+        self._head = bytearray()
+        log.info("grid: refused request from %s: HTTP %d: %s", self._peer_name(), status, exc)
+        if self.transport is not None:
+            self.transport.write(_http.error_response(status, f"grid: {exc}"))
             self.transport.close()
 
     def _handshake_expired(self) -> None:
@@ -641,6 +657,18 @@ class Connection:
         """Every message the core does not handle inline (responses and
         requests for sync handlers are; see MuxCore.dispatch)."""
         op = m.op
+        # Stream traffic first, straight to the stream (the bulk of a stream's
+        # messages: items one way, credits the other).
+        if op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
+            st = self._callers.get(m.mux_id)
+            if st is not None:
+                st._on_message(m)
+                return
+        elif op == _UNBLOCK_SRV_MUX or op == _MUX_CLIENT_MSG:
+            srv = self._callees.get(m.mux_id)
+            if srv is not None:
+                srv.on_message(m)
+                return
         if op == _REQUEST:
             self._on_request(m)
         elif op in _CALLEE_OPS:

@@ -167,6 +167,8 @@ class Stream:
         self._eof_in = False  # EOF (or error) received from the callee
         self._eof_out = in_capacity == 0  # no more input will be sent
         self._heard = self._loop.time()
+        self._received = 0  # items delivered so far
+        self._received_at_tick = 0
         self._unflushed = 0  # credits returned since the last forced flush
         self._flush_every = max(1, self.out_capacity // 4)
         self._timers: list[asyncio.TimerHandle] = []
@@ -321,6 +323,9 @@ class Stream:
     def _ping_tick(self) -> None:
         if self._done:
             return
+        if self._received != self._received_at_tick:  # items arrived since the last tick
+            self._received_at_tick = self._received
+            self._heard = self._loop.time()
         if self._loop.time() - self._heard > 2 * self._ping_interval:
             self._fail_and_disconnect(Disconnected())
             return
@@ -342,22 +347,32 @@ class Stream:
         if op == _MUX_SERVER_MSG:
             flags = m.flags
             if m.payload is not None or flags & FLAG_PAYLOAD_IS_ERR:
-                if not self._check_seq(m.seq):
+                st = self._state
+                if m.seq != st.recv_seq:
+                    self._check_seq(m.seq)  # fails the stream with IncorrectSequence
                     return
+                st.recv_seq = (st.recv_seq + 1) & 0xFFFFFFFF
                 if flags & FLAG_PAYLOAD_IS_ERR:
                     self._finish(RemoteError(_text(m.payload)))
                     return
-                if len(self._items) >= self.out_capacity:
+                items = self._items
+                if len(items) >= self.out_capacity:
                     self._fail_and_disconnect(GridError("INTERNAL ERROR: Response was blocked"))
                     return
-                self._items.append(m.payload)
-                self._heard = self._loop.time()
-                self._wake_reader()
+                items.append(m.payload)
+                self._received += 1  # "heard" for the ping check, without a clock read
+                w = self._item_waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
             if flags & FLAG_EOF:
                 self._finish(None)
         elif op == _UNBLOCK_CL_MUX:
-            if self._check_seq(m.seq):
-                self._credits.add(1)
+            st = self._state
+            if m.seq != st.recv_seq:
+                self._check_seq(m.seq)
+                return
+            st.recv_seq = (st.recv_seq + 1) & 0xFFFFFFFF
+            self._credits.add(1)
         elif op == _ACK_MUX:
             if self._check_seq(m.seq):
                 self._credits.add(self.in_capacity)
@@ -617,12 +632,15 @@ class _ServerStream:
             self.inbox.append(m.payload if m.payload is not None else b"")
             self.wake()
         elif op == _UNBLOCK_SRV_MUX:
-            try:
-                self.state.check_recv(m.seq)
-            except IncorrectSequence as exc:
-                self.abort(str(exc))
+            st = self.state
+            if m.seq != st.recv_seq:
+                self.abort(str(IncorrectSequence(st.recv_seq, m.seq)))
                 return
-            self.credits.add(1)
+            st.recv_seq = (st.recv_seq + 1) & 0xFFFFFFFF
+            st.credits += 1
+            w = self.credits._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
         elif op == _DISCONNECT_SERVER_MUX:
             self.close("context canceled")
         elif op == _PING:
