@@ -16,7 +16,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 
-from grid._codec cimport FrameParser, Message, decode_messages_ptr
+from grid._codec cimport FrameParser, Message, decode_messages_ptr, encode_message_c
 
 import heapq
 import inspect as _inspect
@@ -172,6 +172,7 @@ cdef enum:
     _FLAG_SUBROUTE = 0x20
     _WS_BINARY = 2
 
+cdef object _monotonic = _time.monotonic  # the clock request deadlines are kept on
 cdef object _heappush = heapq.heappush
 cdef object _heappop = heapq.heappop
 cdef object _heapify = heapq.heapify
@@ -303,7 +304,7 @@ cdef class MuxCore:
         return 0
 
     cdef int _run_inline(self, Message m, object entry) except -1:
-        started = _time.monotonic()
+        started = _monotonic()
         dl = m.deadline_ms
         deadline = self.clock() + dl / 1000 if dl else None
         token = self.context_var.set((self.caller, m.handler, entry.route, m.mux_id, deadline))
@@ -317,7 +318,7 @@ cdef class MuxCore:
             err = None
         finally:
             self.context_var.reset(token)
-        if dl and (_time.monotonic() - started) * 1000 > dl:
+        if dl and (_monotonic() - started) * 1000 > dl:
             return 0  # the caller has given up (§7 step 3)
         self._respond(m.mux_id, m.seq, result, err)
         return 0
@@ -369,10 +370,15 @@ cdef class MuxCore:
         if self.ids is None:  # the C call below does not check for None
             raise AttributeError("'NoneType' object has no attribute 'next'")
         mux_id = self.ids._next()
-        msg = _encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
-                              payload, subroute)
+        if type(handler_id) is int and 0 <= handler_id <= 255 and deadline_ms >= 0:
+            # In range: the C entry point, without the Python call's argument handling.
+            msg = encode_message_c(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
+                                   payload, subroute)
+        else:  # let the Python-level encoder raise the pure twin's error
+            msg = _encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
+                                  payload, subroute)
         self.pending[mux_id] = fut
-        _heappush(self._deadlines, (_time.monotonic() + timeout, mux_id))
+        _heappush(self._deadlines, (_monotonic() + timeout, mux_id))
         if len(self._deadlines) > 2 * len(self.pending) + 1024:
             self._compact()
         self._send(msg)
@@ -390,7 +396,7 @@ cdef class MuxCore:
     def expire(self) -> float | None:
         """Fail every pending request whose deadline has passed with
         TimeoutError; return the next deadline (monotonic) or None."""
-        now = _time.monotonic()
+        now = _monotonic()
         dl = self._deadlines
         pending = self.pending
         while dl and dl[0][0] <= now:
