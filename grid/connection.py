@@ -388,6 +388,9 @@ class Connection:
         self._addr = _http.parse_host(remote)
         self._base = _base_flags(self.local, remote)
         self._state = State.UNCONNECTED
+        # Read on every request; copied from the manager once.
+        self._default_timeout = manager.default_timeout
+        self._queue_limit = manager.send_queue_size
         self._wire: _Wire | None = None
         self._core: Any = None  # the live wire's MuxCore
         self._ids = MuxIdAllocator()
@@ -479,10 +482,10 @@ class Connection:
         if ctx is not None:  # serving a call: its deadline bounds this one
             timeout = _inherit_deadline(ctx, timeout, self._loop)
         if timeout is None:
-            timeout = self._mgr.default_timeout
+            timeout = self._default_timeout
         elif timeout < 0.001:
             raise TimeoutError("grid request deadline below 1 ms")
-        if self._paused or len(core.queue) >= self._mgr.send_queue_size:
+        if self._paused or len(core.queue) >= self._queue_limit:
             core = await self._wait_for_space()
         fut = self._loop.create_future()
         mux_id = core.request(fut, handler_id, payload, timeout, None)
