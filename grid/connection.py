@@ -22,7 +22,7 @@ import random
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
@@ -461,41 +461,65 @@ class Connection:
         the subroute ``"/".join(segments)``."""
         return Subroute(self, join_route(segments))
 
-    async def request(self, handler_id: int, payload: Payload = None,
-                      timeout: float | None = None) -> bytes | None:
-        """Call the single-request handler ``handler_id`` on the remote.
+    def request(self, handler_id: int, payload: Payload = None,
+                timeout: float | None = None) -> Awaitable[bytes | None]:
+        """Call the single-request handler ``handler_id`` on the remote:
+        ``reply = await conn.request(ECHO, b"ping")``.
 
         :param payload: request body; ``None`` arrives as absent, ``b""`` as empty.
         :param timeout: deadline in seconds (default 60 s, sent as DeadlineMS).
-        :returns: the reply, ``None`` when the handler returned nothing.
+            A call made while serving a call is also bounded by that call's
+            remaining deadline.
+        :returns: an awaitable (an ``asyncio.Future``) of the reply, ``None``
+            when the handler returned nothing.  Every error surfaces when it
+            is awaited:
         :raises RemoteError: the handler failed (``.message`` is its text).
         :raises Disconnected: the connection is down or dropped during the call.
         :raises TimeoutError: the deadline passed.
+
+        The request is sent before this returns.  Cancelling the await
+        abandons the call locally (as in Go, nothing tells the callee); its
+        bookkeeping goes when the reply arrives or the deadline passes.
         """
-        # The hot path of every call: kept flat (no inner coroutine).
+        return self._call(handler_id, payload, timeout, None)
+
+    def _call(self, handler_id: int, payload: Payload, timeout: float | None,
+              sub: bytes | None) -> Awaitable[bytes | None]:
+        # The hot path of every call: no coroutine, the caller awaits the
+        # future the response resolves.
         core = self._core
-        if core is None or self._state is not State.CONNECTED:
-            raise Disconnected()
-        if type(handler_id) is not int or not 0 < handler_id < 256:
-            check_handler_id(handler_id)
-        ctx = _current.get()
-        if ctx is not None:  # serving a call: its deadline bounds this one
-            timeout = _inherit_deadline(ctx, timeout, self._loop)
-        if timeout is None:
-            timeout = self._default_timeout
-        elif timeout < 0.001:
-            raise TimeoutError("grid request deadline below 1 ms")
-        if self._paused or len(core.queue) >= self._queue_limit:
-            core = await self._wait_for_space()
-        fut = self._loop.create_future()
-        mux_id = core.request(fut, handler_id, payload, timeout, None)
+        try:
+            if core is None or self._state is not State.CONNECTED:
+                raise Disconnected()
+            if type(handler_id) is not int or not 0 < handler_id < 256:
+                check_handler_id(handler_id)
+            ctx = _current.get()
+            if ctx is not None:  # serving a call: its deadline bounds this one
+                timeout = _inherit_deadline(ctx, timeout, self._loop)
+            if timeout is None:
+                timeout = self._default_timeout
+            elif timeout < 0.001:
+                raise TimeoutError("grid request deadline below 1 ms")
+            if self._paused or len(core.queue) >= self._queue_limit:
+                return self._call_when_space(handler_id, payload, timeout, sub)
+            fut = self._loop.create_future()
+            core.request(fut, handler_id, payload, timeout, sub)
+        except Exception as exc:
+            return self._failed(exc)
         if self._sweep_at > _monotonic() + timeout:
             self._schedule_sweep(timeout)
-        try:
-            return await fut  # type: ignore[no-any-return]
-        except asyncio.CancelledError:
-            core.pending.pop(mux_id, None)
-            raise
+        return fut
+
+    async def _call_when_space(self, handler_id: int, payload: Payload, timeout: float,
+                               sub: bytes | None) -> bytes | None:
+        """The slow path: wait for room in the send queue (back-pressure)."""
+        await self._wait_for_space()
+        return await self._call(handler_id, payload, timeout, sub)
+
+    def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
+        fut = self._loop.create_future()
+        fut.set_exception(exc)
+        return fut
 
     async def new_stream(self, handler_id: int, payload: Payload = None,
                          timeout: float | None = None, *, in_capacity: int | None = None,
@@ -541,32 +565,6 @@ class Connection:
         return f"<grid.Connection {self.local} -> {self.remote} {self._state.name}>"
 
     # -- requests
-
-    async def _request(self, handler_id: int, payload: Payload, timeout: float | None,
-                       sub: bytes | None) -> bytes | None:
-        """A request with a subroute id (see :meth:`request`)."""
-        core = self._core
-        if core is None or self._state is not State.CONNECTED:
-            raise Disconnected()
-        check_handler_id(handler_id)
-        ctx = _current.get()
-        if ctx is not None:  # serving a call: its deadline bounds this one
-            timeout = _inherit_deadline(ctx, timeout, self._loop)
-        if timeout is None:
-            timeout = self._mgr.default_timeout
-        elif timeout < 0.001:
-            raise TimeoutError("grid request deadline below 1 ms")
-        if self._paused or len(core.queue) >= self._mgr.send_queue_size:
-            core = await self._wait_for_space()
-        fut = self._loop.create_future()
-        mux_id = core.request(fut, handler_id, payload, timeout, sub)
-        if self._sweep_at > _monotonic() + timeout:
-            self._schedule_sweep(timeout)
-        try:
-            return await fut  # type: ignore[no-any-return]
-        except asyncio.CancelledError:
-            core.pending.pop(mux_id, None)
-            raise
 
     def _schedule_sweep(self, delay: float) -> None:
         if self._sweep is not None:
@@ -1039,10 +1037,14 @@ class Subroute:
         check_handler_id(handler_id)
         return bytes((handler_id,)) + self._base_id[1:]
 
-    async def request(self, handler_id: int, payload: Payload = None,
-                      timeout: float | None = None) -> bytes | None:
+    def request(self, handler_id: int, payload: Payload = None,
+                timeout: float | None = None) -> Awaitable[bytes | None]:
         """Like :meth:`Connection.request`, for the handler under this subroute."""
-        return await self._conn._request(handler_id, payload, timeout, self._sub(handler_id))
+        try:
+            sub = self._sub(handler_id)
+        except Exception as exc:
+            return self._conn._failed(exc)
+        return self._conn._call(handler_id, payload, timeout, sub)
 
     async def new_stream(self, handler_id: int, payload: Payload = None,
                          timeout: float | None = None, *, in_capacity: int | None = None,
