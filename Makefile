@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.grid-installed
 SOURCES := $(wildcard grid/*.pyx grid/*.pxd)
 
-.PHONY: all install build test test-accel test-pure demo bench fuzz clean dist
+.PHONY: all install build test test-accel test-pure demo bench fuzz asan-test clean dist
 
 all: build
 
@@ -46,6 +46,16 @@ bench: build
 fuzz: build
 	$(PY) -m pip install -q -e ".[fuzz]"
 	$(PY) fuzz/run.py --runs 1000000
+
+# The compiled core under AddressSanitizer: codec tests and a short fuzz run,
+# then the normal build again.
+ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
+asan-test: $(STAMP)
+	GRID_ASAN=1 $(PY) setup.py -q build_ext --inplace --force
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 GRID_REQUIRE_ACCEL=1 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_codec_vectors.py tests/test_frames.py \
+		tests/test_codec_properties.py tests/test_mux.py tests/test_fuzz_smoke.py
+	$(PY) setup.py -q build_ext --inplace --force
 
 dist: $(STAMP)
 	$(PY) -m build
