@@ -60,6 +60,7 @@ sys.path.insert(0, ROOT)
 sys.path.append(HERE)
 
 from _report import print_table, write_json  # noqa: E402
+from _procs import _cpus  # noqa: E402  (benchmarks/_procs.py)
 
 HOST = "127.0.0.1"
 ALL_PAIRS = ("py-py", "py-py-pure", "py-go", "go-py", "go-go")
@@ -180,16 +181,6 @@ def _hosts() -> Tuple[str, str]:
         if c != s and local_dials(c, s):
             return c, s
     raise RuntimeError("no dialing pair found")
-
-
-def _cpus(pin: str) -> Tuple[int, int]:
-    """(server cpu, client cpu), -1 meaning unpinned."""
-    if pin == "none" or not hasattr(os, "sched_getaffinity"):
-        return -1, -1
-    cpus = sorted(os.sched_getaffinity(0))
-    if pin == "same" or len(cpus) < 2:
-        return cpus[0], cpus[0]
-    return cpus[0], cpus[1]
 
 
 def _pin(cpu: int) -> Any:

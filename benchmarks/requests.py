@@ -36,7 +36,6 @@ import gc
 import json
 import os
 import platform
-import select
 import signal
 import socket
 import subprocess
@@ -50,26 +49,8 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-try:  # shared helpers (benchmarks/_report.py), when present
-    from _report import print_table, write_json  # type: ignore[import-not-found]
-except ImportError:  # private fallbacks with the same signatures
-
-    def print_table(title: str, columns: List[str], rows: List[List[Any]]) -> None:
-        cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
-        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-        print(f"\n{title}")
-        for k, r in enumerate(cells):
-            print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
-            if k == 0:
-                print("  ".join("-" * w for w in widths))
-
-    def write_json(path: str, obj: Any) -> None:
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-
+from _report import print_table, write_json  # noqa: E402  (benchmarks/_report.py)
+from _procs import _ServerProc, _cpus, _system_env  # noqa: E402  (benchmarks/_procs.py)
 
 HOST = "127.0.0.1"
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "grpc")
@@ -420,59 +401,6 @@ async def role_memcheck(args: argparse.Namespace) -> None:
 
 
 # =========================================================================== orchestrator
-
-
-def _system_env(system: str) -> Dict[str, str]:
-    env = dict(os.environ)
-    env.pop("GRID_PURE", None)
-    if system == "grid-pure":
-        env["GRID_PURE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class _ServerProc:
-    def __init__(self, cmd: List[str], env: Dict[str, str]) -> None:
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-
-    def wait_ready(self, timeout: float = 30.0) -> Tuple[str, List[str]]:
-        """('ready'|'unavailable'|'failed', fields of the line)."""
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                return "failed", [f"server exited with {self.proc.wait()}"]
-            parts = line.split()
-            if parts and parts[0] == "READY":
-                return "ready", parts[1:]
-            if parts and parts[0] == "UNAVAILABLE":
-                return "unavailable", [line.strip()[len("UNAVAILABLE ") :]]
-        return "failed", ["server not ready in time"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def _cpus(pin: str) -> Tuple[int, int]:
-    """(server cpu, client cpu), -1 meaning unpinned."""
-    if pin == "none" or not hasattr(os, "sched_getaffinity"):
-        return -1, -1
-    cpus = sorted(os.sched_getaffinity(0))
-    if pin == "same" or len(cpus) < 2:
-        return cpus[0], cpus[0]
-    return cpus[0], cpus[1]
 
 
 def _run_pair(

@@ -56,7 +56,6 @@ import json
 import logging
 import os
 import platform
-import select
 import signal
 import socket
 import subprocess
@@ -71,6 +70,7 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
         sys.path.insert(0, _p)
 
 from _report import print_table, write_json  # noqa: E402
+from _procs import _ServerProc, _cpus, _system_env  # noqa: E402
 
 HOST = "127.0.0.1"
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "grpc")
@@ -529,59 +529,6 @@ async def role_client(args: argparse.Namespace) -> None:
 
 
 # =========================================================================== orchestrator
-
-
-def _system_env(system: str) -> Dict[str, str]:
-    env = dict(os.environ)
-    env.pop("GRID_PURE", None)
-    if system == "grid-pure":
-        env["GRID_PURE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class _ServerProc:
-    def __init__(self, cmd: List[str], env: Dict[str, str]) -> None:
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-
-    def wait_ready(self, timeout: float = 30.0) -> Tuple[str, List[str]]:
-        """('ready'|'unavailable'|'failed', fields of the line)."""
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                return "failed", [f"server exited with {self.proc.wait()}"]
-            parts = line.split()
-            if parts and parts[0] == "READY":
-                return "ready", parts[1:]
-            if parts and parts[0] == "UNAVAILABLE":
-                return "unavailable", [line.strip()[len("UNAVAILABLE "):]]
-        return "failed", ["server not ready in time"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def _cpus(pin: str) -> Tuple[int, int]:
-    """(server cpu, client cpu), -1 meaning unpinned."""
-    if pin == "none" or not hasattr(os, "sched_getaffinity"):
-        return -1, -1
-    cpus = sorted(os.sched_getaffinity(0))
-    if pin == "same" or len(cpus) < 2:
-        return cpus[0], cpus[0]
-    return cpus[0], cpus[1]
 
 
 def _run_pair(system: str, common: List[str], timeout: float, pin: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:

@@ -1,0 +1,64 @@
+"""Process plumbing shared by the benchmarks: per-system environments, a
+server subprocess that announces itself with a READY line, CPU placement."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+from typing import Dict, List, Tuple
+
+
+def _system_env(system: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("GRID_PURE", None)
+    if system == "grid-pure":
+        env["GRID_PURE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class _ServerProc:
+    def __init__(self, cmd: List[str], env: Dict[str, str]) -> None:
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+
+    def wait_ready(self, timeout: float = 30.0) -> Tuple[str, List[str]]:
+        """('ready'|'unavailable'|'failed', fields of the line)."""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                return "failed", [f"server exited with {self.proc.wait()}"]
+            parts = line.split()
+            if parts and parts[0] == "READY":
+                return "ready", parts[1:]
+            if parts and parts[0] == "UNAVAILABLE":
+                return "unavailable", [line.strip()[len("UNAVAILABLE ") :]]
+        return "failed", ["server not ready in time"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _cpus(pin: str) -> Tuple[int, int]:
+    """(server cpu, client cpu), -1 meaning unpinned."""
+    if pin == "none" or not hasattr(os, "sched_getaffinity"):
+        return -1, -1
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "same" or len(cpus) < 2:
+        return cpus[0], cpus[0]
+    return cpus[0], cpus[1]
