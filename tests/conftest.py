@@ -60,3 +60,9 @@ def mux(request: pytest.FixtureRequest) -> ModuleType:
 def codec_pair(request: pytest.FixtureRequest) -> tuple[ModuleType, ModuleType]:
     """(pure, compiled) codec twins for comparisons; (pure, pure) if not built."""
     return request.param
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """Which event loop a connection-level test's coroutine runs on."""
+    return request.param

@@ -1,8 +1,8 @@
 """Helpers for the connection-level tests: event-loop parametrisation, a peer
 node in its own process, and a wire tap that records grid frames in flight.
 
-Import the ``loop_kind`` fixture into a test module to run its tests on both
-asyncio's default loop and uvloop.
+The ``loop_kind`` fixture (conftest.py) runs a test on both asyncio's default
+loop and uvloop.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import uvloop
 
 from grid import _codec_py
@@ -26,12 +25,6 @@ from grid.testing import free_port
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_kind(request: pytest.FixtureRequest) -> str:
-    """Which event loop the test's coroutine runs on."""
-    return request.param
 
 
 def run(kind: str, coro_fn: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:

@@ -16,7 +16,7 @@ import pytest
 
 import grid
 from grid.testing import TestGrid, free_port
-from support import PeerProcess, WireTap, hosts_where_first_dials, loop_kind, run  # noqa: F401
+from support import PeerProcess, WireTap, hosts_where_first_dials, run
 
 ECHO, FAIL, SLOW, CTX, BOOM = 1, 2, 3, 4, 5
 

@@ -9,7 +9,7 @@ import pytest
 
 import grid
 from grid.testing import TestGrid
-from support import loop_kind, run  # noqa: F401
+from support import run
 
 FORWARD, REPORT, SLOW = 1, 2, 3
 

@@ -40,7 +40,7 @@ from grid._consts import (
 )
 from grid._impl import local_dials
 from grid.testing import free_port
-from support import loop_kind, run  # noqa: F401
+from support import run
 
 TOKEN = "hostile-test-token"
 MAX_MSG = 4096  # the node's max_message_size

@@ -11,7 +11,7 @@ import pytest
 
 import grid
 from grid.testing import TestGrid
-from support import PeerProcess, hosts_where_first_dials, loop_kind, run  # noqa: F401
+from support import PeerProcess, hosts_where_first_dials, run
 
 ECHO1, ECHO128, GEN, FAIL, HOLD, CRASH, SUB, NOINIT = 10, 11, 12, 13, 14, 15, 16, 17
 

@@ -12,7 +12,7 @@ import pytest
 import grid
 from grid.testing import TestGrid
 from grid.types import decode_payload, encode_payload
-from support import loop_kind, run  # noqa: F401
+from support import run
 
 
 @dataclasses.dataclass
