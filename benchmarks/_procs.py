@@ -1,14 +1,18 @@
-"""Process plumbing shared by the benchmarks: per-system environments, a
-server subprocess that announces itself with a READY line, CPU placement."""
+"""Plumbing shared by the benchmarks: per-system environments, a server
+subprocess that announces itself with a READY line, CPU placement, loopback
+ports and command-line lists."""
 
 from __future__ import annotations
 
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
 from typing import Dict, List, Tuple
+
+HOST = "127.0.0.1"
 
 
 def _system_env(system: str) -> Dict[str, str]:
@@ -62,3 +66,32 @@ def _cpus(pin: str) -> Tuple[int, int]:
     if pin == "same" or len(cpus) < 2:
         return cpus[0], cpus[0]
     return cpus[0], cpus[1]
+
+
+def _free_ports(n: int) -> List[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _grid_url(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
+def _label(system: str) -> str:
+    return {"grid": "grid (accel)", "grid-pure": "grid (pure)", "raw": "raw asyncio", "grpc": "grpc.aio"}[system]
+
+
+def _int_list(s: str) -> List[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def _str_list(s: str) -> List[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]

@@ -60,7 +60,7 @@ sys.path.insert(0, ROOT)
 sys.path.append(HERE)
 
 from _report import print_table, write_json  # noqa: E402
-from _procs import _cpus  # noqa: E402  (benchmarks/_procs.py)
+from _procs import _cpus, _int_list, _str_list  # noqa: E402  (benchmarks/_procs.py)
 
 HOST = "127.0.0.1"
 ALL_PAIRS = ("py-py", "py-py-pure", "py-go", "go-py", "go-go")
@@ -457,14 +457,6 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 # =========================================================================== CLI
-
-
-def _int_list(s: str) -> List[int]:
-    return [int(x) for x in s.split(",") if x.strip()]
-
-
-def _str_list(s: str) -> List[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,9 +49,10 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
         sys.path.insert(0, _p)
 
 from _report import print_table, write_json  # noqa: E402  (benchmarks/_report.py)
-from _procs import _ServerProc, _cpus, _system_env  # noqa: E402  (benchmarks/_procs.py)
+from _procs import (  # noqa: E402  (benchmarks/_procs.py)
+    HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
+)
 
-HOST = "127.0.0.1"
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "grpc")
 MEMCHECK_SYSTEMS = ("grid", "grid-pure", "raw")
 ECHO_HANDLER = 1
@@ -102,28 +102,11 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _free_ports(n: int) -> List[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _percentile(sorted_vals: List[int], q: float) -> float:
     if not sorted_vals:
         return float("nan")
     k = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
     return float(sorted_vals[k])
-
-
-def _grid_url(port: int) -> str:
-    return f"http://{HOST}:{port}"
 
 
 # =========================================================================== load generator
@@ -444,10 +427,6 @@ def _run_pair(
         server.stop()
 
 
-def _label(system: str) -> str:
-    return {"grid": "grid (accel)", "grid-pure": "grid (pure)", "raw": "raw asyncio", "grpc": "grpc.aio"}[system]
-
-
 def _fmt_num(v: Optional[float], digits: int = 0) -> str:
     if v is None or v != v:
         return "-"
@@ -611,14 +590,6 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 # =========================================================================== CLI
-
-
-def _int_list(s: str) -> List[int]:
-    return [int(x) for x in s.split(",") if x.strip()]
-
-
-def _str_list(s: str) -> List[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -57,7 +57,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -70,9 +69,10 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
         sys.path.insert(0, _p)
 
 from _report import print_table, write_json  # noqa: E402
-from _procs import _ServerProc, _cpus, _system_env  # noqa: E402
+from _procs import (  # noqa: E402
+    HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
+)
 
-HOST = "127.0.0.1"
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "grpc")
 GRID_TIMEOUT = 10.0  # per-request timeout for the typed/bytes cells (never hit in a healthy run)
 TYPED_HANDLER = 40
@@ -94,23 +94,6 @@ SMALL = Small("bucket/prefix/object-000123", 123456, ["alpha", "beta", "gamma"])
 
 
 # =========================================================================== helpers
-
-
-def _free_ports(n: int) -> List[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _grid_url(port: int) -> str:
-    return f"http://{HOST}:{port}"
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -568,10 +551,6 @@ def _run_pair(system: str, common: List[str], timeout: float, pin: str) -> Tuple
         server.stop()
 
 
-def _label(system: str) -> str:
-    return {"grid": "grid (accel)", "grid-pure": "grid (pure)", "raw": "raw asyncio", "grpc": "grpc.aio"}[system]
-
-
 def _num(v: Optional[float], digits: int = 0) -> str:
     if v is None or v != v:
         return "-"
@@ -789,14 +768,6 @@ def _find_typed_size(cells: List[Dict[str, Any]]) -> Optional[int]:
 
 
 # =========================================================================== CLI
-
-
-def _int_list(s: str) -> List[int]:
-    return [int(x) for x in s.split(",") if x.strip()]
-
-
-def _str_list(s: str) -> List[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
