@@ -72,7 +72,6 @@ _RESPONSE = int(Op.RESPONSE)
 _PING = int(Op.PING)
 _PONG = int(Op.PONG)
 _MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
-_MERGED = int(Op.MERGED)
 _CONNECT_MUX = int(Op.CONNECT_MUX)
 _MUX_SERVER_MSG = int(Op.MUX_SERVER_MSG)
 _MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
@@ -244,7 +243,6 @@ class _Wire(asyncio.BufferedProtocol):
     def fail(self, reason: str) -> None:
         """Drop this socket at once (no close handshake, as Go does)."""
         if self.conn is not None:
-            self.conn._note_error(reason)
             self.conn._wire_lost(self, reason)
         else:
             log.info("grid: closing connection from %s: %s", self._peer_name(), reason)
@@ -747,20 +745,22 @@ class Connection:
                   "".join(traceback.format_exception(exc)).rstrip())
         return f"{type(exc).__name__}: {exc}"
 
-    def _reply_mux_error(self, m: Any, text: str) -> None:
-        # Built from the received message (§2.5): keep its fields, swap op/payload.
+    def _reply(self, m: Any, op: int, payload: bytes) -> None:
+        """A reply built from the received message (§2.5): its mux id, Seq,
+        DeadlineMS, Handler and flags kept, op and payload replaced, the base
+        flags added and FlagSubroute cleared (pongs, MuxConnectError)."""
         flags = (m.flags | self._base) & ~FLAG_SUBROUTE & 0xFF
-        self._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, _MUX_CONNECT_ERROR,
-                                  flags, _payloads.encode_mux_connect_error(text)))
+        self._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, op, flags, payload))
+
+    def _reply_mux_error(self, m: Any, text: str) -> None:
+        self._reply(m, _MUX_CONNECT_ERROR, _payloads.encode_mux_connect_error(text))
 
     def _on_ping(self, m: Any) -> None:
         try:
             t = _payloads.decode_ping(m.payload)
         except ProtocolError:
             t = _payloads.GO_ZERO_TIME_NS
-        flags = (m.flags | self._base) & ~FLAG_SUBROUTE & 0xFF
-        self._send(encode_message(0, m.seq, m.deadline_ms, m.handler, _PONG, flags,
-                                  _payloads.Pong(False, None, t).encode()))
+        self._reply(m, _PONG, _payloads.Pong(False, None, t).encode())
 
     def _on_pong(self, m: Any) -> None:
         self._last_pong = self._loop.time()
@@ -788,9 +788,6 @@ class Connection:
         self._ping_timer = self._loop.call_later(interval, self._ping_tick)
 
     # -- lifecycle
-
-    def _note_error(self, reason: str) -> None:
-        self._last_error = reason
 
     def _log_failure(self, text: str) -> None:
         # Rate-limited so a dead peer does not flood the log.

@@ -106,26 +106,32 @@ class HandlerRegistry:
         self._streams: dict[int, Any] = {}
         self._streams_sub: dict[bytes, Any] = {}
 
-    def _taken(self, handler_id: int, route: str | None) -> bool:
-        if route is None:
-            return handler_id in self._single or handler_id in self._streams
-        sid = subroute_id(route, handler_id)
-        return sid in self._single_sub or sid in self._streams_sub
-
-    def add_single(self, handler_id: int, fn: SingleHandlerFn, route: str | None) -> None:
+    def _add(self, by_id: dict[int, Any], by_sub: dict[bytes, Any], handler_id: int,
+             entry: Any, route: str | None) -> None:
+        """Register ``entry`` in one kind's tables; an id (or id + subroute)
+        holds one handler of either kind."""
         check_handler_id(handler_id)
-        if not callable(fn):
-            raise TypeError("handler must be callable")
-        if self._taken(handler_id, route):
+        if route is None:
+            taken = handler_id in self._single or handler_id in self._streams
+        else:
+            sid = subroute_id(route, handler_id)
+            taken = sid in self._single_sub or sid in self._streams_sub
+        if taken:
             where = f" with subroute {route!r}" if route is not None else ""
             raise HandlerAlreadyExists(f"handler {handler_name(handler_id)}{where} already exists")
-        entry = SingleEntry(fn, handler_id, route)
         if route is None:
-            self._single[handler_id] = entry
+            by_id[handler_id] = entry
         else:
-            self._single_sub[subroute_id(route, handler_id)] = entry
+            by_sub[sid] = entry
             # Go also answers on the all-zero subroute of the id (§6.2 quirk).
-            self._single_sub[bytes((handler_id,)) + bytes(31)] = entry
+            by_sub[_zero_subroute(handler_id)] = entry
+
+    def add_single(self, handler_id: int, fn: SingleHandlerFn, route: str | None) -> None:
+        check_handler_id(handler_id)  # before the callable check, as before
+        if not callable(fn):
+            raise TypeError("handler must be callable")
+        self._add(self._single, self._single_sub, handler_id,
+                  SingleEntry(fn, handler_id, route), route)
 
     def single(self, handler_id: int, sub: bytes | None) -> SingleEntry | None:
         if sub is None:
@@ -133,15 +139,7 @@ class HandlerRegistry:
         return self._single_sub.get(sub)
 
     def add_stream(self, handler_id: int, handler: Any, route: str | None) -> None:
-        check_handler_id(handler_id)
-        if self._taken(handler_id, route):
-            where = f" with subroute {route!r}" if route is not None else ""
-            raise HandlerAlreadyExists(f"handler {handler_name(handler_id)}{where} already exists")
-        if route is None:
-            self._streams[handler_id] = handler
-        else:
-            self._streams_sub[subroute_id(route, handler_id)] = handler
-            self._streams_sub[bytes((handler_id,)) + bytes(31)] = handler
+        self._add(self._streams, self._streams_sub, handler_id, handler, route)
 
     def stream(self, handler_id: int, sub: bytes | None) -> Any:
         if sub is None:
@@ -154,8 +152,13 @@ class HandlerRegistry:
         if h is None and route is not None:
             h = self._streams_sub.get(subroute_id(route, handler_id))
         if h is None:
-            h = self._streams_sub.get(bytes((handler_id,)) + bytes(31))
+            h = self._streams_sub.get(_zero_subroute(handler_id))
         return h
+
+
+def _zero_subroute(handler_id: int) -> bytes:
+    """The subroute id Go registers beside every subrouted handler (§6.2)."""
+    return bytes((handler_id,)) + bytes(31)
 
 
 def unknown_handler_text(handler_id: int, sub: bytes | None) -> str:

@@ -333,8 +333,7 @@ class Manager:
         try:
             req = _payloads.ConnectRequest.decode(msg.payload)
         except ProtocolError as exc:
-            return self._reject(wire, str(exc).replace("error parsing connectReq",
-                                                       "error parsing connectReq", 1))
+            return self._reject(wire, str(exc))
         conn = self._conns.get(req.host)
         if conn is None:
             return self._reject(wire, f"unknown incoming host: {req.host}")

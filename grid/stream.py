@@ -563,8 +563,7 @@ class _ServerStream:
     def disconnect(self, why: str) -> None:
         """End from the callee side without a final message (deadline, liveness)."""
         if self.closed is None:
-            self.conn._send(encode_message(self.mux_id, 0, 0, 0, _DISCONNECT_CLIENT_MUX,
-                                           self.conn._base, None))
+            _disconnect_client(self.conn, self.mux_id)
         self.close(why)
 
     def liveness_tick(self) -> None:
@@ -657,10 +656,8 @@ class _ServerStream:
 
 
 def _send_pong(conn: Connection, m: Any, not_found: bool, err: str | None) -> None:
-    # Built from the ping (§2.5): same mux, seq, deadline and handler.
-    flags = (m.flags | conn._base) & ~FLAG_SUBROUTE & 0xFF
-    conn._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, _PONG, flags,
-                              _payloads.Pong(not_found, err, _payloads.GO_ZERO_TIME_NS).encode()))
+    # Mux pings carry no time, so the pong echoes Go's zero time (E8).
+    conn._reply(m, _PONG, _payloads.Pong(not_found, err, _payloads.GO_ZERO_TIME_NS).encode())
 
 
 def serve_connect(conn: Connection, m: Any) -> None:
