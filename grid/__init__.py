@@ -19,6 +19,7 @@ from grid.errors import (
     Rejected,
     RemoteError,
     UnknownHandler,
+    UsedAfterFork,
 )
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "HandlerAlreadyExists",
     "IncorrectSequence",
     "Rejected",
+    "UsedAfterFork",
 ]
 
 from grid.connection import Connection, ConnectionStats, State, Subroute  # noqa: E402

@@ -22,6 +22,7 @@ import random
 import socket
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -47,6 +48,9 @@ from grid._impl import (
 )
 from grid import _http
 from grid.errors import (
+    BUSY_TEXT,
+    SHUTTING_DOWN_TEXT,
+    UsedAfterFork,
     Disconnected,
     GridError,
     ProtocolError,
@@ -395,6 +399,9 @@ class Connection:
         self._sweep: asyncio.TimerHandle | None = None  # request deadline sweep
         self._sweep_at = float("inf")
         self._callee_tasks: set[asyncio.Task[Any]] = set()
+        self._running = 0  # async single-request handlers running now
+        # Requests waiting for a handler slot (bounded: max_queued_requests).
+        self._backlog: deque[tuple[Any, Any, float]] = deque()
         self._callers: dict[int, _stream.Stream] = {}  # streams this side opened
         self._callees: dict[int, Any] = {}  # streams this side serves
         self._flush_handle: asyncio.Handle | None = None
@@ -436,6 +443,8 @@ class Connection:
         """Wait until the connection is up; TimeoutError after ``timeout`` seconds."""
         if self._state is State.CONNECTED:
             return
+        if self._mgr._forked:
+            raise self._down()
         if self._state is State.SHUTDOWN:
             raise Disconnected("connection is shut down")
         fut = self._loop.create_future()
@@ -488,7 +497,7 @@ class Connection:
         core = self._core
         try:
             if core is None or self._state is not State.CONNECTED:
-                raise Disconnected()
+                raise self._down()
             if type(handler_id) is not int or not 0 < handler_id < 256:
                 check_handler_id(handler_id)
             ctx = _current.get()
@@ -513,6 +522,15 @@ class Connection:
         """The slow path: wait for room in the send queue (back-pressure)."""
         await self._wait_for_space()
         return await self._call(handler_id, payload, timeout, sub)
+
+    def _down(self) -> GridError:
+        """The error for a call while there is no live connection."""
+        if self._mgr._forked:
+            try:
+                self._mgr._check_process()
+            except UsedAfterFork as exc:
+                return exc
+        return Disconnected()
 
     def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
         fut = self._loop.create_future()
@@ -706,24 +724,48 @@ class Connection:
         if entry is None:
             self._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
             return
+        if self._mgr._draining:
+            self._core.respond(m.mux_id, m.seq, None, SHUTTING_DOWN_TEXT)
+            return
         if not entry.is_async:  # replayed before attach: run it like the core would
             self._core.dispatch(m)
             return
+        if self._running < self._mgr.max_running_handlers:
+            self._start_handler(m, entry, time.monotonic())
+        elif len(self._backlog) < self._mgr.max_queued_requests:
+            # Over the cap: wait in a bounded FIFO for a running handler to end.
+            self._backlog.append((m, entry, time.monotonic()))
+        else:
+            self._core.respond(m.mux_id, m.seq, None, BUSY_TEXT)
+
+    def _start_handler(self, m: Any, entry: Any, received: float) -> None:
         loop = self._loop
-        deadline = loop.time() + m.deadline_ms / 1000 if m.deadline_ms else None
+        deadline = None
+        if m.deadline_ms:
+            deadline = loop.time() + m.deadline_ms / 1000 - (time.monotonic() - received)
         token = _current.set(CallContext(self.remote, m.handler, entry.route, m.mux_id, deadline))
         try:
-            task = loop.create_task(self._run_async(entry.fn, m, time.monotonic(),
-                                                    self._generation))
+            task = loop.create_task(self._run_async(entry.fn, m, received, self._generation))
         finally:
             _current.reset(token)
+        self._running += 1
         self._callee_tasks.add(task)
-        task.add_done_callback(self._callee_tasks.discard)
+        task.add_done_callback(self._handler_done)
         if deadline is not None:
             # Past its deadline the caller has given up: free the work (Go
             # lets it run and drops the reply; the wire looks the same).
             timer = loop.call_at(deadline, task.cancel)
             task.add_done_callback(lambda _t: timer.cancel())
+
+    def _handler_done(self, task: asyncio.Task[Any]) -> None:
+        self._callee_tasks.discard(task)
+        self._running -= 1
+        backlog = self._backlog
+        while backlog and self._running < self._mgr.max_running_handlers:
+            m, entry, received = backlog.popleft()
+            if m.deadline_ms and (time.monotonic() - received) * 1000 >= m.deadline_ms:
+                continue  # the caller has given up while it waited
+            self._start_handler(m, entry, received)
 
     async def _run_async(self, fn: Callable[..., Any], m: Any, started: float, gen: int) -> None:
         try:
@@ -820,8 +862,9 @@ class Connection:
         core.base_flags = self._base
         core.ids = self._ids
         registry = self._mgr._registry
-        core.singles = registry._single
-        core.singles_sub = registry._single_sub
+        if not self._mgr._draining:
+            core.singles = registry._single
+            core.singles_sub = registry._single_sub
         wire.conn = self
         core.owner = self  # dispatch straight to us, one call less per message
         self._wire = wire
@@ -848,6 +891,30 @@ class Connection:
             except Exception as exc:  # as in _Wire.buffer_updated
                 log.exception("grid: unexpected error reading from %s", self.remote)
                 wire.fail(f"internal error: {exc!r}")
+
+    def _refuse_inline(self) -> None:
+        """Route every request through :meth:`_on_request` (which refuses
+        them while the manager drains) instead of running sync ones inline."""
+        if self._core is not None:
+            self._core.singles = {}
+            self._core.singles_sub = {}
+
+    def _in_flight(self) -> set[asyncio.Future[Any]]:
+        """What a graceful close waits for: handler and stream tasks this
+        side runs, requests it awaits, and streams it opened."""
+        busy: set[asyncio.Future[Any]] = {t for t in self._callee_tasks if not t.done()}
+        if self._core is not None:
+            busy.update(f for f in self._core.pending.values() if not f.done())
+        busy.update(st._ended for st in self._callers.values() if not st._ended.done())
+        return busy
+
+    def _disown(self) -> None:
+        """In a forked child: forget the parent's socket without touching it."""
+        self._wire = None
+        self._core = None
+        self._dial_task = None
+        self._ping_timer = self._sweep = self._flush_handle = self._write_stall = None
+        self._state = State.SHUTDOWN
 
     def _wire_lost(self, wire: _Wire, reason: str) -> None:
         if wire is not self._wire:
@@ -892,6 +959,7 @@ class Connection:
         if core is not None:
             core.queue = []
             core.fail_all(Disconnected)
+        self._backlog.clear()  # requests of the old connection: nobody awaits their replies
         _stream.reset(self)
         self._wake_senders()
 

@@ -12,11 +12,19 @@ __all__ = [
     "IncorrectSequence",
     "RemoteUnknownHandler",
     "Rejected",
+    "UsedAfterFork",
     "DISCONNECTED_TEXT",
+    "BUSY_TEXT",
+    "SHUTTING_DOWN_TEXT",
 ]
 
 #: The text Go uses for a dropped connection (GRID-PROTOCOL.md §10.3).
 DISCONNECTED_TEXT = "remote disconnected"
+#: The error a node replies with when it already runs ``max_running_handlers``
+#: handlers for the connection and holds ``max_queued_requests`` more.
+BUSY_TEXT = "grid: too many requests in progress"
+#: The error a node replies with to calls that arrive while it shuts down.
+SHUTTING_DOWN_TEXT = "grid: server is shutting down"
 
 
 class GridError(Exception):
@@ -86,3 +94,9 @@ class Rejected(GridError):
         super().__init__(f"connection rejected: {reason}")
         #: The reason text sent by the accepting side (or its HTTP status line).
         self.reason = reason
+
+
+class UsedAfterFork(GridError):
+    """A Manager (or one of its connections) was used in a process forked
+    from the one that created it.  Sockets and event loops do not survive a
+    fork: create a new Manager in each process."""

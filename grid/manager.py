@@ -7,7 +7,9 @@ import asyncio
 import logging
 import ssl as _ssl
 import time
+import os
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +29,29 @@ from grid._consts import (
 )
 from grid._impl import encode_message, local_dials
 from grid.connection import Connection, ConnectionStats, State, _Wire
-from grid.errors import GridError, ProtocolError
+from grid.errors import GridError, ProtocolError, UsedAfterFork
 from grid.handlers import HandlerRegistry, SingleHandlerFn, join_route
 from grid.stream import StreamHandler
 
 __all__ = ["Manager", "ManagerStats"]
 
 log = logging.getLogger("grid.manager")
+
+# Every Manager of this process, so a forked child can disown them all.
+_live_managers: weakref.WeakSet[Manager] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The child shares the parent's sockets: it must never write to or close
+    # them.  Detach every connection so any use fails with UsedAfterFork.
+    for mgr in list(_live_managers):
+        mgr._forked = True
+        for c in mgr._conns.values():
+            c._disown()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass
@@ -88,6 +106,13 @@ class Manager:
         for four (§8.7; Go: 15 s).
     :param max_streams: streams a peer may have open on this node at once;
         past it ConnectMux is refused with ``too many open streams``.
+    :param max_running_handlers: ``async`` single-request handlers that may
+        run at once for one peer (sync handlers run inline, one at a time).
+        Requests past it wait, in arrival order, for a running one to end.
+    :param max_queued_requests: requests that may wait so per peer; past it
+        a request is answered at once with the error
+        ``grid: too many requests in progress`` (a :class:`grid.RemoteError`
+        for the caller).  A waiting request whose deadline passes is dropped.
     """
 
     def __init__(
@@ -111,7 +136,11 @@ class Manager:
         retry_base: float = 2.0,
         max_streams: int = 10000,
         stream_ping_interval: float = STREAM_PING_INTERVAL,
+        max_running_handlers: int = 1024,
+        max_queued_requests: int = 16384,
     ) -> None:
+        if max_running_handlers < 1 or max_queued_requests < 0:
+            raise ValueError("max_running_handlers must be >= 1 and max_queued_requests >= 0")
         if list(hosts).count(local) != 1:
             raise ValueError(f"local host {local!r} must appear exactly once in hosts")
         for h in hosts:
@@ -134,6 +163,11 @@ class Manager:
         self.retry_base = retry_base
         self.max_streams = max_streams
         self.stream_ping_interval = stream_ping_interval
+        self.max_running_handlers = max_running_handlers
+        self.max_queued_requests = max_queued_requests
+        self._pid = os.getpid()  # a Manager belongs to the process that made it
+        self._forked = False
+        self._draining = False  # close(grace=...) in progress: refuse new calls
         self._auth_fn = auth_fn
         self._validate = validate_token
         self._ssl = ssl
@@ -145,6 +179,13 @@ class Manager:
         self._loop: asyncio.AbstractEventLoop | None = None  # type: ignore[assignment]
         self._started = False
         self._closed = False
+        _live_managers.add(self)
+
+    def _check_process(self) -> None:
+        if self._forked or self._pid != os.getpid():
+            raise UsedAfterFork(
+                f"grid: this Manager belongs to process {self._pid}; it cannot be used in "
+                f"forked process {os.getpid()} (create a new Manager in each process)")
 
     # -- registration
 
@@ -157,12 +198,14 @@ class Manager:
         an error text; any other exception is logged and sent as
         ``"<Type>: <text>"``.  May be called before or after :meth:`start`.
         """
+        self._check_process()
         self._registry.add_single(handler_id, fn, join_route(subroute) if subroute else None)
 
     def register_stream(self, handler_id: int, handler: StreamHandler) -> None:
         """Register a :class:`grid.StreamHandler` under ``handler_id`` (1..255)
         and the handler's subroute.  Register it on every node that opens such
         streams too: callers read the capacities from their own registration."""
+        self._check_process()
         if not isinstance(handler, StreamHandler):
             raise TypeError("register_stream takes a grid.StreamHandler")
         self._registry.add_stream(handler_id, handler, handler.subroute or None)
@@ -178,6 +221,7 @@ class Manager:
         self._dial()
 
     async def _listen(self, serve: bool, listen: tuple[str, int] | None) -> None:
+        self._check_process()
         if self._started:
             raise GridError("manager already started")
         self._started = True
@@ -199,13 +243,30 @@ class Manager:
         for c in self._conns.values():
             c._start()
 
-    async def close(self) -> None:
-        """Stop serving, drop every connection and fail what is in flight."""
+    async def close(self, grace: float | None = None) -> None:
+        """Stop serving, drop every connection and fail what is in flight.
+
+        With ``grace`` (seconds), shut down gracefully first: stop accepting
+        sockets, answer new incoming calls and streams with the error
+        ``grid: server is shutting down``, and wait up to ``grace`` seconds
+        for the calls and streams already in flight (both those this node
+        serves and those it made) to finish and their replies to be sent.
+        Then disconnect: callers elsewhere see :class:`grid.Disconnected`
+        only for calls that did not finish.
+
+        In a process forked from the one that made the manager, ``close``
+        returns at once and touches nothing (the sockets are the parent's).
+        """
         if self._closed:
             return
-        self._closed = True
+        if self._forked or self._pid != os.getpid():
+            self._closed = True
+            return
         if self._server is not None:
             self._server.close()
+        if grace is not None and grace > 0 and self._started:
+            await self._drain(grace)
+        self._closed = True
         for c in self._conns.values():
             await c._close()
         for w in list(self._accepted):
@@ -217,6 +278,29 @@ class Manager:
             except (asyncio.TimeoutError, Exception):
                 pass
         await asyncio.sleep(0)  # let connection_lost callbacks run
+
+    async def _drain(self, grace: float) -> None:
+        """Refuse new calls, then wait (at most ``grace`` s) for in-flight work."""
+        self._draining = True
+        for c in self._conns.values():
+            c._refuse_inline()  # sync handlers too must see the refusal
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while True:
+            busy: set[asyncio.Future[Any]] = set()
+            for c in self._conns.values():
+                busy.update(c._in_flight())
+            remaining = deadline - loop.time()
+            if not busy or remaining <= 0:
+                break
+            await asyncio.wait(busy, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        for c in self._conns.values():
+            c._flush()  # the last replies leave before the sockets close
+
+    @property
+    def draining(self) -> bool:
+        """True while :meth:`close` waits out its grace period."""
+        return self._draining
 
     async def __aenter__(self) -> Manager:
         await self.start()
@@ -255,6 +339,7 @@ class Manager:
         """Take over a transport whose upgrade was accepted with
         :meth:`check_upgrade` (the 101 already written); ``initial`` holds any
         bytes the other server read past the HTTP head."""
+        self._check_process()
         if self._loop is None:
             raise GridError("start the manager (serve=False) before adopting connections")
         wire = _Wire(self, acceptor=True)

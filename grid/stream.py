@@ -28,6 +28,7 @@ from grid._consts import (
 )
 from grid._impl import MuxState, encode_message
 from grid.errors import (
+    SHUTTING_DOWN_TEXT,
     Disconnected,
     GridError,
     IncorrectSequence,
@@ -162,6 +163,7 @@ class Stream:
         self._items: deque[Any] = deque()
         self._item_waiter: asyncio.Future[None] | None = None
         self._acked: asyncio.Future[None] = self._loop.create_future()
+        self._ended: asyncio.Future[None] = self._loop.create_future()  # set by _finish
         self._error: BaseException | None = None
         self._done = False  # removed from the connection's table
         self._eof_in = False  # EOF (or error) received from the callee
@@ -302,6 +304,7 @@ class Stream:
             t.cancel()
         self._timers = []
         self._conn._callers.pop(self.mux_id, None)
+        self._ended.set_result(None)
         if not self._acked.done():
             if self._error is not None:
                 self._acked.set_exception(self._error)
@@ -409,7 +412,7 @@ async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
     from grid.handlers import check_handler_id
 
     if conn._state is not State.CONNECTED:
-        raise Disconnected()
+        raise conn._down()
     check_handler_id(handler_id)
     if in_capacity is None or out_capacity is None:
         local = conn._mgr._registry.stream_for_caller(handler_id, route)
@@ -670,6 +673,9 @@ def serve_connect(conn: Connection, m: Any) -> None:
     handler = conn._mgr._registry.stream(m.handler, m.subroute)
     if handler is None:
         conn._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
+        return
+    if conn._mgr._draining:
+        conn._reply_mux_error(m, SHUTTING_DOWN_TEXT)
         return
     if len(conn._callees) >= conn._mgr.max_streams:
         conn._reply_mux_error(m, "too many open streams")
