@@ -401,7 +401,10 @@ class Stream:
                 text = _payloads.decode_mux_connect_error(m.payload)
             except ProtocolError as exc:
                 text = str(exc)
-            self._finish(RemoteUnknownHandler(text))
+            # Only an unknown handler is an UnknownHandler; a refusal such as
+            # "too many open streams" is a plain RemoteError.
+            cls = RemoteUnknownHandler if text.startswith("Invalid Handler") else RemoteError
+            self._finish(cls(text))
 
 
 async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
