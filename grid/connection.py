@@ -149,6 +149,10 @@ def _base_flags(local: str, remote: str) -> int:
 class _Wire(asyncio.BufferedProtocol):
     """One socket: HTTP upgrade, then WebSocket frames carrying grid messages."""
 
+    #: False for a wire whose WebSocket framing another server does
+    #: (grid.integrations): Connection._flush hands it whole messages.
+    framed = True
+
     def __init__(self, manager: Manager, acceptor: bool) -> None:
         self.manager = manager
         self.acceptor = acceptor
@@ -411,6 +415,7 @@ class Connection:
         self._connect_waiters: list[asyncio.Future[None]] = []
         self._ping_timer: asyncio.TimerHandle | None = None
         self._last_pong = 0.0
+        self._bytes_at_tick = 0  # wire.bytes_in at the last ping tick
         self._generation = 0
         self._remote_id: bytes | None = None
         self._dial_task: asyncio.Task[None] | None = None
@@ -618,6 +623,9 @@ class Connection:
         wire, core = self._wire, self._core
         if wire is None or core is None or wire.transport is None:
             return
+        if not wire.framed:  # grid.integrations: the server frames the messages
+            wire.flush_messages(core)  # type: ignore[attr-defined]
+            return
         data = core.take_frames(_mask_key() if wire._mask else None)
         if data is None:
             return
@@ -821,6 +829,11 @@ class Connection:
         if wire is None or self._state is not State.CONNECTED:
             return
         interval = self._mgr.ping_interval
+        if wire.bytes_in != self._bytes_at_tick:
+            # Bytes arrived since the last tick: the peer is alive even if its
+            # pong waits behind a large message on the wire.
+            self._bytes_at_tick = wire.bytes_in
+            self._last_pong = max(self._last_pong, self._loop.time())
         if self._loop.time() - self._last_pong > 2 * interval:
             wire.fail(f"no pong for {2 * interval:g} s")
             return

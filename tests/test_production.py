@@ -338,3 +338,41 @@ def test_frozen_peer_does_not_slow_healthy_peers(loop_kind: str) -> None:
             await me.close()
 
     run(loop_kind, main, timeout=90)
+
+
+def test_bulk_message_neither_drops_keepalive_nor_starves_others(loop_kind: str) -> None:
+    """A 16 MiB echo takes longer than the keepalive bound (2 x 20 ms): the
+    pongs queue behind it, yet the connection stays up because bytes keep
+    arriving; small calls on another connection keep being answered."""
+
+    async def main() -> None:
+        big = 16 << 20
+
+        def setup(m: grid.Manager) -> None:
+            m.register_single(QUICK, lambda p: p)
+
+        async with TestGrid(3, setup=setup, ping_interval=0.02,
+                            max_message_size=big + (1 << 20)) as g:
+            ab, ac = g.conn(0, 1), g.conn(0, 2)
+            done = asyncio.Event()
+            small = 0
+
+            async def smalls() -> None:
+                nonlocal small
+                while not done.is_set():
+                    assert await ac.request(QUICK, b"x" * 512, timeout=10) == b"x" * 512
+                    small += 1
+
+            task = asyncio.create_task(smalls())
+            payload = os.urandom(big)
+            t0 = time.monotonic()
+            for _ in range(2):
+                assert await ab.request(QUICK, payload, timeout=30) == payload
+            took = time.monotonic() - t0
+            done.set()
+            await task
+            assert took > 2 * 0.02  # the transfer outlasted the keepalive bound
+            assert ab.state is grid.State.CONNECTED and ab.stats().reconnects == 0
+            assert small > 0
+
+    run(loop_kind, main)
