@@ -13,7 +13,7 @@ import operator
 import os
 import struct
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Union
 
 from xxhash import xxh3_64_intdigest
 
@@ -131,7 +131,7 @@ class Message:
             self.flags, self.payload, self.subroute,
         )
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.mux_id, self.seq, self.deadline_ms, self.handler, self.op,
                 self.flags, self.payload, self.subroute)
 

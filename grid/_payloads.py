@@ -93,7 +93,8 @@ def _bool(d: dict[str, Any], key: str, what: str) -> bool:
 
 
 def _pack(obj: dict[str, Any]) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
 
 
 @dataclass

@@ -66,7 +66,7 @@ def current_call() -> CallContext | None:
     ctx = _current.get()
     if type(ctx) is tuple:  # set by the core for an inline handler: built on demand
         return CallContext(*ctx)
-    return ctx
+    return ctx  # type: ignore[no-any-return]
 
 
 def join_route(segments: tuple[str, ...]) -> str:

@@ -176,7 +176,7 @@ class Manager:
         self._conns: dict[str, Connection] = {}
         self._server: asyncio.AbstractServer | None = None
         self._accepted: set[_Wire] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None  # type: ignore[assignment]
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closed = False
         _live_managers.add(self)

@@ -158,7 +158,8 @@ class StreamTypeHandler(Generic[P, Req, Resp]):
 
         async def handle(ctx: StreamContext, payload: bytes | None,
                          inbound: AsyncIterator[bytes] | None, out: StreamOut) -> None:
-            typed_in = None if inbound is None else _TypedInbound(inbound, req_t)
+            typed_in: _TypedInbound[Any] | None = (
+                None if inbound is None else _TypedInbound(inbound, req_t))
             await fn(ctx, _decode_request(pay_t, payload), typed_in, TypedStreamOut(out, resp_t))
 
         mgr.register_stream(self.handler_id, StreamHandler(

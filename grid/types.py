@@ -18,6 +18,7 @@ Appendix A): :class:`NoPayload`, :class:`MSS`, :class:`Bytes`,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as _dt
 import json
 import threading
@@ -242,7 +243,7 @@ def _build(tp: Any) -> _Conv:
     if isinstance(tp, type) and issubclass(tp, _JSONBase):
         return _json_conv(tp.item_type)
     if isinstance(tp, type) and hasattr(tp, "__grid_pack__"):
-        return (lambda v: None if v is None else v.__grid_pack__()), tp.__grid_unpack__
+        return (lambda v: None if v is None else v.__grid_pack__()), getattr(tp, "__grid_unpack__")
     if dataclasses.is_dataclass(tp):
         return _dataclass_conv(tp)
     origin = typing.get_origin(tp)
@@ -325,7 +326,7 @@ def _json_conv(item: Any) -> _Conv:
     def enc(v: Any) -> Any:
         if v is None:
             return None
-        obj = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+        obj = dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
         return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
     def dec(v: Any) -> Any:
@@ -339,7 +340,7 @@ def _json_conv(item: Any) -> _Conv:
             raise ProtocolError(f"JSON: {exc}") from None
         if dataclasses.is_dataclass(item) and isinstance(obj, dict):
             names = {f.name for f in dataclasses.fields(item)}
-            return item(**{k: x for k, x in obj.items() if k in names})
+            return item(**{k: x for k, x in obj.items() if k in names})  # type: ignore[operator]
         return obj
 
     return enc, dec
@@ -359,10 +360,10 @@ def _dataclass_conv(tp: Any) -> _Conv:
     by_wire = {w: (n, d, plain.get(hints[n])) for w, n, d in zip(wire, names, decs)}
     tuple_layout = bool(getattr(tp, "__grid_tuple__", False))
     n_fields = len(fields)
-    defaults = {}
+    defaults: dict[str, Callable[[], Any]] = {}
     for f in fields:
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            defaults[f.name] = lambda t=hints[f.name]: _zero(t)
+            defaults[f.name] = functools.partial(_zero, hints[f.name])
     items = list(zip(wire, names, encs))
 
     if tuple_layout:
