@@ -1,0 +1,538 @@
+"""The command line (grid/cli.py): real processes over 127.0.0.1.
+
+``grid serve`` runs as a child process (from a TOML file and from flags, with
+handler modules); an in-test Manager calls it, and ``grid ping`` (another
+child process) handshakes with it and times pings.  ``grid bench`` runs the
+codec benchmark in its quick mode end to end.  Every child inherits
+``GRID_PURE`` from the test run, so both modes are covered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import grid
+from grid._impl import local_dials
+from grid.testing import free_port
+
+from support import ROOT, hosts_where_first_dials, make_tls, run
+
+TOKEN = "cli-test-token"
+EXAMPLES = ROOT / "examples"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("GRID_TOKEN", None)
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, timeout: float = 60.0, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m grid ARGS`` to completion."""
+    return subprocess.run([sys.executable, "-m", "grid", *args], capture_output=True, text=True,
+                          env=env or _env(), timeout=timeout, cwd=cwd)
+
+
+async def acli(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """Run ``python -m grid ARGS`` without blocking the loop (the node under
+    test may be a Manager on this very loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "grid", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=_env())
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class ServeProcess:
+    """``python -m grid serve ARGS`` as a child; :meth:`start` returns once it
+    prints that it is serving, :meth:`stop` sends SIGTERM and waits."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.args = args
+        self.cwd = cwd
+        self.proc: asyncio.subprocess.Process | None = None
+        self.out: list[str] = []
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "grid", "serve", *self.args, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=_env(), cwd=self.cwd)
+        assert self.proc.stdout is not None
+
+        async def ready() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            while True:
+                line = (await self.proc.stdout.readline()).decode()
+                if not line:
+                    err = await self.proc.stderr.read() if self.proc.stderr else b""
+                    raise RuntimeError(f"serve exited: {''.join(self.out)}{err.decode()}")
+                self.out.append(line)
+                if line.startswith("grid serve: serving"):
+                    return
+
+        await asyncio.wait_for(ready(), timeout)
+
+    async def stop(self, sig: int | None = signal.SIGTERM,
+                   timeout: float = 15.0) -> tuple[int, str, str]:
+        """Send ``sig`` (None: none), wait for the exit, return (exit status,
+        all of stdout, stderr)."""
+        assert self.proc is not None
+        if self.proc.returncode is None and sig is not None:
+            self.proc.send_signal(sig)
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, "".join(self.out) + out.decode(), err.decode()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def __aenter__(self) -> ServeProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill()
+
+
+async def _call_example_handlers(mgr: grid.Manager, node: str) -> None:
+    """Exercise every handler of examples/serve_handlers.py on ``node``."""
+    conn = mgr.connection(node)
+    assert conn is not None
+    await conn.wait_for_connect(timeout=10.0)
+    assert await conn.request(1, b"hello", timeout=5.0) == b"hello"
+    assert await conn.subroute("text").request(2, b"shout", timeout=5.0) == b"SHOUT"
+    assert await conn.request(3, timeout=5.0) == f"{node} serves {mgr.local}".encode()
+    with pytest.raises(grid.RemoteError) as info:
+        await conn.request(4, b"nope", timeout=5.0)
+    assert info.value.message == "refused: nope"
+    stream = await conn.new_stream(10, in_capacity=8, out_capacity=8)
+    words = [b"a%d" % i for i in range(50)]
+
+    async def feed() -> None:
+        for w in words:
+            await stream.send(w)
+        await stream.close_send()
+
+    feeder = asyncio.ensure_future(feed())
+    assert [x async for x in stream] == [w.upper() for w in words]
+    await feeder
+
+
+def _example_module() -> object:
+    spec = importlib.util.spec_from_file_location("cli_test_example", EXAMPLES / "serve_handlers.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["cli_test_example"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ----------------------------------------------------------------------- help, version
+
+
+def test_help_and_version() -> None:
+    out = cli("--help", timeout=30)
+    assert out.returncode == 0, out.stderr
+    for cmd in ("demo", "bench", "serve", "ping"):
+        assert cmd in out.stdout
+    for cmd, words in (("demo", "--nodes"), ("bench", "--quick"), ("serve", "--config"),
+                       ("ping", "--as")):
+        sub = cli(cmd, "--help", timeout=30)
+        assert sub.returncode == 0, sub.stderr
+        assert words in sub.stdout
+    ver = cli("--version", timeout=30)
+    assert ver.returncode == 0
+    assert ver.stdout.startswith(f"grid {grid.__version__} (")
+    bad = cli("nosuchcommand", timeout=30)
+    assert bad.returncode == 2
+
+
+def test_main_returns_status_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    from grid.cli import main
+
+    assert main(["serve", "--local", "http://127.0.0.1:1", "--hosts", "http://127.0.0.1:1",
+                 "--token", "t", "--dry-run"]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+    assert main(["ping", "not-a-url", "--as", "http://127.0.0.1:1", "--token", "t"]) == 2
+    assert "not of the form" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------- serve
+
+
+def test_serve_from_toml_called_by_manager(loop_kind: str, tmp_path: Path) -> None:
+    node, caller = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "token.txt").write_text(TOKEN + "\n")
+    (tmp_path / "node.toml").write_text(textwrap.dedent(f"""\
+        local = "{node}"
+        hosts = ["{node}", "{caller}"]
+        token_file = "token.txt"
+        handlers = ["{EXAMPLES / 'serve_handlers.py'}"]
+        grace = 2
+        log_level = "warning"
+
+        [manager]
+        max_streams = 1
+        default_timeout = 5.0
+        """))
+    example = _example_module()
+
+    async def main() -> None:
+        async with ServeProcess("--config", str(tmp_path / "node.toml")) as srv:
+            mgr = grid.Manager(caller, [node, caller], lambda: TOKEN)
+            example.register(mgr)  # type: ignore[attr-defined]  # typed handler, caller side
+            await mgr.start()
+            try:
+                await _call_example_handlers(mgr, node)
+                usage_t = example.Usage  # type: ignore[attr-defined]
+                got = await example.USAGE.call(mgr.connection(node), usage_t("/mnt/d1"))  # type: ignore[attr-defined]
+                assert got == usage_t("/mnt/d1", 40, 100)
+                # [manager] max_streams = 1 reached the node: a second open stream is refused
+                conn = mgr.connection(node)
+                assert conn is not None
+                first = await conn.new_stream(10, in_capacity=8, out_capacity=8)
+                await first.send(b"held")
+                assert await first.__anext__() == b"HELD"
+                with pytest.raises(grid.RemoteError, match="too many open streams"):
+                    await conn.new_stream(10, in_capacity=8, out_capacity=8)
+                await first.close_send()
+                assert [x async for x in first] == []
+            finally:
+                await mgr.close()
+            rc, out, err = await srv.stop()
+            assert rc == 0, out + err
+            assert "handlers: " in out and "4 from HANDLERS, register(mgr)" in out
+            assert "SIGTERM: closing" in out and "grid serve: stopped" in out
+
+    run(loop_kind, main, 60)
+
+
+def test_serve_from_flags_with_module_name(loop_kind: str, tmp_path: Path) -> None:
+    """Flags only; handlers as a dotted module name with a HANDLERS dict, and a
+    second module given as ``module:attr`` (a register function)."""
+    (tmp_path / "cli_handlers_a.py").write_text(textwrap.dedent("""\
+        import grid
+
+        async def double(payload):
+            return (payload or b"") * 2
+
+        HANDLERS = {5: double, (6, "x/y"): lambda p: b"sub:" + (p or b"")}
+        """))
+    (tmp_path / "cli_handlers_b.py").write_text(textwrap.dedent("""\
+        def setup(mgr):
+            mgr.register_single(7, lambda p: mgr.local.encode())
+
+        def register(mgr):
+            raise AssertionError("only setup() is named on the command line")
+        """))
+    node, caller = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        srv = ServeProcess("--local", node, "--hosts", f"{node},{caller}", "--token", TOKEN,
+                           "--handlers", "cli_handlers_a", "--handlers", "cli_handlers_b:setup",
+                           "--log-level", "warning", "--grace", "1", cwd=tmp_path)
+        async with srv:
+            async with grid.Manager(caller, [node, caller], lambda: TOKEN) as mgr:
+                conn = mgr.connection(node)
+                assert conn is not None
+                await conn.wait_for_connect(timeout=10.0)
+                assert await conn.request(5, b"ab", timeout=5.0) == b"abab"
+                assert await conn.subroute("x", "y").request(6, b"q", timeout=5.0) == b"sub:q"
+                assert await conn.request(7, timeout=5.0) == node.encode()
+                with pytest.raises(grid.RemoteUnknownHandler):
+                    await conn.request(1, timeout=5.0)
+            rc, out, err = await srv.stop()
+            assert rc == 0, out + err
+            assert "cli_handlers_a: 2 from HANDLERS" in out
+            assert "cli_handlers_b:setup: setup(mgr)" in out
+
+    run(loop_kind, main, 60)
+
+
+def test_serve_sigint_closes_gracefully(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) stops the node like SIGTERM: a clean exit 0."""
+    node = f"http://127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        async with ServeProcess("--local", node, "--hosts", node, "--token", TOKEN) as srv:
+            rc, out, err = await srv.stop(signal.SIGINT)
+            assert rc == 0, out + err
+            assert "SIGINT: closing" in out and "grid serve: stopped" in out
+            assert "Traceback" not in err
+
+    run("asyncio", main, 30)
+
+
+def test_example_config_dry_run() -> None:
+    out = cli("serve", "--config", str(EXAMPLES / "node.toml"), "--dry-run", timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "serve_handlers.py: 4 from HANDLERS, register(mgr)" in out.stdout
+    assert "dialed by: http://127.0.0.1:9090" in out.stdout  # the identity node.toml reserves
+    assert "configuration OK" in out.stdout
+
+
+@pytest.mark.parametrize("toml, flags, message", [
+    ('local = "http://127.0.0.1:1"\nhosts = ["http://127.0.0.1:1"]\ntoken = "t"\ncolour = 1\n',
+     [], "unknown key(s) colour"),
+    ('local = "http://127.0.0.1:1"\nhosts = ["http://127.0.0.1:1"]\n', [], "no token"),
+    ('local = "http://127.0.0.1:1"\nhosts = ["http://127.0.0.1:2"]\ntoken = "t"\n', [],
+     "must appear exactly once in hosts"),
+    ('local = "http://127.0.0.1:1"\nhosts = ["http://127.0.0.1:1"]\ntoken = "t"\n'
+     '[manager]\nping_intervall = 1\n', [], "unknown option 'ping_intervall'"),
+    ('local = "http://127.0.0.1:1"\nhosts = ["http://127.0.0.1:1"]\ntoken = "t"\n'
+     '[manager]\nmax_streams = "many"\n', [], "max_streams must be int"),
+    ('local = "http://127.0.0.1:1"\nhosts = ["http://127.0.0.1:1"]\ntoken = "t"\n',
+     ["--handlers", "no_such_module_for_grid"], "no module named 'no_such_module_for_grid'"),
+    ('local = "http://127.0.0.1:1"\nhosts = ["http://127.0.0.1:1"]\ntoken = "t"\n',
+     ["--handlers", "json"], "defines neither HANDLERS"),
+    ('local = "https://127.0.0.1:1"\nhosts = ["https://127.0.0.1:1"]\ntoken = "t"\n', [],
+     "is https: give --tls-cert"),
+    ('local = [1]\n', [], "local must be a string"),
+    ('local = \n', [], "node.toml"),
+])
+def test_serve_config_errors(tmp_path: Path, toml: str, flags: list[str], message: str) -> None:
+    (tmp_path / "node.toml").write_text(toml)
+    out = cli("serve", "--config", str(tmp_path / "node.toml"), "--dry-run", *flags, timeout=30)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_port_in_use_fails_cleanly() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        node = f"http://127.0.0.1:{s.getsockname()[1]}"
+        out = cli("serve", "--local", node, "--hosts", node, "--token", "t", timeout=30)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "cannot listen on" in out.stderr
+
+
+# ----------------------------------------------------------------------- ping
+
+
+def test_ping_against_served_node(tmp_path: Path) -> None:
+    """Success (RTTs and min/avg/max), then every kind of refusal, against one
+    `grid serve` node; and ping claiming a live node's identity hands that
+    identity back when it closes (the node takes the real node again)."""
+    me, node = hosts_where_first_dials()  # me dials node: the node accepts me
+    other = f"http://127.0.0.1:{free_port()}"
+    while local_dials(other, node):  # a host the node dials: it refuses that one from us
+        other = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "tok").write_text(TOKEN)
+
+    async def main() -> None:
+        async with ServeProcess("--local", node, "--hosts", f"{node},{me},{other}",
+                                "--token-file", str(tmp_path / "tok"), "--log-level", "error"):
+            rc, out, err = await acli("ping", node, "--as", me, "--token-file",
+                                      str(tmp_path / "tok"), "-c", "3", "-i", "0.05")
+            assert rc == 0, out + err
+            assert "handshake: accepted by node instance" in out
+            assert sum(line.startswith(f"pong {i} from {node}: time=") for i in (1, 2, 3)
+                       for line in out.splitlines()) == 3
+            assert "3 pings sent, 3 pongs received, 0% lost" in out
+            assert "rtt min/avg/max = " in out
+
+            rc, out, err = await acli("ping", node, "--as", me, "--token", "wrong", "-c", "1")
+            assert rc == 1, out + err
+            assert "rejected by" in out and "HTTP 403" in out and "invalid token" in out
+            assert "check --token" in out
+
+            rc, out, err = await acli("ping", node, "--as", other, "--token", TOKEN, "-c", "1")
+            assert rc == 1, out + err
+            assert "expected to be client side" in out
+            assert f"the node dials {other} itself" in out
+
+            stranger = f"http://127.0.0.1:{free_port()}"
+            rc, out, err = await acli("ping", node, "--as", stranger, "--token", TOKEN, "-c", "1")
+            assert rc == 1, out + err
+            assert f"unknown incoming host: {stranger}" in out
+            assert "not in the node's hosts list" in out
+
+            rc, out, err = await acli("ping", node, "--as", me, "--token", TOKEN, "-c", "1",
+                                      "--route-path", "/elsewhere")
+            assert rc == 1, out + err
+            assert "HTTP 404" in out
+
+    run("asyncio", main, 90)
+
+
+def test_ping_against_in_test_manager(loop_kind: str) -> None:
+    """ping's handshake and pings against a library Manager on this loop; the
+    Manager sees the ping identity connect and then leave."""
+    me, node = hosts_where_first_dials()
+
+    async def main() -> None:
+        seen: list[str] = []
+
+        def check(token: str) -> None:
+            seen.append(token)
+            if token != TOKEN:
+                raise PermissionError("invalid token")
+
+        async with grid.Manager(node, [node, me], lambda: TOKEN, check) as mgr:
+            rc, out, err = await acli("ping", node, "--as", me, "--token", TOKEN, "-c", "2",
+                                      "-i", "0")
+            assert rc == 0, out + err
+            assert "2 pings sent, 2 pongs received" in out
+            assert seen == [TOKEN, TOKEN]  # the HTTP upgrade and the grid handshake
+            conn = mgr.connection(me)
+            assert conn is not None
+            assert conn.stats().messages_in >= 2  # the pings
+            assert conn.stats().reconnects == 0
+
+    run(loop_kind, main, 60)
+
+
+def test_ping_unreachable_is_quick() -> None:
+    port = free_port()  # nothing listens there
+    import time
+
+    t0 = time.monotonic()
+    out = cli("ping", f"http://127.0.0.1:{port}", "--as", "http://127.0.0.1:1", "--token", "t",
+              timeout=30)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "unreachable" in out.stderr and "refused" in out.stderr.lower()
+    assert time.monotonic() - t0 < 10
+
+
+def test_ping_silent_server_times_out(tmp_path: Path) -> None:
+    """A listener that never answers the upgrade: exit 3 after --timeout."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        out = cli("ping", f"http://127.0.0.1:{s.getsockname()[1]}", "--as", "http://127.0.0.1:1",
+                  "--token", "t", "--timeout", "0.5", timeout=30)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "no answer to the HTTP upgrade within 0.5 s" in out.stderr
+
+
+def test_serve_and_ping_over_tls(tmp_path: Path) -> None:
+    """https: serve with --tls-cert/--tls-key, ping with --tls-ca; a ping
+    without the CA fails certificate verification."""
+    make_tls(tmp_path)
+    me, node = hosts_where_first_dials()
+    me, node = me.replace("http://", "https://"), node.replace("http://", "https://")
+    if not local_dials(me, node):  # the dial rule hashes the whole string, scheme included
+        me, node = node, me
+
+    async def main() -> None:
+        async with ServeProcess("--local", node, "--hosts", f"{node},{me}", "--token", TOKEN,
+                                "--tls-cert", str(tmp_path / "node.pem"),
+                                "--tls-key", str(tmp_path / "node.key"),
+                                "--tls-ca", str(tmp_path / "ca.pem"), "--log-level", "error"):
+            rc, out, err = await acli("ping", node, "--as", me, "--token", TOKEN, "-c", "2",
+                                      "-i", "0", "--tls-ca", str(tmp_path / "ca.pem"))
+            assert rc == 0, out + err
+            assert "2 pongs received" in out
+            rc, out, err = await acli("ping", node, "--as", me, "--token", TOKEN, "-c", "1")
+            assert rc == 3, out + err
+            assert "TLS handshake" in err and "certificate verify failed" in err
+
+    run("asyncio", main, 60)
+
+
+# ----------------------------------------------------------------------- bench
+
+
+def test_bench_quick_codec() -> None:
+    out = cli("bench", "--quick", "--only", "codec", timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "grid codec, pure vs cython" in out.stdout
+    assert "envelope encode+decode" in out.stdout
+    assert "[########################] 1/1" in out.stderr  # the progress bar, finished
+    assert "1/1 benchmarks run" in out.stderr
+
+
+def test_bench_json_kept(tmp_path: Path) -> None:
+    import json
+
+    out = cli("bench", "--quick", "--only", "codec", "--json", str(tmp_path / "j"), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads((tmp_path / "j" / "codec.json").read_text())
+    assert data["benchmark"] == "codec" and data["repeat"] == 1
+    assert {r["id"] for r in data["results"]} >= {"envelope_roundtrip", "mask_64k"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason="matplotlib is not installed (the 'plot' extra)")
+def test_bench_plot(tmp_path: Path) -> None:
+    png = tmp_path / "bench.png"
+    out = cli("bench", "--quick", "--only", "codec", "--plot", str(png), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot of codec written to {png}" in out.stdout
+
+
+def test_bench_plot_without_matplotlib(tmp_path: Path) -> None:
+    """A missing matplotlib is reported before any benchmark runs."""
+    fake = tmp_path / "fake" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path / "fake") + os.pathsep + env["PYTHONPATH"]
+    out = cli("bench", "--only", "codec", "--plot", str(tmp_path / "x.png"), env=env, timeout=30)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--plot needs matplotlib" in out.stderr and "grid[plot]" in out.stderr
+    assert "grid codec" not in out.stdout  # nothing ran
+
+
+def test_bench_without_benchmarks(tmp_path: Path) -> None:
+    out = cli("bench", "--dir", str(tmp_path), timeout=30)
+    assert out.returncode == 2
+    assert "no benchmarks in" in out.stderr
+    out = cli("bench", "--only", "nosuch", "--quick", timeout=30)
+    assert out.returncode == 2
+    assert "unknown benchmark(s) nosuch" in out.stderr
+
+
+def test_bench_outside_a_checkout(tmp_path: Path) -> None:
+    """Run against a copy of the package with no benchmarks/ beside it, as an
+    installed wheel is: a clear error pointing to a checkout or --dir."""
+    import shutil
+
+    shutil.copytree(ROOT / "grid", tmp_path / "grid",
+                    ignore=shutil.ignore_patterns("*.c", "*.html", "__pycache__"))
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "grid", "bench", "--quick"], capture_output=True,
+                         text=True, env=env, timeout=30, cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "no benchmarks found next to the grid package" in out.stderr
+    assert "--dir" in out.stderr
+
+
+def test_bench_reports_a_failing_benchmark(tmp_path: Path) -> None:
+    """--dir with run_all.py and a benchmark that fails: its error output is
+    shown and the exit status is 1."""
+    import shutil
+
+    shutil.copy(ROOT / "benchmarks" / "run_all.py", tmp_path / "run_all.py")
+    (tmp_path / "codec.py").write_text(
+        "import sys\nprint('partial table')\nprint('boom: no codec here', file=sys.stderr)\n"
+        "sys.exit(3)\n")
+    out = cli("bench", "--dir", str(tmp_path), "--only", "codec", timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "== codec: exit 3" in out.stdout and "partial table" in out.stdout
+    assert "codec failed; its last error output:" in out.stderr
+    assert "boom: no codec here" in out.stderr
+    assert "failed: codec" in out.stderr
