@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.grid-installed
 SOURCES := $(wildcard grid/*.pyx grid/*.pxd)
 
-.PHONY: all install build test test-accel test-pure demo bench fuzz asan-test clean dist
+.PHONY: all install build test test-accel test-pure typecheck demo bench soak fuzz asan-test clean dist
 
 all: build
 
@@ -42,6 +42,11 @@ demo: build
 bench: build
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/run_all.py
+
+SOAK_ARGS ?=
+# Long run of a 3-node grid (default 30 min; SOAK_ARGS="--minutes 0.5" for a short one).
+soak: build
+	$(PY) soak/run.py $(SOAK_ARGS)
 
 fuzz: build
 	$(PY) -m pip install -q -e ".[fuzz]"

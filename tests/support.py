@@ -94,6 +94,77 @@ class PeerProcess:
         await self.kill()
 
 
+class ControlPeer(PeerProcess):
+    """A :class:`PeerProcess` started with ``--control`` (commands on stdin,
+    JSON answers on stdout; see tests/peer_node.py), optionally under a
+    command ``prefix`` such as ``["ip", "netns", "exec", "ns1"]`` (which
+    execs, so :attr:`proc` is the node itself and signals reach it)."""
+
+    def __init__(self, local: str, hosts: list[str], token: str = "grid-test-token",
+                 extra: list[str] | None = None, prefix: list[str] | None = None) -> None:
+        super().__init__(local, hosts, token, extra)
+        self.prefix = prefix or []
+        self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self._answers = {}
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.prefix, sys.executable, str(HERE / "peer_node.py"), "--local", self.local,
+            "--hosts", ",".join(self.hosts), "--token", self.token, "--control", *self.extra,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"peer did not start: {line!r}")
+        self._reader = asyncio.ensure_future(self._read(self.proc))
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        import json
+
+        assert proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                break
+            answer = json.loads(line)
+            fut = self._answers.pop(answer.get("id"), None)
+            if fut is not None and not fut.done():
+                fut.set_result(answer)
+        for fut in self._answers.values():  # the process died
+            if not fut.done():
+                fut.set_exception(ConnectionError("peer process exited"))
+        self._answers = {}
+
+    async def command(self, op: str, *, answer_within: float = 60.0,
+                      **args: Any) -> dict[str, Any]:
+        """Send one control command (``args`` are its fields) and wait at most
+        ``answer_within`` seconds for its answer."""
+        import json
+
+        assert self.proc is not None and self.proc.stdin is not None
+        self._next_id += 1
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._answers[self._next_id] = fut
+        self.proc.stdin.write(json.dumps({"op": op, "id": self._next_id, **args}).encode()
+                              + b"\n")
+        await self.proc.stdin.drain()
+        answer = await asyncio.wait_for(fut, answer_within)
+        if "exception" in answer:
+            raise RuntimeError(f"peer command {op} failed: {answer['exception']}")
+        return answer
+
+    async def kill(self) -> None:
+        await super().kill()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+
+
 class WireTap:
     """A TCP proxy on loopback that forwards bytes unchanged and records the
     grid messages it sees in each direction (after the HTTP upgrade).
