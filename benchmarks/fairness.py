@@ -50,7 +50,7 @@ async def node(local: str, hosts: List[str], big: int) -> None:
     never = asyncio.get_running_loop().create_future()
 
     async def hold(payload: Optional[bytes]) -> Optional[bytes]:
-        await never
+        await asyncio.shield(never)  # cancelling this task must not end node()
         return payload
 
     async def firehose(ctx: grid.StreamContext, payload: Optional[bytes], inbound: Any,

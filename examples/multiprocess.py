@@ -20,13 +20,15 @@ import json
 import multiprocessing
 import os
 import sys
+from typing import Any
 
 import grid
 
 WHOAMI = 1  # handler: replies with the pid of the process that serves it
 
 
-async def worker(local: str, hosts: list[str], token: str, calls: int) -> dict[str, object]:
+async def worker(local: str, hosts: list[str], token: str, calls: int,
+                 all_done: Any) -> dict[str, object]:
     mgr = grid.Manager(local, hosts, lambda: token,
                        lambda t: None if t == token else _reject())
     mgr.register_single(WHOAMI, lambda payload: str(os.getpid()).encode())
@@ -41,7 +43,7 @@ async def worker(local: str, hosts: list[str], token: str, calls: int) -> dict[s
             ok += len(replies)
             peer_pids.update(int(r or b"0") for r in replies)
         # Stay up until every other worker has finished calling us too.
-        await asyncio.sleep(0.5)
+        await asyncio.get_running_loop().run_in_executor(None, all_done.wait, 60)
         return {"local": local, "hosts": hosts, "pid": os.getpid(), "ok": ok,
                 "reached": [c.remote for c in peers if c], "peer_pids": sorted(peer_pids)}
     finally:
@@ -52,9 +54,15 @@ def _reject() -> None:
     raise PermissionError("invalid token")
 
 
-def _run(local: str, hosts: list[str], token: str, calls: int, out: object) -> None:
-    result = grid.run(worker(local, hosts, token, calls))
-    out.put(result)  # type: ignore[attr-defined]
+def _run(local: str, hosts: list[str], token: str, calls: int, all_done: Any,
+         out: Any) -> None:
+    try:
+        result = grid.run(worker(local, hosts, token, calls, all_done))
+    except BaseException as exc:
+        all_done.abort()  # release the others at once
+        out.put({"local": local, "error": repr(exc)})
+        raise
+    out.put(result)
 
 
 def main() -> int:
@@ -69,7 +77,8 @@ def main() -> int:
     # parent's event loop or sockets leaks into it.
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_run, args=(h, hosts, args.token, args.calls, out))
+    all_done = ctx.Barrier(len(hosts))
+    procs = [ctx.Process(target=_run, args=(h, hosts, args.token, args.calls, all_done, out))
              for h in hosts]
     for p in procs:
         p.start()
@@ -79,7 +88,7 @@ def main() -> int:
     for r in results:
         print(json.dumps(r))
     failed = [p.exitcode for p in procs if p.exitcode != 0]
-    return 1 if failed else 0
+    return 1 if failed or any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":

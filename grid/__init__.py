@@ -48,6 +48,7 @@ from grid.stream import Stream, StreamContext, StreamHandler, StreamOut  # noqa:
 from grid.typed import SingleHandler, StreamTypeHandler, TypedStream, TypedStreamOut  # noqa: E402
 from grid.types import JSON, MSS, ArrayOf, Bytes, NoPayload, URLValues  # noqa: E402
 from grid.errors import RemoteUnknownHandler  # noqa: E402
+from grid.trace import CallTrace  # noqa: E402
 
 
 def run(main: "Any") -> "Any":
@@ -86,4 +87,5 @@ __all__ += [
     "ArrayOf",
     "JSON",
     "run",
+    "CallTrace",
 ]

@@ -22,7 +22,8 @@ import heapq
 import inspect as _inspect
 import time as _time
 
-from grid._codec import decode_messages, encode_frames, encode_message
+from grid._codec import decode_messages, encode_frames, encode_merged, encode_message
+from grid._consts import MERGE_MAX_BYTES, MERGE_MAX_MESSAGES
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
 __all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
@@ -179,6 +180,9 @@ cdef object _heapify = heapq.heapify
 cdef object _decode_messages = decode_messages
 cdef object _encode_message = encode_message
 cdef object _encode_frames = encode_frames
+cdef object _encode_merged = encode_merged
+cdef Py_ssize_t _MERGE_N = MERGE_MAX_MESSAGES  # take_messages batches as encode_frames does
+cdef Py_ssize_t _MERGE_B = MERGE_MAX_BYTES
 
 
 @cython.annotation_typing(False)
@@ -252,6 +256,21 @@ cdef class MuxCore:
         if self.parser is None:
             raise AttributeError("'NoneType' object has no attribute 'feed'")
         self._on_events(self.parser._feed(data))
+
+    def feed_message(self, payload: Any) -> None:
+        """Dispatch one whole binary WebSocket message that a server which
+        does the framing itself received: one grid message or an OpMerged
+        container (§4)."""
+        cdef list msgs
+        cdef Py_ssize_t i
+        if PyBytes_CheckExact(payload):
+            msgs = decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(payload),
+                                       PyBytes_GET_SIZE(payload))
+        else:
+            msgs = _decode_messages(payload)
+        self.msgs_in += len(msgs)
+        for i in range(len(msgs)):
+            self._dispatch(msgs[i])
 
     cdef int _on_events(self, list events) except -1:
         cdef list msgs
@@ -430,6 +449,35 @@ cdef class MuxCore:
         data = _encode_frames(q, mask_key)
         self.bytes_out += len(data)
         return data
+
+    def take_messages(self) -> list | None:
+        """Everything queued, as WebSocket message payloads for a server that
+        does the framing itself: batched exactly as :meth:`take_frames`
+        batches (one plain message, or OpMerged containers), without frame
+        headers.  ``bytes_out`` counts the payloads."""
+        cdef list q = self.queue
+        cdef list out
+        cdef Py_ssize_t n, i, start = 0, size = 0, ln, total = 0
+        if not q:
+            return None
+        self.queue = []
+        self.queued_bytes = 0
+        n = len(q)
+        self.msgs_out += n
+        out = []
+        for i in range(n):
+            ln = len(q[i])
+            # encode_frames's batching rule (§4), with the same limits.
+            if i + 1 < n and i - start < _MERGE_N and size + ln < _MERGE_B:
+                size += ln
+                continue
+            body = q[start] if i == start else _encode_merged(q[start:i + 1])
+            out.append(body)
+            total += len(body)
+            start = i + 1
+            size = 0
+        self.bytes_out += total
+        return out
 
 
 del _allocator_signature, _state_signature, _core_signature

@@ -14,6 +14,7 @@ from operator import index as _index
 from typing import Any
 
 from grid import _codec_py
+from grid._consts import MERGE_MAX_BYTES, MERGE_MAX_MESSAGES
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
 __all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
@@ -181,6 +182,15 @@ class MuxCore:
         """Parse and dispatch bytes received some other way."""
         self._on_events(self.parser.feed(data))
 
+    def feed_message(self, payload: Any) -> None:
+        """Dispatch one whole binary WebSocket message that a server which
+        does the framing itself received: one grid message or an OpMerged
+        container (§4)."""
+        msgs = _codec_py.decode_messages(payload)
+        self.msgs_in += len(msgs)
+        for m in msgs:
+            self.dispatch(m)
+
     def _on_events(self, events: list) -> None:
         for opcode, payload in events:
             if opcode == _WS_BINARY:
@@ -326,3 +336,33 @@ class MuxCore:
         data = _codec_py.encode_frames(q, mask_key)
         self.bytes_out += len(data)
         return data
+
+    def take_messages(self) -> list | None:
+        """Everything queued, as WebSocket message payloads for a server that
+        does the framing itself: batched exactly as :meth:`take_frames`
+        batches (one plain message, or OpMerged containers), without frame
+        headers.  ``bytes_out`` counts the payloads."""
+        q = self.queue
+        if not q:
+            return None
+        self.queue = []
+        self.queued_bytes = 0
+        self.msgs_out += len(q)
+        out = []
+        n = len(q)
+        start = 0
+        size = 0
+        total = 0
+        for i in range(n):
+            ln = len(q[i])
+            # encode_frames's batching rule (§4), with the same limits.
+            if i + 1 < n and i - start < MERGE_MAX_MESSAGES and size + ln < MERGE_MAX_BYTES:
+                size += ln
+                continue
+            body = q[start] if i == start else _codec_py.encode_merged(q[start:i + 1])
+            out.append(body)
+            total += len(body)
+            start = i + 1
+            size = 0
+        self.bytes_out += total
+        return out

@@ -60,6 +60,7 @@ from grid.errors import (
 )
 from grid import stream as _stream
 from grid.handlers import CallContext, _current, check_handler_id, join_route, unknown_handler_text
+from grid.trace import CallTrace
 
 if TYPE_CHECKING:
     from grid.manager import Manager
@@ -86,6 +87,62 @@ _CALLEE_OPS = frozenset((int(Op.MUX_CLIENT_MSG), int(Op.UNBLOCK_SRV_MUX),
                          int(Op.DISCONNECT_SERVER_MUX), _PING))
 _CALLER_OPS = frozenset((_MUX_CONNECT_ERROR, int(Op.ACK_MUX), int(Op.MUX_SERVER_MSG),
                          int(Op.UNBLOCK_CL_MUX), int(Op.DISCONNECT_CLIENT_MUX), _PONG))
+
+#: Seconds between two log records of the same kind about one peer: past the
+#: first, repeats go to DEBUG and are counted until the interval has passed.
+LOG_INTERVAL = 30.0
+_NO_PONG = "no pong for"  # how a keepalive drop's reason starts
+
+# Subroute names by the 31 route bytes of their subroute id, for traces
+# (filled by Subroute; bounded, since routes are static in practice).
+_ROUTE_NAMES: dict[bytes, str] = {}
+_ROUTE_NAMES_MAX = 4096
+
+
+class _LogLimit:
+    """Lets one log record through per :data:`LOG_INTERVAL` at its level;
+    the others in between go to DEBUG, and how many there were is added to
+    the next record let through, so a dead or misconfigured peer costs a
+    line per interval, not one per attempt."""
+
+    __slots__ = ("_last", "_suppressed")
+
+    def __init__(self) -> None:
+        self._last = -LOG_INTERVAL
+        self._suppressed = 0
+
+    def log(self, level: int, msg: str, *args: object, force: bool = False,
+            logger: logging.Logger = log) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= LOG_INTERVAL:
+            self._last = now
+            if self._suppressed:
+                msg += " (%d similar messages in the last %g s logged at DEBUG)"
+                args += (self._suppressed, LOG_INTERVAL)
+                self._suppressed = 0
+            logger.log(level, msg, *args)
+        else:
+            self._suppressed += 1
+            logger.debug(msg, *args)
+
+
+class _PeerLogLimits:
+    """One :class:`_LogLimit` per key (a peer address and what happened),
+    for events about sockets not yet tied to a connection; bounded."""
+
+    __slots__ = ("_limits",)
+
+    def __init__(self) -> None:
+        self._limits: dict[object, _LogLimit] = {}
+
+    def log(self, logger: logging.Logger, key: object, level: int, msg: str,
+            *args: object) -> None:
+        lim = self._limits.get(key)
+        if lim is None:
+            if len(self._limits) >= 1024:
+                self._limits.clear()
+            lim = self._limits[key] = _LogLimit()
+        lim.log(level, msg, *args, logger=logger)
 
 
 class State(enum.IntEnum):
@@ -116,6 +173,10 @@ class ConnectionStats:
     outstanding_requests: int
     outstanding_streams: int
     send_queue_depth: int
+    #: ``async`` single-request handlers this node is running for the peer.
+    running_handlers: int = 0
+    #: Requests from the peer waiting for a handler slot (``max_running_handlers``).
+    queued_requests: int = 0
 
 
 class _MaskKeys:
@@ -242,6 +303,11 @@ class _Wire(asyncio.BufferedProtocol):
 
     # -- helpers
 
+    def _peer_ip(self) -> str:
+        """The peer's address without the port (a rate-limiting key)."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
     def _peer_name(self) -> str:
         if self.conn is not None:
             return self.conn.remote
@@ -253,7 +319,8 @@ class _Wire(asyncio.BufferedProtocol):
         if self.conn is not None:
             self.conn._wire_lost(self, reason)
         else:
-            log.info("grid: closing connection from %s: %s", self._peer_name(), reason)
+            self.manager._peer_log((self._peer_ip(), 0), logging.INFO,
+                                   "grid: closing connection from %s: %s", self._peer_name(), reason)
         if self.transport is not None:
             self.transport.abort()
 
@@ -265,7 +332,8 @@ class _Wire(asyncio.BufferedProtocol):
         """A malformed or oversized request head: an HTTP error, then close."""
         status = 431 if len(self._head) > _http.MAX_HEADER_BYTES else 400
         self._head = bytearray()
-        log.info("grid: refused request from %s: HTTP %d: %s", self._peer_name(), status, exc)
+        self.manager._peer_log((self._peer_ip(), 0), logging.INFO,
+                               "grid: refused request from %s: HTTP %d: %s", self._peer_name(), status, exc)
         if self.transport is not None:
             self.transport.write(_http.error_response(status, f"grid: {exc}"))
             self.transport.close()
@@ -273,7 +341,8 @@ class _Wire(asyncio.BufferedProtocol):
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if self.conn is None:
-            log.info("grid: handshake timeout from %s", self._peer_name())
+            self.manager._peer_log((self._peer_ip(), 0), logging.INFO,
+                                   "grid: handshake timeout from %s", self._peer_name())
             if self.transport is not None:
                 self.transport.abort()
 
@@ -404,6 +473,7 @@ class Connection:
         self._sweep_at = float("inf")
         self._callee_tasks: set[asyncio.Task[Any]] = set()
         self._running = 0  # async single-request handlers running now
+        self._handler_tasks: set[asyncio.Task[Any]] = set()  # the tasks of those
         # Requests waiting for a handler slot (bounded: max_queued_requests).
         self._backlog: deque[tuple[Any, Any, float]] = deque()
         self._callers: dict[int, _stream.Stream] = {}  # streams this side opened
@@ -425,7 +495,8 @@ class Connection:
         self._rtt: float | None = None
         self._connected_at: float | None = None
         self._last_error: str | None = None
-        self._err_logged_at = 0.0
+        self._warn_limit = _LogLimit()  # failures: connect failed, disconnected
+        self._info_limit = _LogLimit()  # "connected", so a flapping link stays quiet too
 
     # -- public API
 
@@ -513,7 +584,9 @@ class Connection:
             elif timeout < 0.001:
                 raise TimeoutError("grid request deadline below 1 ms")
             if self._paused or len(core.queue) >= self._queue_limit:
-                return self._call_when_space(handler_id, payload, timeout, sub)
+                # A task, so the request goes out even before it is awaited.
+                return asyncio.ensure_future(
+                    self._call_when_space(handler_id, payload, timeout, sub), loop=self._loop)
             fut = self._loop.create_future()
             core.request(fut, handler_id, payload, timeout, sub)
         except Exception as exc:
@@ -526,7 +599,8 @@ class Connection:
                                sub: bytes | None) -> bytes | None:
         """The slow path: wait for room in the send queue (back-pressure)."""
         await self._wait_for_space()
-        return await self._call(handler_id, payload, timeout, sub)
+        # The class's _call, not a tracing override: the outer call traces.
+        return await Connection._call(self, handler_id, payload, timeout, sub)
 
     def _down(self) -> GridError:
         """The error for a call while there is no live connection."""
@@ -580,6 +654,8 @@ class Connection:
             outstanding_requests=len(core.pending) if core is not None else 0,
             outstanding_streams=len(self._callers) + len(self._callees),
             send_queue_depth=len(core.queue) if core is not None else 0,
+            running_handlers=self._running,
+            queued_requests=len(self._backlog),
         )
 
     def __repr__(self) -> str:
@@ -758,6 +834,7 @@ class Connection:
             _current.reset(token)
         self._running += 1
         self._callee_tasks.add(task)
+        self._handler_tasks.add(task)
         task.add_done_callback(self._handler_done)
         if deadline is not None:
             # Past its deadline the caller has given up: free the work (Go
@@ -767,11 +844,14 @@ class Connection:
 
     def _handler_done(self, task: asyncio.Task[Any]) -> None:
         self._callee_tasks.discard(task)
+        self._handler_tasks.discard(task)
         self._running -= 1
         backlog = self._backlog
         while backlog and self._running < self._mgr.max_running_handlers:
             m, entry, received = backlog.popleft()
             if m.deadline_ms and (time.monotonic() - received) * 1000 >= m.deadline_ms:
+                if type(entry) is _TracedEntry:
+                    entry.record(0, "deadline exceeded while queued")
                 continue  # the caller has given up while it waited
             self._start_handler(m, entry, received)
 
@@ -835,7 +915,7 @@ class Connection:
             self._bytes_at_tick = wire.bytes_in
             self._last_pong = max(self._last_pong, self._loop.time())
         if self._loop.time() - self._last_pong > 2 * interval:
-            wire.fail(f"no pong for {2 * interval:g} s")
+            wire.fail(f"{_NO_PONG} {2 * interval:g} s")
             return
         # Connection pings never carry a CRC (§1.6).
         self._send(encode_message(0, 0, 10000, 0, _PING, 0,
@@ -844,14 +924,10 @@ class Connection:
 
     # -- lifecycle
 
-    def _log_failure(self, text: str) -> None:
+    def _log_failure(self, text: str, force: bool = False) -> None:
         # Rate-limited so a dead peer does not flood the log.
-        now = self._loop.time()
-        if now - self._err_logged_at >= 30.0:
-            self._err_logged_at = now
-            log.warning("grid: %s -> %s: %s", self.local, self.remote, text)
-        else:
-            log.debug("grid: %s -> %s: %s", self.local, self.remote, text)
+        self._warn_limit.log(logging.WARNING, "grid: %s -> %s: %s", self.local, self.remote,
+                             text, force=force)
 
     def _attach(self, wire: _Wire, remote_id: bytes) -> None:
         """Make ``wire`` the live socket after a successful handshake."""
@@ -875,7 +951,7 @@ class Connection:
         core.base_flags = self._base
         core.ids = self._ids
         registry = self._mgr._registry
-        if not self._mgr._draining:
+        if not self._mgr._draining and not self._mgr._tracers.fns:
             core.singles = registry._single
             core.singles_sub = registry._single_sub
         wire.conn = self
@@ -888,7 +964,12 @@ class Connection:
         self._last_pong = self._loop.time()
         self._paused = False
         self._ping_timer = self._loop.call_later(self._mgr.ping_interval, self._ping_tick)
-        log.info("grid: %s connected to %s", self.local, self.remote)
+        if self._reconnects:
+            self._info_limit.log(logging.INFO, "grid: %s connected to %s (reconnect %d)",
+                                 self.local, self.remote, self._reconnects)
+        else:
+            self._info_limit.log(logging.INFO, "grid: %s connected to %s",
+                                 self.local, self.remote)
         waiters, self._connect_waiters = self._connect_waiters, []
         for w in waiters:
             if not w.done():
@@ -911,6 +992,129 @@ class Connection:
         if self._core is not None:
             self._core.singles = {}
             self._core.singles_sub = {}
+
+    # -- tracing (grid.trace)
+
+    def _set_tracing(self, on: bool) -> None:
+        """Switch the call paths to their tracing twins, or back.
+
+        The twins shadow :meth:`_call` and :meth:`_on_request` on this
+        instance, so that without a tracer the hot path is the untraced code
+        itself; with one, sync handlers leave the core's inline path (which
+        cannot time them) and run through :meth:`_on_request_traced`."""
+        d = self.__dict__
+        if on:
+            d["_call"] = self._call_traced
+            d["_on_request"] = self._on_request_traced
+            self._refuse_inline()
+        else:
+            d.pop("_call", None)
+            d.pop("_on_request", None)
+            core = self._core
+            if core is not None and not self._mgr._draining:
+                core.singles = self._mgr._registry._single
+                core.singles_sub = self._mgr._registry._single_sub
+
+    def _call_traced(self, handler_id: int, payload: Payload, timeout: float | None,
+                     sub: bytes | None) -> Awaitable[bytes | None]:
+        """:meth:`_call`, recording a caller-side :class:`CallTrace` when it ends."""
+        start = time.time()
+        t0 = time.perf_counter()
+        res: Any = Connection._call(self, handler_id, payload, timeout, sub)
+        mux_id = 0
+        if not isinstance(res, asyncio.Future):  # back-pressure: a coroutine
+            res = asyncio.ensure_future(res, loop=self._loop)
+        elif not res.done():
+            mux_id = self._ids.last
+        route = None if sub is None else _ROUTE_NAMES.get(sub[1:], sub.hex())
+        size = 0 if payload is None else len(payload)
+        emit = self._mgr._tracers.emit
+
+        def done(f: asyncio.Future[Any]) -> None:
+            duration = time.perf_counter() - t0
+            n, err = 0, None
+            if f.cancelled():
+                err = "cancelled"
+            else:
+                exc = f.exception()
+                if exc is None:
+                    r = f.result()
+                    n = 0 if r is None else len(r)
+                elif isinstance(exc, RemoteError):
+                    err = exc.message
+                else:
+                    err = str(exc) or type(exc).__name__
+            emit(CallTrace(handler_id, route, self.local, self.remote, "caller", "single",
+                           mux_id, start, duration, size, n, err))
+
+        res.add_done_callback(done)
+        return res  # type: ignore[no-any-return]
+
+    def _trace_callee(self, m: Any, route: str | None, start: float, t0: float, n: int,
+                      err: str | None) -> None:
+        payload = m.payload
+        self._mgr._tracers.emit(CallTrace(
+            m.handler, route, self.remote, self.local, "callee", "single", m.mux_id, start,
+            time.perf_counter() - t0, 0 if payload is None else len(payload), n, err))
+
+    def _on_request_traced(self, m: Any) -> None:
+        """:meth:`_on_request` for every request (sync handlers included)
+        while tracing: records a callee-side :class:`CallTrace` per request."""
+        start = time.time()
+        t0 = time.perf_counter()
+        entry = self._mgr._registry.single(m.handler, m.subroute)
+        if entry is None:
+            text = unknown_handler_text(m.handler, m.subroute)
+            self._reply_mux_error(m, text)
+            self._trace_callee(m, None if m.subroute is None else bytes(m.subroute).hex(),
+                               start, t0, 0, text)
+            return
+        if self._mgr._draining:
+            self._core.respond(m.mux_id, m.seq, None, SHUTTING_DOWN_TEXT)
+            self._trace_callee(m, entry.route, start, t0, 0, SHUTTING_DOWN_TEXT)
+            return
+        if not entry.is_async:
+            self._run_sync_traced(m, entry, start, t0)
+            return
+        traced = _TracedEntry(self, m, entry, start, t0)
+        if self._running < self._mgr.max_running_handlers:
+            self._start_handler(m, traced, time.monotonic())
+        elif len(self._backlog) < self._mgr.max_queued_requests:
+            self._backlog.append((m, traced, time.monotonic()))
+        else:
+            self._core.respond(m.mux_id, m.seq, None, BUSY_TEXT)
+            traced.record(0, BUSY_TEXT)
+
+    def _run_sync_traced(self, m: Any, entry: Any, start: float, t0: float) -> None:
+        """What the core's inline path does for a sync handler, timed."""
+        dl = m.deadline_ms
+        deadline = self._loop.time() + dl / 1000 if dl else None
+        token = _current.set((self.remote, m.handler, entry.route, m.mux_id, deadline))
+        err: str | None
+        try:
+            result = entry.fn(m.payload)
+        except RemoteError as exc:
+            result, err = None, exc.message
+        except Exception as exc:
+            result, err = None, self._handler_failed(m, exc)
+        else:
+            err = None
+        finally:
+            _current.reset(token)
+        n = 0
+        if err is None and result is not None:
+            if isinstance(result, (bytes, bytearray, memoryview)):
+                n = len(result)
+            else:
+                err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
+        elapsed = time.perf_counter() - t0
+        payload = m.payload
+        self._mgr._tracers.emit(CallTrace(
+            m.handler, entry.route, self.remote, self.local, "callee", "single", m.mux_id, start,
+            elapsed, 0 if payload is None else len(payload), n, err))
+        if dl and elapsed * 1000 > dl:
+            return  # the caller has given up (§7 step 3)
+        self._core.respond(m.mux_id, m.seq, result, err)
 
     def _in_flight(self) -> set[asyncio.Future[Any]]:
         """What a graceful close waits for: handler and stream tasks this
@@ -949,7 +1153,7 @@ class Connection:
         if self._state is State.SHUTDOWN:
             log.debug("grid: %s -> %s closed: %s", self.local, self.remote, reason)
         else:
-            self._log_failure(f"disconnected: {reason}")
+            self._log_failure(f"disconnected: {reason}", force=reason.startswith(_NO_PONG))
         self._reset(reason)
 
     def _reset(self, reason: str) -> None:
@@ -972,7 +1176,15 @@ class Connection:
         if core is not None:
             core.queue = []
             core.fail_all(Disconnected)
-        self._backlog.clear()  # requests of the old connection: nobody awaits their replies
+        if self._backlog:  # requests of the old connection: nobody awaits their replies
+            for _m, entry, _t in self._backlog:
+                if type(entry) is _TracedEntry:
+                    entry.record(0, reason)
+            self._backlog.clear()
+        # Handlers still running for the old connection can no longer reply:
+        # cancel them, freeing the work and their slots at once.
+        for task in list(self._handler_tasks):
+            task.cancel()
         _stream.reset(self)
         self._wake_senders()
 
@@ -994,12 +1206,15 @@ class Connection:
                 self._last_error = text
                 if self._state is not State.SHUTDOWN:
                     self._state = State.CONNECTION_ERROR
-                if attempt > 1:
-                    self._log_failure(f"connect failed: {text}")
-                else:
-                    log.debug("grid: %s -> %s: first connect failed: %s", self.local, self.remote, text)
                 delay = self._mgr.retry_base * (1 + random.random()) / 2
-                await asyncio.sleep(max(0.0, started + delay - loop.time()))
+                wait = max(0.0, started + delay - loop.time())
+                if attempt > 1 or isinstance(exc, Rejected):
+                    # A refusal is a configuration error: worth a warning at once.
+                    self._log_failure(f"connect failed: {text}; retrying in {wait:.2f} s")
+                else:  # the peer may not be up yet
+                    log.debug("grid: %s -> %s: first connect failed: %s; retrying in %.2f s",
+                              self.local, self.remote, text, wait)
+                await asyncio.sleep(wait)
                 continue
             attempt = 0
             await asyncio.shield(wire.closed)
@@ -1078,6 +1293,51 @@ class Connection:
                 w.set_exception(Disconnected("connection is shut down"))
 
 
+class _TracedEntry:
+    """A registered ``async`` single handler, wrapped for one traced request:
+    what :meth:`Connection._start_handler` runs instead of the entry."""
+
+    __slots__ = ("conn", "m", "entry", "start", "t0", "route", "is_async", "done")
+
+    def __init__(self, conn: Connection, m: Any, entry: Any, start: float, t0: float) -> None:
+        self.conn = conn
+        self.m = m
+        self.entry = entry
+        self.start = start
+        self.t0 = t0
+        self.route = entry.route
+        self.is_async = True
+        self.done = False
+
+    def record(self, n: int, err: str | None) -> None:
+        if not self.done:
+            self.done = True
+            self.conn._trace_callee(self.m, self.route, self.start, self.t0, n, err)
+
+    async def fn(self, payload: bytes | None) -> Any:
+        n, err = 0, None
+        try:
+            result = await self.entry.fn(payload)
+        except RemoteError as exc:
+            err = exc.message
+            raise
+        except asyncio.CancelledError:
+            err = "context canceled"  # deadline passed or connection dropped
+            raise
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {exc}"
+            raise
+        else:
+            if result is not None:
+                if isinstance(result, (bytes, bytearray, memoryview)):
+                    n = len(result)
+                else:
+                    err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
+            return result
+        finally:
+            self.record(n, err)
+
+
 def _inherit_deadline(ctx: Any, timeout: float | None,
                       loop: asyncio.AbstractEventLoop) -> float | None:
     """The timeout for a call made while serving the call ``ctx``: the given
@@ -1110,6 +1370,8 @@ class Subroute:
         #: The joined route, e.g. ``"disk/1"``.
         self.route = route
         self._base_id = subroute_id(route, 0)
+        if len(_ROUTE_NAMES) < _ROUTE_NAMES_MAX:
+            _ROUTE_NAMES[self._base_id[1:]] = route
 
     def _sub(self, handler_id: int) -> bytes:
         check_handler_id(handler_id)

@@ -28,10 +28,11 @@ from grid._consts import (
     Op,
 )
 from grid._impl import encode_message, local_dials
-from grid.connection import Connection, ConnectionStats, State, _Wire
+from grid.connection import Connection, ConnectionStats, State, _PeerLogLimits, _Wire
 from grid.errors import GridError, ProtocolError, UsedAfterFork
 from grid.handlers import HandlerRegistry, SingleHandlerFn, join_route
 from grid.stream import StreamHandler
+from grid.trace import Tracer, _Tracers
 
 __all__ = ["Manager", "ManagerStats"]
 
@@ -70,6 +71,21 @@ class ManagerStats:
     def outstanding_requests(self) -> int:
         """Requests in flight over all connections."""
         return sum(c.outstanding_requests for c in self.connections)
+
+    @property
+    def outstanding_streams(self) -> int:
+        """Streams open over all connections (both directions)."""
+        return sum(c.outstanding_streams for c in self.connections)
+
+    @property
+    def running_handlers(self) -> int:
+        """``async`` single-request handlers running for all peers."""
+        return sum(c.running_handlers for c in self.connections)
+
+    @property
+    def queued_requests(self) -> int:
+        """Requests from all peers waiting for a handler slot."""
+        return sum(c.queued_requests for c in self.connections)
 
 
 class Manager:
@@ -176,6 +192,8 @@ class Manager:
         self._conns: dict[str, Connection] = {}
         self._server: asyncio.AbstractServer | None = None
         self._accepted: set[_Wire] = set()
+        self._tracers = _Tracers()
+        self._peer_logs = _PeerLogLimits()  # refusals of not-yet-known peers, rate-limited
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closed = False
@@ -228,7 +246,9 @@ class Manager:
         self._loop = asyncio.get_running_loop()
         for h in self.hosts:
             if h != self.local:
-                self._conns[h] = Connection(self, h)
+                self._conns[h] = c = Connection(self, h)
+                if self._tracers.fns:
+                    c._set_tracing(True)
         if serve:
             addr = _http.parse_host(self.local)
             if addr.tls and self._ssl is None:
@@ -322,6 +342,34 @@ class Manager:
         """A snapshot of every connection's counters."""
         return ManagerStats(self.local, [c.stats() for c in self._conns.values()])
 
+    # -- tracing
+
+    def add_tracer(self, fn: Tracer) -> None:
+        """Call ``fn`` with a :class:`grid.CallTrace` for every call this node
+        makes or serves, once it has ended (see :mod:`grid.trace`).
+
+        ``fn`` runs on the event loop, synchronously: keep it short.  If it
+        raises, the error is logged once and the call is unaffected.  May be
+        called before or after :meth:`start`; adding the same function twice
+        calls it twice.  While any tracer is installed, requests for sync
+        handlers run through Python rather than inline in the compiled core.
+        """
+        if self._tracers.add(fn):
+            for c in self._conns.values():
+                c._set_tracing(True)
+
+    def remove_tracer(self, fn: Tracer) -> None:
+        """Remove a tracer added with :meth:`add_tracer` (ValueError if it is
+        not installed).  Removing the last one restores the untraced paths."""
+        if self._tracers.remove(fn):
+            for c in self._conns.values():
+                c._set_tracing(False)
+
+    @property
+    def tracers(self) -> tuple[Tracer, ...]:
+        """The installed tracers, in the order they are called."""
+        return self._tracers.fns
+
     # -- embedding in another HTTP server
 
     def check_upgrade(self, method: str, path: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
@@ -399,13 +447,25 @@ class Manager:
         assert wire.transport is not None
         wire.transport.write(response)
         if status != 101:
-            log.info("grid: refused upgrade from %s: HTTP %d", wire._peer_name(), status)
+            reason = response.partition(b"\r\n\r\n")[2].decode("utf-8", "replace").strip()
+            # A bad token is a misconfigured peer (worth a warning); anything
+            # else is a stray client.  Either way one line per peer per 30 s.
+            self._peer_log((wire._peer_ip(), status),
+                           logging.WARNING if status == 403 else logging.INFO,
+                           "grid: refused upgrade from %s: HTTP %d: %s", wire._peer_name(),
+                           status, reason)
             wire.transport.close()
             return
         wire.start_websocket(rest)
 
+    def _peer_log(self, key: object, level: int, msg: str, *args: object) -> None:
+        """Log about a socket not tied to a connection yet, at most once per
+        30 s per ``key`` at ``level`` (the rest at DEBUG)."""
+        self._peer_logs.log(log, key, level, msg, *args)
+
     def _reject(self, wire: _Wire, reason: str) -> None:
-        log.warning("grid: rejected connection from %s: %s", wire._peer_name(), reason)
+        self._peer_log((wire._peer_ip(), "rejected"), logging.WARNING,
+                       "grid: rejected connection from %s: %s", wire._peer_name(), reason)
         resp = _payloads.ConnectResponse(self.instance_id, False, reason)
         wire.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT_RESPONSE), 0, resp.encode()))
         assert wire.transport is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,6 +39,7 @@ from grid.errors import (
     UnknownHandler,
 )
 from grid.handlers import CallContext, _current, unknown_handler_text
+from grid.trace import CallTrace, TraceSide
 
 if TYPE_CHECKING:
     from grid.connection import Connection
@@ -59,6 +61,7 @@ _PING = int(Op.PING)
 _PONG = int(Op.PONG)
 
 _EOF = object()  # marks the end of a queue of items
+_RETURNED = "handler returned"  # why a stream whose handler ended is closed
 
 
 class StreamContext(CallContext):
@@ -101,6 +104,35 @@ class StreamHandler:
         self.subroute = subroute
         self.in_capacity = in_capacity
         self.out_capacity = out_capacity
+
+
+class _StreamTrace:
+    """What a traced stream counts until it ends (grid.trace)."""
+
+    __slots__ = ("handler_id", "route", "start", "t0", "to_callee", "to_caller")
+
+    def __init__(self, handler_id: int, route: str | None, payload: bytes | None) -> None:
+        self.handler_id = handler_id
+        self.route = route
+        self.start = time.time()
+        self.t0 = time.perf_counter()
+        self.to_callee = 0 if payload is None else len(payload)
+        self.to_caller = 0
+
+    def emit(self, conn: Connection, side: TraceSide, mux_id: int, error: str | None) -> None:
+        caller, callee = (conn.local, conn.remote) if side == "caller" else (conn.remote, conn.local)
+        conn._mgr._tracers.emit(CallTrace(
+            self.handler_id, self.route, caller, callee, side,
+            "stream", mux_id, self.start, time.perf_counter() - self.t0, self.to_callee,
+            self.to_caller, error))
+
+
+def _error_text(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    if isinstance(exc, RemoteError):
+        return exc.message
+    return str(exc) or type(exc).__name__
 
 
 def _item_flags(base: int, payload: bytes | None) -> int:
@@ -175,6 +207,7 @@ class Stream:
         self._flush_every = max(1, self.out_capacity // 4)
         self._timers: list[asyncio.TimerHandle] = []
         self._ping_interval = conn._mgr.stream_ping_interval
+        self._trace: _StreamTrace | None = None  # set by open_stream while tracing
         if deadline is not None:
             self._timers.append(self._loop.call_at(deadline, self._expired))
         # Pings only for long or unbounded streams (§8.7).
@@ -202,6 +235,9 @@ class Stream:
                 raise
         self._conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
                                         _item_flags(self._conn._base, item), item))
+        tr = self._trace
+        if tr is not None:
+            tr.to_callee += len(item)
 
     async def close_send(self) -> None:
         """Tell the handler there is no more input (EOF); needs no credit."""
@@ -305,6 +341,8 @@ class Stream:
         self._timers = []
         self._conn._callers.pop(self.mux_id, None)
         self._ended.set_result(None)
+        if self._trace is not None:
+            self._trace.emit(self._conn, "caller", self.mux_id, _error_text(self._error))
         if not self._acked.done():
             if self._error is not None:
                 self._acked.set_exception(self._error)
@@ -364,6 +402,9 @@ class Stream:
                     return
                 items.append(m.payload)
                 self._received += 1  # "heard" for the ping check, without a clock read
+                tr = self._trace
+                if tr is not None:
+                    tr.to_caller += len(m.payload)
                 w = self._item_waiter
                 if w is not None and not w.done():
                     w.set_result(None)
@@ -438,6 +479,8 @@ async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
         deadline = loop.time() + timeout
     mux_id = conn._ids.next()
     st = Stream(conn, mux_id, in_capacity, out_capacity, deadline)
+    if conn._mgr._tracers.fns:
+        st._trace = _StreamTrace(handler_id, route, payload)
     conn._callers[mux_id] = st
     flags = _item_flags(conn._base, payload)
     if in_capacity == 0:
@@ -473,6 +516,9 @@ class StreamOut:
         srv.conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
                                       _MUX_SERVER_MSG, _item_flags(srv.conn._base, item or b""),
                                       item if item is not None else b""))
+        tr = srv.trace
+        if tr is not None and item is not None:
+            tr.to_caller += len(item)
 
 
 class _Inbound:
@@ -533,6 +579,8 @@ class _ServerStream:
         self.task: asyncio.Task[None] | None = None
         self.last_ping = self.loop.time()
         self.timers: list[asyncio.TimerHandle] = []
+        self.trace: _StreamTrace | None = None  # set by serve_connect while tracing
+        self.error: str | None = None  # the handler's error text, once it has ended
 
     def check_open(self) -> None:
         if self.closed is not None:
@@ -549,6 +597,9 @@ class _ServerStream:
             return
         self.closed = why
         self.conn._callees.pop(self.mux_id, None)
+        if self.trace is not None:
+            self.trace.emit(self.conn, "callee", self.mux_id,
+                            self.error if why == _RETURNED else why)
         for t in self.timers:
             t.cancel()
         self.timers = []
@@ -600,6 +651,7 @@ class _ServerStream:
             err = f"{type(exc).__name__}: {exc}"
         if self.closed is not None:
             return
+        self.error = err
         # The final message costs a credit like any other (§8.4).
         try:
             await self.credits.take(self.check_open)
@@ -612,7 +664,7 @@ class _ServerStream:
             body = err.encode("utf-8", "replace")
         self.conn._send(encode_message(self.mux_id, self.state.next_send_seq(), 0, 0,
                                        _MUX_SERVER_MSG, flags, body))
-        self.close("handler returned")
+        self.close(_RETURNED)
 
     def on_message(self, m: Any) -> None:
         op = m.op
@@ -636,6 +688,9 @@ class _ServerStream:
                 return
             self.inbox.append(m.payload if m.payload is not None else b"")
             self.wake()
+            tr = self.trace
+            if tr is not None and m.payload is not None:
+                tr.to_callee += len(m.payload)
         elif op == _UNBLOCK_SRV_MUX:
             st = self.state
             if m.seq != st.recv_seq:
@@ -674,16 +729,23 @@ def serve_connect(conn: Connection, m: Any) -> None:
         conn._reply_mux_error(m, "Stateless streams not supported")
         return
     handler = conn._mgr._registry.stream(m.handler, m.subroute)
+    refused = None
     if handler is None:
-        conn._reply_mux_error(m, unknown_handler_text(m.handler, m.subroute))
-        return
-    if conn._mgr._draining:
-        conn._reply_mux_error(m, SHUTTING_DOWN_TEXT)
-        return
-    if len(conn._callees) >= conn._mgr.max_streams:
-        conn._reply_mux_error(m, "too many open streams")
+        refused = unknown_handler_text(m.handler, m.subroute)
+    elif conn._mgr._draining:
+        refused = SHUTTING_DOWN_TEXT
+    elif len(conn._callees) >= conn._mgr.max_streams:
+        refused = "too many open streams"
+    if refused is not None:
+        conn._reply_mux_error(m, refused)
+        if conn._mgr._tracers.fns:
+            route = (handler.subroute or None) if handler is not None else (
+                None if m.subroute is None else bytes(m.subroute).hex())
+            _StreamTrace(m.handler, route, m.payload).emit(conn, "callee", m.mux_id, refused)
         return
     srv = _ServerStream(conn, m, handler)
+    if conn._mgr._tracers.fns:
+        srv.trace = _StreamTrace(m.handler, handler.subroute or None, m.payload)
     conn._callees[m.mux_id] = srv
     conn._send(encode_message(m.mux_id, srv.state.next_send_seq(), 0, 0, _ACK_MUX, conn._base,
                               None))

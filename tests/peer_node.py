@@ -243,7 +243,7 @@ async def main(args: argparse.Namespace) -> None:
     never = asyncio.get_running_loop().create_future()
 
     async def hold(payload: bytes | None) -> bytes | None:
-        await never
+        await asyncio.shield(never)  # cancelling this task must not end main()
         return payload
 
     mgr.register_single(1, lambda p: p)

@@ -291,7 +291,8 @@ def test_frozen_peer_does_not_slow_healthy_peers(loop_kind: str) -> None:
         me = grid.Manager(hosts[0], hosts, lambda: "grid-test-token", ping_interval=0.5,
                           retry_base=0.2)
         await me.start()
-        peers = [PeerProcess(h, hosts, extra=["--ping-interval", "0.5"]) for h in hosts[1:]]
+        peers = [PeerProcess(h, hosts, extra=["--ping-interval", "0.5", "--retry-base", "0.2"])
+                 for h in hosts[1:]]
         try:
             for p in peers:
                 await p.start()
