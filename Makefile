@@ -27,8 +27,13 @@ build: $(STAMP) $(SOURCES)
 	$(PY) setup.py -q build_ext --inplace
 
 test: build
+	$(MAKE) typecheck
 	$(MAKE) test-accel
 	$(MAKE) test-pure
+
+# The public API is typed: mypy --strict over grid/ (settings in pyproject.toml).
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 test-accel:
 	GRID_REQUIRE_ACCEL=1 $(PY) -m pytest -q $(PYTEST_ARGS)

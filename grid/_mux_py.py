@@ -231,6 +231,7 @@ class MuxCore:
         token = self.context_var.set((self.caller, m.handler, entry.route, m.mux_id, deadline))
         try:
             result = entry.fn(m.payload)
+            err: str | None
         except RemoteError as exc:
             result, err = None, exc.message
         except Exception as exc:

@@ -453,7 +453,9 @@ class Connection:
 
     def __init__(self, manager: Manager, remote: str) -> None:
         self._mgr = manager
-        self._loop = manager._loop
+        loop = manager._loop
+        assert loop is not None, "connections are made by a started manager"
+        self._loop: asyncio.AbstractEventLoop = loop
         #: The remote node's host string.
         self.remote = remote
         #: This node's host string.
@@ -856,6 +858,7 @@ class Connection:
             self._start_handler(m, entry, received)
 
     async def _run_async(self, fn: Callable[..., Any], m: Any, started: float, gen: int) -> None:
+        err: str | None
         try:
             result = await fn(m.payload)
         except RemoteError as exc:
@@ -1343,7 +1346,7 @@ def _inherit_deadline(ctx: Any, timeout: float | None,
     """The timeout for a call made while serving the call ``ctx``: the given
     one, or the served call's remaining time if that is shorter (or if no
     timeout was given)."""
-    deadline = ctx[4] if type(ctx) is tuple else ctx.deadline
+    deadline: float | None = ctx[4] if type(ctx) is tuple else ctx.deadline
     if deadline is None:
         return timeout
     remaining = deadline - loop.time()
