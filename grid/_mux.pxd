@@ -50,6 +50,7 @@ cdef class MuxCore:
     cdef list _deadlines              # heap of (monotonic deadline, mux id)
 
     cdef int _on_events(self, list events) except -1
+    cdef int _on_binary(self, object payload) except -1
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1

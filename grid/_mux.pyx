@@ -261,8 +261,22 @@ cdef class MuxCore:
         """Dispatch one whole binary WebSocket message that a server which
         does the framing itself received: one grid message or an OpMerged
         container (§4)."""
+        self._on_binary(payload)
+
+    cdef int _on_events(self, list events) except -1:
+        for opcode, payload in events:
+            if opcode == _WS_BINARY:
+                self._on_binary(payload)
+            else:
+                self.owner._on_control(opcode, payload)
+        return 0
+
+    cdef int _on_binary(self, object payload) except -1:
+        """Decode one binary message (a grid message or a container) and
+        dispatch what it holds."""
         cdef list msgs
         cdef Py_ssize_t i
+        # The parser's payloads are always exact bytes: decode in place.
         if PyBytes_CheckExact(payload):
             msgs = decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(payload),
                                        PyBytes_GET_SIZE(payload))
@@ -271,23 +285,6 @@ cdef class MuxCore:
         self.msgs_in += len(msgs)
         for i in range(len(msgs)):
             self._dispatch(msgs[i])
-
-    cdef int _on_events(self, list events) except -1:
-        cdef list msgs
-        cdef Py_ssize_t i
-        for opcode, payload in events:
-            if opcode == _WS_BINARY:
-                # The parser's payloads are always exact bytes: decode in place.
-                if PyBytes_CheckExact(payload):
-                    msgs = decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(payload),
-                                               PyBytes_GET_SIZE(payload))
-                else:
-                    msgs = _decode_messages(payload)
-                self.msgs_in += len(msgs)
-                for i in range(len(msgs)):
-                    self._dispatch(msgs[i])
-            else:
-                self.owner._on_control(opcode, payload)
         return 0
 
     def dispatch(self, m: Any) -> None:

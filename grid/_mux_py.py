@@ -194,10 +194,7 @@ class MuxCore:
     def _on_events(self, events: list) -> None:
         for opcode, payload in events:
             if opcode == _WS_BINARY:
-                msgs = _codec_py.decode_messages(payload)
-                self.msgs_in += len(msgs)
-                for m in msgs:
-                    self.dispatch(m)
+                self.feed_message(payload)
             else:
                 self.owner._on_control(opcode, payload)
 
