@@ -50,7 +50,6 @@ from grid import _http
 from grid.errors import (
     BUSY_TEXT,
     SHUTTING_DOWN_TEXT,
-    UsedAfterFork,
     Disconnected,
     GridError,
     ProtocolError,
@@ -60,7 +59,7 @@ from grid.errors import (
 )
 from grid import stream as _stream
 from grid.handlers import CallContext, _current, check_handler_id, join_route, unknown_handler_text
-from grid.trace import CallTrace
+from grid.trace import CallTrace, error_text
 
 if TYPE_CHECKING:
     from grid.manager import Manager
@@ -474,8 +473,9 @@ class Connection:
         self._sweep: asyncio.TimerHandle | None = None  # request deadline sweep
         self._sweep_at = float("inf")
         self._callee_tasks: set[asyncio.Task[Any]] = set()
-        self._running = 0  # async single-request handlers running now
-        self._handler_tasks: set[asyncio.Task[Any]] = set()  # the tasks of those
+        # Tasks of the async single-request handlers running now (their
+        # number is what max_running_handlers caps).
+        self._handler_tasks: set[asyncio.Task[Any]] = set()
         # Requests waiting for a handler slot (bounded: max_queued_requests).
         self._backlog: deque[tuple[Any, Any, float]] = deque()
         self._callers: dict[int, _stream.Stream] = {}  # streams this side opened
@@ -606,12 +606,8 @@ class Connection:
 
     def _down(self) -> GridError:
         """The error for a call while there is no live connection."""
-        if self._mgr._forked:
-            try:
-                self._mgr._check_process()
-            except UsedAfterFork as exc:
-                return exc
-        return Disconnected()
+        err = self._mgr._fork_error() if self._mgr._forked else None
+        return err if err is not None else Disconnected()
 
     def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
         fut = self._loop.create_future()
@@ -656,7 +652,7 @@ class Connection:
             outstanding_requests=len(core.pending) if core is not None else 0,
             outstanding_streams=len(self._callers) + len(self._callees),
             send_queue_depth=len(core.queue) if core is not None else 0,
-            running_handlers=self._running,
+            running_handlers=len(self._handler_tasks),
             queued_requests=len(self._backlog),
         )
 
@@ -816,13 +812,20 @@ class Connection:
         if not entry.is_async:  # replayed before attach: run it like the core would
             self._core.dispatch(m)
             return
-        if self._running < self._mgr.max_running_handlers:
+        self._admit(m, entry)
+
+    def _admit(self, m: Any, entry: Any) -> bool:
+        """Start an async handler, queue it while max_running_handlers run, or
+        answer BUSY_TEXT when the queue is full too (then return False)."""
+        if len(self._handler_tasks) < self._mgr.max_running_handlers:
             self._start_handler(m, entry, time.monotonic())
         elif len(self._backlog) < self._mgr.max_queued_requests:
             # Over the cap: wait in a bounded FIFO for a running handler to end.
             self._backlog.append((m, entry, time.monotonic()))
         else:
             self._core.respond(m.mux_id, m.seq, None, BUSY_TEXT)
+            return False
+        return True
 
     def _start_handler(self, m: Any, entry: Any, received: float) -> None:
         loop = self._loop
@@ -834,7 +837,6 @@ class Connection:
             task = loop.create_task(self._run_async(entry.fn, m, received, self._generation))
         finally:
             _current.reset(token)
-        self._running += 1
         self._callee_tasks.add(task)
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_done)
@@ -847,9 +849,8 @@ class Connection:
     def _handler_done(self, task: asyncio.Task[Any]) -> None:
         self._callee_tasks.discard(task)
         self._handler_tasks.discard(task)
-        self._running -= 1
         backlog = self._backlog
-        while backlog and self._running < self._mgr.max_running_handlers:
+        while backlog and len(self._handler_tasks) < self._mgr.max_running_handlers:
             m, entry, received = backlog.popleft()
             if m.deadline_ms and (time.monotonic() - received) * 1000 >= m.deadline_ms:
                 if type(entry) is _TracedEntry:
@@ -1024,11 +1025,9 @@ class Connection:
         start = time.time()
         t0 = time.perf_counter()
         res: Any = Connection._call(self, handler_id, payload, timeout, sub)
-        mux_id = 0
-        if not isinstance(res, asyncio.Future):  # back-pressure: a coroutine
-            res = asyncio.ensure_future(res, loop=self._loop)
-        elif not res.done():
-            mux_id = self._ids.last
+        # A task waits for room in the send queue (back-pressure): its mux id
+        # is not known yet; a done future failed before it was sent.
+        mux_id = 0 if isinstance(res, asyncio.Task) or res.done() else self._ids.last
         route = None if sub is None else _ROUTE_NAMES.get(sub[1:], sub.hex())
         size = 0 if payload is None else len(payload)
         emit = self._mgr._tracers.emit
@@ -1039,14 +1038,10 @@ class Connection:
             if f.cancelled():
                 err = "cancelled"
             else:
-                exc = f.exception()
-                if exc is None:
+                err = error_text(f.exception())
+                if err is None:
                     r = f.result()
                     n = 0 if r is None else len(r)
-                elif isinstance(exc, RemoteError):
-                    err = exc.message
-                else:
-                    err = str(exc) or type(exc).__name__
             emit(CallTrace(handler_id, route, self.local, self.remote, "caller", "single",
                            mux_id, start, duration, size, n, err))
 
@@ -1080,12 +1075,7 @@ class Connection:
             self._run_sync_traced(m, entry, start, t0)
             return
         traced = _TracedEntry(self, m, entry, start, t0)
-        if self._running < self._mgr.max_running_handlers:
-            self._start_handler(m, traced, time.monotonic())
-        elif len(self._backlog) < self._mgr.max_queued_requests:
-            self._backlog.append((m, traced, time.monotonic()))
-        else:
-            self._core.respond(m.mux_id, m.seq, None, BUSY_TEXT)
+        if not self._admit(m, traced):
             traced.record(0, BUSY_TEXT)
 
     def _run_sync_traced(self, m: Any, entry: Any, start: float, t0: float) -> None:
@@ -1110,12 +1100,8 @@ class Connection:
                 n = len(result)
             else:
                 err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
-        elapsed = time.perf_counter() - t0
-        payload = m.payload
-        self._mgr._tracers.emit(CallTrace(
-            m.handler, entry.route, self.remote, self.local, "callee", "single", m.mux_id, start,
-            elapsed, 0 if payload is None else len(payload), n, err))
-        if dl and elapsed * 1000 > dl:
+        self._trace_callee(m, entry.route, start, t0, n, err)
+        if dl and (time.perf_counter() - t0) * 1000 > dl:
             return  # the caller has given up (§7 step 3)
         self._core.respond(m.mux_id, m.seq, result, err)
 

@@ -199,11 +199,18 @@ class Manager:
         self._closed = False
         _live_managers.add(self)
 
-    def _check_process(self) -> None:
+    def _fork_error(self) -> UsedAfterFork | None:
+        """The error for using this manager here, if this is a forked child."""
         if self._forked or self._pid != os.getpid():
-            raise UsedAfterFork(
+            return UsedAfterFork(
                 f"grid: this Manager belongs to process {self._pid}; it cannot be used in "
                 f"forked process {os.getpid()} (create a new Manager in each process)")
+        return None
+
+    def _check_process(self) -> None:
+        err = self._fork_error()
+        if err is not None:
+            raise err
 
     # -- registration
 
@@ -279,7 +286,7 @@ class Manager:
         """
         if self._closed:
             return
-        if self._forked or self._pid != os.getpid():
+        if self._fork_error() is not None:
             self._closed = True
             return
         if self._server is not None:

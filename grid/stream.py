@@ -39,7 +39,7 @@ from grid.errors import (
     UnknownHandler,
 )
 from grid.handlers import CallContext, _current, unknown_handler_text
-from grid.trace import CallTrace, TraceSide
+from grid.trace import CallTrace, TraceSide, error_text
 
 if TYPE_CHECKING:
     from grid.connection import Connection
@@ -125,14 +125,6 @@ class _StreamTrace:
             self.handler_id, self.route, caller, callee, side,
             "stream", mux_id, self.start, time.perf_counter() - self.t0, self.to_callee,
             self.to_caller, error))
-
-
-def _error_text(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    if isinstance(exc, RemoteError):
-        return exc.message
-    return str(exc) or type(exc).__name__
 
 
 def _item_flags(base: int, payload: bytes | None) -> int:
@@ -342,7 +334,7 @@ class Stream:
         self._conn._callers.pop(self.mux_id, None)
         self._ended.set_result(None)
         if self._trace is not None:
-            self._trace.emit(self._conn, "caller", self.mux_id, _error_text(self._error))
+            self._trace.emit(self._conn, "caller", self.mux_id, error_text(self._error))
         if not self._acked.done():
             if self._error is not None:
                 self._acked.set_exception(self._error)

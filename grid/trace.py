@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from grid.errors import RemoteError
 from grid.handlers import handler_name
 
 __all__ = ["CallTrace", "Tracer", "TraceSide", "TraceKind"]
@@ -152,3 +153,13 @@ class _Tracers:
                 self._failed.add(key)
                 log.exception("grid: tracer %r raised (further errors from it are not logged)",
                               fn)
+
+
+def error_text(exc: BaseException | None) -> str | None:
+    """The :attr:`CallTrace.error` text of an exception: a remote error's
+    exact text, else the exception's message (or its type's name)."""
+    if exc is None:
+        return None
+    if isinstance(exc, RemoteError):
+        return exc.message
+    return str(exc) or type(exc).__name__

@@ -92,7 +92,7 @@ def test_handler_cap_queues_then_rejects(loop_kind: str) -> None:
             assert gate.peak == 4
             assert gate.started == 11  # the expired one never ran
             assert ab.stats().outstanding_requests == 0
-            assert b.connection(g.hosts[0])._running == 0  # type: ignore[union-attr]
+            assert b.connection(g.hosts[0]).stats().running_handlers == 0  # type: ignore[union-attr]
 
     run(loop_kind, main)
 
