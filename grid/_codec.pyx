@@ -56,6 +56,7 @@ __all__ = [
     "decode_messages",
     "encode_merged",
     "encode_frames",
+    "encode_batches",
     "iter_merged",
     "encode_frame",
     "apply_mask",
@@ -1217,6 +1218,31 @@ cdef inline bint _below(Py_ssize_t v, _Limit* lim, object value) except -1:
 
 cdef inline Py_ssize_t _frame_header_size(Py_ssize_t body):
     return 2 if body < 126 else (4 if body < 0x10000 else 10)
+
+
+def encode_batches(
+    messages: Sequence[Buffer],
+    max_messages: int = MERGE_MAX_MESSAGES,
+    max_bytes: int = MERGE_MAX_BYTES,
+) -> list[Buffer]:
+    """The WebSocket message payloads :func:`encode_frames` frames, for a
+    server that does the WebSocket framing itself: ``messages`` batched as
+    the Go writer does (§4), each batch of one as that message, each larger
+    batch as an OpMerged container."""
+    # The limits stay Python objects: compared with Python semantics, as the
+    # pure twin compares them (encode_frames's C limits are a speed-up).
+    cdef Py_ssize_t n = len(messages)
+    cdef Py_ssize_t i, start = 0, size = 0, ln
+    cdef list out = []
+    for i in range(n):
+        ln = len(messages[i])
+        if i + 1 < n and i - start < max_messages and size + ln < max_bytes:
+            size += ln
+            continue
+        out.append(messages[start] if i == start else encode_merged(messages[start:i + 1]))
+        start = i + 1
+        size = 0
+    return out
 
 
 def encode_frames(

@@ -37,6 +37,7 @@ __all__ = [
     "decode_messages",
     "encode_merged",
     "encode_frames",
+    "encode_batches",
     "iter_merged",
     "encode_frame",
     "apply_mask",
@@ -638,10 +639,24 @@ def encode_frames(
     """
     if mask_key is not None and len(mask_key) != 4:
         raise ValueError("a WebSocket mask key is 4 bytes")
-    n = len(messages)
-    if n == 0:
+    if len(messages) == 0:
         return b""
-    out = []
+    out = [encode_frame(body, WS_BINARY, mask_key)
+           for body in encode_batches(messages, max_messages, max_bytes)]
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+def encode_batches(
+    messages: Sequence[Buffer],
+    max_messages: int = MERGE_MAX_MESSAGES,
+    max_bytes: int = MERGE_MAX_BYTES,
+) -> list[Buffer]:
+    """The WebSocket message payloads :func:`encode_frames` frames, for a
+    server that does the WebSocket framing itself: ``messages`` batched as
+    the Go writer does (§4), each batch of one as that message, each larger
+    batch as an OpMerged container."""
+    n = len(messages)
+    out: list[Buffer] = []
     start = 0
     size = 0
     for i in range(n):
@@ -649,8 +664,7 @@ def encode_frames(
         if i + 1 < n and i - start < max_messages and size + ln < max_bytes:
             size += ln
             continue
-        body = messages[start] if i == start else encode_merged(messages[start:i + 1])
-        out.append(encode_frame(body, WS_BINARY, mask_key))
+        out.append(messages[start] if i == start else encode_merged(messages[start:i + 1]))
         start = i + 1
         size = 0
-    return out[0] if len(out) == 1 else b"".join(out)
+    return out

@@ -69,6 +69,7 @@ decode_message = codec.decode_message
 decode_messages = codec.decode_messages
 encode_merged = codec.encode_merged
 encode_frames = codec.encode_frames
+encode_batches = codec.encode_batches
 iter_merged = codec.iter_merged
 encode_frame = codec.encode_frame
 apply_mask = codec.apply_mask

@@ -22,8 +22,7 @@ import heapq
 import inspect as _inspect
 import time as _time
 
-from grid._codec import decode_messages, encode_frames, encode_merged, encode_message
-from grid._consts import MERGE_MAX_BYTES, MERGE_MAX_MESSAGES
+from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
 __all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
@@ -180,9 +179,7 @@ cdef object _heapify = heapq.heapify
 cdef object _decode_messages = decode_messages
 cdef object _encode_message = encode_message
 cdef object _encode_frames = encode_frames
-cdef object _encode_merged = encode_merged
-cdef Py_ssize_t _MERGE_N = MERGE_MAX_MESSAGES  # take_messages batches as encode_frames does
-cdef Py_ssize_t _MERGE_B = MERGE_MAX_BYTES
+cdef object _encode_batches = encode_batches
 
 
 @cython.annotation_typing(False)
@@ -454,25 +451,15 @@ cdef class MuxCore:
         headers.  ``bytes_out`` counts the payloads."""
         cdef list q = self.queue
         cdef list out
-        cdef Py_ssize_t n, i, start = 0, size = 0, ln, total = 0
+        cdef Py_ssize_t total = 0
         if not q:
             return None
         self.queue = []
         self.queued_bytes = 0
-        n = len(q)
-        self.msgs_out += n
-        out = []
-        for i in range(n):
-            ln = len(q[i])
-            # encode_frames's batching rule (§4), with the same limits.
-            if i + 1 < n and i - start < _MERGE_N and size + ln < _MERGE_B:
-                size += ln
-                continue
-            body = q[start] if i == start else _encode_merged(q[start:i + 1])
-            out.append(body)
+        self.msgs_out += len(q)
+        out = _encode_batches(q)
+        for body in out:
             total += len(body)
-            start = i + 1
-            size = 0
         self.bytes_out += total
         return out
 

@@ -14,7 +14,6 @@ from operator import index as _index
 from typing import Any
 
 from grid import _codec_py
-from grid._consts import MERGE_MAX_BYTES, MERGE_MAX_MESSAGES
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
 __all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
@@ -346,21 +345,6 @@ class MuxCore:
         self.queue = []
         self.queued_bytes = 0
         self.msgs_out += len(q)
-        out = []
-        n = len(q)
-        start = 0
-        size = 0
-        total = 0
-        for i in range(n):
-            ln = len(q[i])
-            # encode_frames's batching rule (§4), with the same limits.
-            if i + 1 < n and i - start < MERGE_MAX_MESSAGES and size + ln < MERGE_MAX_BYTES:
-                size += ln
-                continue
-            body = q[start] if i == start else _codec_py.encode_merged(q[start:i + 1])
-            out.append(body)
-            total += len(body)
-            start = i + 1
-            size = 0
-        self.bytes_out += total
+        out = _codec_py.encode_batches(q)
+        self.bytes_out += sum(len(body) for body in out)
         return out

@@ -95,6 +95,23 @@ def test_merged_identical(codec_pair, batch):
 
 
 @FAST
+@given(sizes=st.lists(st.integers(0, 9000), max_size=70), max_messages=st.integers(0, 60),
+       max_bytes=st.integers(0, 40000))
+def test_batches_identical_and_framed_as_encode_frames(codec_pair, sizes, max_messages, max_bytes):
+    # encode_batches is what encode_frames frames: the same batching in both
+    # twins, and each twin's frames are its batches framed one by one.
+    py, cy = codec_pair
+    msgs = [py.encode_message(i, 0, 0, 1, 3, 0, bytes(n)) for i, n in enumerate(sizes)]
+    batches = py.encode_batches(msgs, max_messages, max_bytes)
+    assert cy.encode_batches(msgs, max_messages, max_bytes) == batches
+    # Every message, once and in order.
+    assert [m.mux_id for b in batches for m in py.decode_messages(b)] == list(range(len(sizes)))
+    for codec in (py, cy):
+        framed = b"".join(codec.encode_frame(b, 2, None) for b in batches)
+        assert codec.encode_frames(msgs, None, max_messages, max_bytes) == framed
+
+
+@FAST
 @given(size=st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 70001]) | st.integers(0, 300),
        seed=st.integers(0, 2**32), opcode=st.integers(0, 15),
        key=st.one_of(st.none(), st.binary(min_size=4, max_size=4)), fin=st.booleans())
