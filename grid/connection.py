@@ -206,7 +206,23 @@ def _base_flags(local: str, remote: str) -> int:
     return 0 if local.startswith(tls) and remote.startswith(tls) else FLAG_CRC
 
 
-class _Wire(asyncio.BufferedProtocol):
+class _CoreOwner:
+    """MuxCore callbacks every kind of wire hands on to its connection once
+    the handshake has named the peer (``self.conn``)."""
+
+    conn: Connection | None
+
+    def _schedule_flush(self) -> None:
+        if self.conn is not None:
+            self.conn._schedule_flush()
+
+    def _handler_failed(self, m: Any, exc: BaseException) -> str:
+        if self.conn is not None:
+            return self.conn._handler_failed(m, exc)
+        return f"{type(exc).__name__}: {exc}"
+
+
+class _Wire(_CoreOwner, asyncio.BufferedProtocol):
     """One socket: HTTP upgrade, then WebSocket frames carrying grid messages."""
 
     #: False for a wire whose WebSocket framing another server does
@@ -433,14 +449,6 @@ class _Wire(asyncio.BufferedProtocol):
                 self._on_message(decode_message(payload))  # Go accepts a text handshake
         # pongs, and text after the handshake, are ignored
 
-    def _schedule_flush(self) -> None:
-        if self.conn is not None:
-            self.conn._schedule_flush()
-
-    def _handler_failed(self, m: Any, exc: BaseException) -> str:
-        if self.conn is not None:
-            return self.conn._handler_failed(m, exc)
-        return f"{type(exc).__name__}: {exc}"
 
 
 class Connection:

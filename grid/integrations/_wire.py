@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from grid._consts import WS_BINARY
 from grid._impl import MuxCore, MuxIdAllocator, decode_message
+from grid.connection import _CoreOwner
 from grid.errors import ProtocolError
 from grid.handlers import _current
 
@@ -69,7 +70,7 @@ def error_parts(response: bytes) -> tuple[list[tuple[str, str]], bytes]:
     return headers, body
 
 
-class MessageWire:
+class MessageWire(_CoreOwner):
     """One accepted grid WebSocket whose framing another server does.
 
     :param manager: the node's manager, started with ``start(serve=False)``.
@@ -201,15 +202,6 @@ class MessageWire:
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
         """The server answers WebSocket control frames itself."""
-
-    def _schedule_flush(self) -> None:
-        if self.conn is not None:
-            self.conn._schedule_flush()
-
-    def _handler_failed(self, m: Any, exc: BaseException) -> str:
-        if self.conn is not None:
-            return self.conn._handler_failed(m, exc)
-        return f"{type(exc).__name__}: {exc}"
 
     def _peer_name(self) -> str:
         return self.conn.remote if self.conn is not None else self._peer
