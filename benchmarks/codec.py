@@ -9,6 +9,10 @@ timed rounds (``time.perf_counter``), each round calibrated to take about
 ``--min-time`` seconds.  Prints a table with a cy/py ratio column and whether
 the performance targets are met; ``--check`` also turns a missed target into
 exit status 1.  Without a compiled twin the cython column stays empty.
+
+A second table times the receive of one 64 MiB frame in 64 KiB reads (the
+longest single event-loop step, the final one with its decode, the median and
+the total), compiled with and without ``split_large`` and pure.
 """
 
 from __future__ import annotations
@@ -166,6 +170,67 @@ def crc_512(c) -> Tuple[Callable[[], Any], float, str]:
     return (lambda: crc(data)), 1, "ops/s"
 
 
+# ---------------------------------------------------------------- large frame receive
+#
+# One 64 MiB grid message (CRC on), masked, arriving in 64 KiB reads through
+# get_buffer()/buffer_updated() as a socket would deliver it.  A "step" is
+# what one event-loop callback does per read: the socket's copy into the
+# buffer get_buffer() handed out, then buffer_updated(); the final step also
+# decodes the message (decode_messages), as MuxCore does in the same call.
+
+LARGE_SIZE = 64 * 1024 * 1024
+
+
+def _large_frame() -> bytes:
+    payload = random.Random(5).randbytes(LARGE_SIZE)
+    return _codec_py.encode_frame(_codec_py.encode_message(5, 0, 0, 9, 10, FLAGS_CRC, payload), 2, KEY)
+
+
+def large_receive(c, split: bool, data: bytes) -> Dict[str, float]:
+    """Receive ``data`` once; return the step times in ms."""
+    clock = time.perf_counter
+    p = c.FrameParser(True, split_large=split)
+    view = memoryview(data)
+    steps: List[float] = []
+    events: List[Any] = []
+    pos = 0
+    start = clock()
+    while pos < len(data):
+        t0 = clock()
+        buf = p.get_buffer(-1)
+        n = min(len(buf), CHUNK, len(data) - pos)
+        buf[:n] = view[pos:pos + n]
+        got = p.buffer_updated(n)
+        if got:
+            decoded = c.decode_messages(got[0][1])
+        steps.append(clock() - t0)
+        events += got
+        pos += n
+    total = clock() - start
+    assert len(events) == 1 and len(decoded[0].payload) == LARGE_SIZE, events
+    return {"max_step_ms": max(steps) * 1e3, "final_step_ms": steps[-1] * 1e3,
+            "median_step_ms": sorted(steps)[len(steps) // 2] * 1e3, "total_ms": total * 1e3,
+            "steps": len(steps)}
+
+
+def large_frame_section(twins: Dict[str, Any], repeat: int) -> List[Dict[str, Any]]:
+    """Best of ``repeat`` receives per configuration (each metric on its own)."""
+    data = _large_frame()
+    configs = [("cython", True), ("cython", False), ("pure", True)]
+    out: List[Dict[str, Any]] = []
+    for name, split in configs:
+        twin = twins[name]
+        row: Dict[str, Any] = {"twin": name, "split_large": split}
+        if twin is not None:
+            runs = [large_receive(twin, split, data) for _ in range(max(1, min(repeat, 3)))]
+            for key in ("max_step_ms", "final_step_ms", "median_step_ms", "total_ms"):
+                row[key] = min(r[key] for r in runs)
+            row["steps"] = runs[0]["steps"]
+        out.append(row)
+        print(f"  large frame receive, {name} split_large={split}: done", file=sys.stderr, flush=True)
+    return out
+
+
 WORKLOADS: List[Tuple[str, str, Callable]] = [
     ("envelope encode (512 B, CRC)", "envelope_encode", envelope_encode),
     ("envelope decode (512 B, CRC)", "envelope_decode", envelope_decode),
@@ -234,6 +299,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print_table("grid codec, pure vs cython (higher is better; best of "
                 f"{args.repeat})", ["op", "pure", "cython", "cy/py"], rows)
 
+    large = large_frame_section(twins, args.repeat)
+    print_table(f"large frame receive: {LARGE_SIZE >> 20} MiB in {CHUNK >> 10} KiB reads, masked, CRC "
+                "(ms, lower is better; a step = one read: copy into get_buffer(), buffer_updated(), "
+                "and for the last one decode_messages())",
+                ["twin", "max single step", "final step", "median step", "total"],
+                [[f"{r['twin']} split_large={r['split_large']}", r.get("max_step_ms"),
+                  r.get("final_step_ms"), r.get("median_step_ms"), r.get("total_ms")] for r in large])
+
     by_id = {r["id"]: r for r in results}
     targets = []
     missed = False
@@ -257,6 +330,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "min_time": args.min_time,
             "results": results,
             "targets": targets,
+            "large_frame_receive": {"bytes": LARGE_SIZE, "read": CHUNK, "rows": large},
         })
     return 1 if args.check and missed else 0
 

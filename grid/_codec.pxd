@@ -23,6 +23,19 @@ cdef class Message:
     cdef public object subroute     # the 32-byte subroute id with FlagSubroute, else None
 
 
+cdef enum:
+    SPLIT_TAIL_MAX = 36         # most bytes a SplitFrame's tail may hold (subroute id + CRC)
+
+
+@cython.final
+cdef class SplitFrame:
+    # A large frame's payload as envelope head, grid payload and tail (the
+    # pure twin's read-only properties); all three exact bytes.
+    cdef readonly bytes head
+    cdef readonly bytes payload
+    cdef readonly bytes tail
+
+
 @cython.final
 cdef class FrameParser:
     cdef object _server         # `server` exactly as given (what the property returns)
@@ -31,7 +44,7 @@ cdef class FrameParser:
     cdef uint64_t _limit        # ... as a C bound, when _limit_kind is _LIMIT_C
     cdef int _limit_kind        # _LIMIT_C, _LIMIT_NEGATIVE or _LIMIT_PY (see _set_limit)
     cdef object _failed         # None, or the text of the violation that failed the parser
-    cdef bytearray _recv        # fixed 64 KiB read window of get_buffer; never resized
+    cdef bytearray _recv        # fixed 256 KiB read window of get_buffer; never resized
     cdef uint8_t* _acc          # PyMem buffer: unparsed bytes, always a prefix of one frame
     cdef Py_ssize_t _acc_len    # bytes used in _acc
     cdef Py_ssize_t _acc_cap    # bytes allocated for _acc
@@ -40,6 +53,22 @@ cdef class FrameParser:
     cdef Py_ssize_t _frag_cap
     cdef int _frag_op           # opcode of that message's first frame, -1 when none
     cdef bint _busy             # inside _process (guards the raw pointers against re-entry)
+    cdef bint _split_large      # split_large: large one-message frames arrive as SplitFrame
+    # The large frame in progress (_big_op >= 0), received in place: its
+    # payload of _flen bytes, _fgot of which are in, is _head (split only)
+    # + _big + _tail[:_flen - _head_len - _big_len].
+    cdef int _big_op            # its opcode, -1 when none is in progress
+    cdef object _big            # bytes of _big_len, filled in place, referenced by nobody else
+    cdef uint8_t* _big_ptr      # ... its storage
+    cdef Py_ssize_t _big_len
+    cdef Py_ssize_t _flen
+    cdef Py_ssize_t _fgot
+    cdef Py_ssize_t _head_len   # payload bytes before _big (split), else 0
+    cdef object _head           # bytes: the envelope head (split), else None
+    cdef uint8_t _tail[SPLIT_TAIL_MAX]
+    cdef bint _big_masked
+    cdef uint8_t _big_key[4]
+    cdef object _view           # the memoryview of _big get_buffer() handed out, while current
 
     cdef int _set_limit(self, object value) except -1
     cdef int _check_size(self, uint64_t total) except -1
@@ -51,6 +80,14 @@ cdef class FrameParser:
     cdef list _consume(self, const uint8_t* data, Py_ssize_t n)
     cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events) except -1
     cdef int _frag_append(self, const uint8_t* src, Py_ssize_t n, const uint8_t* key) except -1
+    cdef bint _top_up(self, const uint8_t* data, Py_ssize_t n, Py_ssize_t* ipp, list events) except -1
+    cdef uint64_t _acc_need(self)
+    cdef int _begin_large(self, const uint8_t* payload, Py_ssize_t have, int opcode, uint64_t length,
+                          bint masked) except -1
+    cdef Py_ssize_t _big_take(self, const uint8_t* src, Py_ssize_t n) except -1
+    cdef tuple _big_event(self)
+    cdef int _big_clear(self) except -1
+    cdef int _drop_view(self) except -1
 
 
 # C-level entry points for other compiled modules.  `data` must stay valid

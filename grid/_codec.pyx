@@ -11,7 +11,8 @@ how the bytes move:
   ``PyBUF_SIMPLE`` view released in ``finally``), every read bounds-checked
   against the length first; only results are copied out;
 * :class:`FrameParser` parses frames in place, in the caller's buffer or its
-  own fixed read window, and copies only the unfinished tail of a read.
+  own fixed read window, and copies only the unfinished tail of a read; a
+  large frame is received straight into the bytes object it ends up as.
 
 Annotations are kept as the pure twin's strings (``annotation_typing=False``)
 so that ``inspect.signature`` agrees; C types are declared with ``cdef``.
@@ -27,8 +28,10 @@ from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check, PyLong_CheckExact
 from libc.limits cimport LLONG_MAX, LLONG_MIN
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport Py_TYPE
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, UINT64_MAX
 from libc.string cimport memcpy, memmove
@@ -43,6 +46,7 @@ import hashlib
 import inspect as _inspect
 import os
 
+from xxhash import xxh3_64 as _xxh3_hasher_type
 from xxhash import xxh3_64_intdigest
 
 from grid import _consts
@@ -57,10 +61,13 @@ __all__ = [
     "encode_merged",
     "encode_frames",
     "encode_batches",
+    "encode_message_frame",
     "iter_merged",
     "encode_frame",
     "apply_mask",
     "FrameParser",
+    "SplitFrame",
+    "LARGE_FRAME",
     "crc32",
     "xxh3_64",
     "subroute_id",
@@ -86,8 +93,10 @@ cdef enum:
     CRC_LEN = 4
     WS_CONTINUATION = 0x0
     WS_BINARY_OP = 0x2
-    RECV_SIZE = 65536           # FrameParser's read window, as the pure twin's
+    RECV_SIZE = 262144          # FrameParser's read window, as the pure twin's
     ACC_KEEP = 1 << 20          # free parser buffers above this once they drain
+    LARGE_FRAME_C = 262144      # LARGE_FRAME
+    HEAD_MAX = 64               # the pure twin's _HEAD_MAX: the longest envelope head
 
 if (_consts.FLAG_CRC, _consts.FLAG_PAYLOAD_IS_ZERO, _consts.FLAG_SUBROUTE, int(_consts.Op.MERGED),
         _consts.SUBROUTE_LEN, _consts.CRC_LEN, _consts.WS_CONTINUATION, _consts.WS_BINARY) != (
@@ -95,10 +104,20 @@ if (_consts.FLAG_CRC, _consts.FLAG_PAYLOAD_IS_ZERO, _consts.FLAG_SUBROUTE, int(_
         WS_CONTINUATION, WS_BINARY_OP):
     raise ImportError("grid._codec was built against other wire constants than grid._consts")
 
+cdef enum:
+    LARGE_MESSAGE = 1 << 20     # payload size copied without the GIL (grid._consts)
+
+if _consts.LARGE_MESSAGE != LARGE_MESSAGE:
+    raise ImportError("grid._codec was built against another LARGE_MESSAGE than grid._consts")
+
 Buffer = object  # the pure twin's alias (bytes | bytearray | memoryview), for introspection
+
+# The pure twin's LARGE_FRAME (tests/test_large_frames.py checks they agree).
+LARGE_FRAME = LARGE_FRAME_C
 
 # XXH3-64 from the xxhash package (§2.3), looked up once.
 cdef object _xxh3_64_intdigest = xxh3_64_intdigest
+cdef object _xxh3_hasher = _xxh3_hasher_type  # streaming XXH3-64, for SplitFrame CRCs
 
 # Field names and bounds of the 7-tuple (§2.1): MuxID, Seq, DeadlineMS,
 # Handler, Op, Flags.  The Python ints are for error texts.
@@ -186,14 +205,21 @@ cdef _Span _span = _Span()
 
 cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) except? 0:
     """XXH3-64 of p[0:n], which the caller keeps alive during the call."""
+    return _xxh3_with(_span, p, n)
+
+
+cdef uint64_t _xxh3_with(_Span span, const uint8_t* p, Py_ssize_t n) except? 0:
+    # xxhash releases the GIL while it hashes a large input; a caller on a
+    # worker thread passes a span of its own so that the shared one is never
+    # pointed elsewhere behind its back.
     cdef uint64_t h
-    _span.p = p
-    _span.n = n
+    span.p = p
+    span.n = n
     try:
-        h = _xxh3_64_intdigest(_span)
+        h = _xxh3_64_intdigest(span)
     finally:
-        _span.p = NULL
-        _span.n = 0
+        span.p = NULL
+        span.n = 0
     return h
 
 
@@ -303,54 +329,74 @@ cdef int _field(object value, int index, uint64_t* out) except -1:
     raise ValueError(f"{_FIELD_NAMES[index]} {PyNumber_Index(value)} is outside 0..{_FIELD_MAX[index]}")
 
 
-cdef bytes _encode(const uint64_t* v, object payload, object subroute):
-    # Checks in the pure twin's order: payload (type, 4 GiB), subroute rules.
-    cdef _Bytes pb, sb
+cdef Py_ssize_t _envelope_size(const uint64_t* v, object payload, object subroute,
+                               _Bytes* pb, _Bytes* sb) except -1:
+    """Borrow payload and subroute into pb / sb (the caller releases both,
+    also on error) and return the encoded message's size.  Checks in the
+    pure twin's order: payload (type, 4 GiB), then the subroute rules."""
     cdef Py_ssize_t size
     cdef uint64_t flags = v[5]
-    cdef bytes out
-    cdef uint8_t* start
-    cdef uint8_t* w
     cdef int i
+    if payload is not None:
+        _acquire(payload, pb)
+        if <uint64_t>pb.n > 0xFFFFFFFF:
+            raise ValueError(f"payload of {pb.n} bytes is over the 4 GiB bin limit")
+    if flags & FLAG_SUBROUTE:
+        if subroute is None:
+            raise ValueError(_NEED_SUBROUTE)
+        _acquire(subroute, sb)
+        if sb.n != SUBROUTE_LEN:
+            raise ValueError(_NEED_SUBROUTE)
+    elif subroute is not None:
+        raise ValueError("a subroute id needs FlagSubroute in flags")
+    size = 1 + <Py_ssize_t>grid_bin_header_size(<uint64_t>pb.n) + pb.n + sb.n
+    for i in range(6):
+        size += <Py_ssize_t>grid_uint_size(v[i])
+    if flags & FLAG_CRC:
+        size += CRC_LEN
+    return size
+
+
+cdef uint8_t* _write_head(uint8_t* w, const uint64_t* v, Py_ssize_t payload_len) noexcept nogil:
+    """The 7-tuple up to the payload bin's header; returns where the payload goes."""
+    cdef int i
+    w[0] = 0x97
+    w += 1
+    for i in range(6):
+        w = grid_put_uint(w, v[i])
+    return grid_put_bin_header(w, <uint64_t>payload_len)
+
+
+cdef int _write_envelope(uint8_t* start, const uint64_t* v, _Bytes* pb, _Bytes* sb,
+                         _Span span) except -1:
+    """Write the message whose size _envelope_size() gave at ``start``.  A
+    payload of LARGE_MESSAGE bytes or more is copied with the GIL released
+    (its owner is immutable bytes or a held buffer view)."""
+    cdef uint8_t* w = _write_head(start, v, pb.n)
+    if pb.n >= LARGE_MESSAGE:
+        with nogil:
+            memcpy(w, pb.p, <size_t>pb.n)
+    elif pb.n:
+        memcpy(w, pb.p, <size_t>pb.n)
+    w += pb.n
+    if sb.n:
+        memcpy(w, sb.p, SUBROUTE_LEN)
+        w += SUBROUTE_LEN
+    if v[5] & FLAG_CRC:
+        # §2.2: XXH3 over everything before, low 32 bits little-endian.
+        grid_store_le32(w, <uint32_t>(_xxh3_with(span, start, w - start) & 0xFFFFFFFF))
+    return 0
+
+
+cdef bytes _encode(const uint64_t* v, object payload, object subroute):
+    cdef _Bytes pb, sb
+    cdef bytes out
     pb.held = sb.held = False
     pb.n = sb.n = 0
     pb.p = sb.p = NULL
     try:
-        if payload is not None:
-            _acquire(payload, &pb)
-            if <uint64_t>pb.n > 0xFFFFFFFF:
-                raise ValueError(f"payload of {pb.n} bytes is over the 4 GiB bin limit")
-        if flags & FLAG_SUBROUTE:
-            if subroute is None:
-                raise ValueError(_NEED_SUBROUTE)
-            _acquire(subroute, &sb)
-            if sb.n != SUBROUTE_LEN:
-                raise ValueError(_NEED_SUBROUTE)
-        elif subroute is not None:
-            raise ValueError("a subroute id needs FlagSubroute in flags")
-
-        size = 1 + <Py_ssize_t>grid_bin_header_size(<uint64_t>pb.n) + pb.n + sb.n
-        for i in range(6):
-            size += <Py_ssize_t>grid_uint_size(v[i])
-        if flags & FLAG_CRC:
-            size += CRC_LEN
-        out = PyBytes_FromStringAndSize(NULL, size)
-        start = <uint8_t*>PyBytes_AS_STRING(out)
-        # Writes below add up to exactly `size` bytes, by the sum above.
-        start[0] = 0x97
-        w = start + 1
-        for i in range(6):
-            w = grid_put_uint(w, v[i])
-        w = grid_put_bin_header(w, <uint64_t>pb.n)
-        if pb.n:
-            memcpy(w, pb.p, pb.n)
-            w += pb.n
-        if sb.n:
-            memcpy(w, sb.p, SUBROUTE_LEN)
-            w += SUBROUTE_LEN
-        if flags & FLAG_CRC:
-            # §2.2: XXH3 over everything before, low 32 bits little-endian.
-            grid_store_le32(w, <uint32_t>(_xxh3(start, w - start) & 0xFFFFFFFF))
+        out = PyBytes_FromStringAndSize(NULL, _envelope_size(v, payload, subroute, &pb, &sb))
+        _write_envelope(<uint8_t*>PyBytes_AS_STRING(out), v, &pb, &sb, _span)
         return out
     finally:
         _release(&pb)
@@ -393,6 +439,12 @@ def encode_message(
     set.  Out-of-range fields raise ValueError.
     """
     cdef uint64_t v[6]
+    _fields(v, mux_id, seq, deadline_ms, handler, op, flags)
+    return _encode(v, payload, subroute)
+
+
+cdef int _fields(uint64_t* v, object mux_id, object seq, object deadline_ms, object handler,
+                 object op, object flags) except -1:
     # All six conversions first, then all six range checks, as the pure twin
     # (so a TypeError in a later field wins over a ValueError in an earlier
     # one).  Plain ints, the usual case, need no conversion.
@@ -410,7 +462,63 @@ def encode_message(
     _field(handler, 3, &v[3])
     _field(op, 4, &v[4])
     _field(flags, 5, &v[5])
-    return _encode(v, payload, subroute)
+    return 0
+
+
+def encode_message_frame(
+    mux_id: int,
+    seq: int,
+    deadline_ms: int,
+    handler: int,
+    op: int,
+    flags: int,
+    payload: Buffer | None = None,
+    subroute: Buffer | None = None,
+    mask_key: Buffer | None = None,
+) -> bytes:
+    """One grid message as one complete binary WebSocket frame:
+    ``encode_frame(encode_message(...), WS_BINARY, mask_key)`` in a single
+    buffer.  Meant for large messages on a worker thread: the payload copy,
+    the CRC and the mask run with the GIL released, so the caller's event
+    loop keeps going.  ``mask_key`` as for :func:`encode_frame` (``b""``
+    draws a random key)."""
+    cdef uint64_t v[6]
+    cdef _Bytes pb, sb, kb
+    cdef Py_ssize_t size, hdr
+    cdef bytes out, rnd
+    cdef uint8_t* w
+    cdef const uint8_t* key = NULL
+    cdef _Span span = _Span()
+    _fields(v, mux_id, seq, deadline_ms, handler, op, flags)
+    pb.held = sb.held = kb.held = False
+    pb.n = sb.n = kb.n = 0
+    pb.p = sb.p = kb.p = NULL
+    try:
+        size = _envelope_size(v, payload, subroute, &pb, &sb)
+        if mask_key is not None:
+            _acquire(mask_key, &kb)
+            if kb.n == 0:
+                rnd = os.urandom(4)
+                key = <const uint8_t*>PyBytes_AS_STRING(rnd)
+            elif kb.n != 4:
+                raise ValueError("a WebSocket mask key is 4 bytes")
+            else:
+                key = kb.p
+        hdr = _frame_header_size(size)
+        out = PyBytes_FromStringAndSize(NULL, hdr + (4 if key != NULL else 0) + size)
+        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), size, key != NULL)
+        if key != NULL:
+            memcpy(w, key, 4)
+            w += 4
+        _write_envelope(w, v, &pb, &sb, span)
+        if key != NULL:
+            with nogil:
+                grid_mask_copy(w, w, <size_t>size, key)  # in place
+        return out
+    finally:
+        _release(&pb)
+        _release(&sb)
+        _release(&kb)
 
 
 def encode_merged(messages: Sequence[Buffer]) -> bytes:
@@ -648,13 +756,221 @@ cdef list decode_messages_ptr(const uint8_t* data, Py_ssize_t n):
     return [_build(data, &t, subroute)]
 
 
-def decode_message(data: Buffer) -> Message:
+# ---------------------------------------------------------------- split frames
+
+
+@cython.annotation_typing(False)
+def _split_signature(head: Buffer, payload: Buffer, tail: Buffer) -> None:
+    pass
+
+
+cdef bytes _owned(object data):
+    """The pure twin's _bytes(): exact bytes as they are, other buffers copied."""
+    if PyBytes_CheckExact(data):
+        return <bytes>data
+    return bytes(_flat_view(data))
+
+
+@cython.final
+cdef class SplitFrame:
+    """The payload of a large WebSocket frame holding one grid message, in
+    three parts that join to the frame payload: ``head`` (the envelope up to
+    and including the payload's bin header), ``payload`` (the grid message's
+    payload bytes) and ``tail`` (what follows: subroute id and CRC, if any).
+
+    :class:`FrameParser` with ``split_large=True`` produces it for data
+    frames of at least :data:`LARGE_FRAME` bytes, receiving ``payload``
+    straight into its own buffer; :func:`decode_messages` and
+    :func:`decode_message` accept it and hand out that very ``payload``
+    object as the message's payload, with no copy.  ``bytes(frame)`` joins
+    the parts (a copy).  Equal to a SplitFrame of either twin with equal
+    parts, never to plain bytes.
+    """
+
+    __signature__ = _inspect.signature(_split_signature)
+
+    def __init__(self, head: Buffer, payload: Buffer, tail: Buffer) -> None:
+        self.head = _owned(head)
+        self.payload = _owned(payload)
+        self.tail = _owned(tail)
+
+    def __bytes__(self) -> bytes:
+        return self.head + self.payload + self.tail
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.payload) + len(self.tail)
+
+    def __eq__(self, other: object) -> bool:
+        parts = _split_parts(other)
+        if parts is None:
+            return NotImplemented
+        return (self.head, self.payload, self.tail) == parts
+
+    __hash__ = None  # as Message: compared by value, not hashed
+
+    def __repr__(self) -> str:
+        return (f"SplitFrame(head={self.head!r}, payload=<{len(self.payload)} bytes>, "
+                f"tail={self.tail!r})")
+
+
+del _split_signature
+
+# Module names of the two SplitFrame classes; each twin accepts both.
+cdef tuple _SPLIT_MODULES = ("grid._codec", "grid._codec_py")
+
+
+cdef tuple _split_parts(object data):
+    """(head, payload, tail) of a SplitFrame of either twin, else None."""
+    cdef SplitFrame s
+    cdef object cls = type(data)
+    if cls is SplitFrame:
+        s = <SplitFrame>data
+        return (s.head, s.payload, s.tail)
+    if cls.__name__ == "SplitFrame" and cls.__module__ in _SPLIT_MODULES:
+        return (data.head, data.payload, data.tail)
+    return None
+
+
+cdef enum:
+    # _probe_tuple verdicts (the pure twin's _MORE, _NO, _OK)
+    _PROBE_MORE = 0
+    _PROBE_NO = 1
+    _PROBE_OK = 2
+
+
+cdef int _probe_tuple(const uint8_t* p, Py_ssize_t n, _Tuple* t, uint64_t* length) noexcept:
+    """The pure twin's _probe_head(): read the envelope head at p[0:n] (the
+    7-tuple up to its payload's bin header) without needing the payload:
+    _PROBE_OK with t.f, t.start (where the payload starts) and length[0]
+    (its announced size) set; _PROBE_MORE when p[0:n] ends inside the head;
+    _PROBE_NO when it is no head that _decode_tuple would accept."""
+    cdef Py_ssize_t pos
+    cdef int b, i, size, hdr
+    cdef uint64_t raw
+    if n < 1:
+        return _PROBE_MORE
+    b = p[0]
+    if b == 0x97:
+        pos = 1
+    elif b == 0xDC or b == 0xDD:
+        pos = 3 if b == 0xDC else 5
+        if n < pos:
+            return _PROBE_MORE
+        if (grid_load_be16(p + 1) if b == 0xDC else grid_load_be32(p + 1)) != 7:
+            return _PROBE_NO
+    else:
+        return _PROBE_NO
+    for i in range(6):
+        if pos >= n:
+            return _PROBE_MORE
+        b = p[pos]
+        if b < 0x80:
+            t.f[i] = <uint64_t>b
+            pos += 1
+            continue
+        if b < 0xCC or b > 0xD3:
+            return _PROBE_NO
+        size = 1 << ((b - 0xCC) & 3)
+        if n - pos - 1 < size:
+            return _PROBE_MORE
+        raw = grid_load_be(p + pos + 1, size)  # size bytes, present by the test above
+        if (b >= 0xD0 and grid_sign_bit(raw, size)) or raw > _FIELD_MAX_C[i]:
+            return _PROBE_NO
+        t.f[i] = raw
+        pos += 1 + size
+    if pos >= n:
+        return _PROBE_MORE
+    b = p[pos]
+    hdr = 2 if b == 0xC4 else (3 if b == 0xC5 else (5 if b == 0xC6 else 0))
+    if hdr == 0:
+        return _PROBE_NO
+    if n - pos < hdr:
+        return _PROBE_MORE
+    t.start = pos + hdr
+    length[0] = grid_load_be(p + pos + 1, hdr - 1)
+    return _PROBE_OK
+
+
+cdef int _split_point(const uint8_t* first, Py_ssize_t n, uint64_t flen, Py_ssize_t* head_len,
+                      uint64_t* size) noexcept:
+    """The pure twin's _split_point(): where FrameParser splits a frame
+    payload of ``flen`` bytes that starts with first[0:n] (unmasked)."""
+    cdef _Tuple t
+    cdef uint64_t length
+    cdef int verdict = _probe_tuple(first, n, &t, &length)
+    if verdict != _PROBE_OK:
+        return verdict
+    if (t.f[4] == OP_MERGED or <uint64_t>t.start > flen or length > flen - <uint64_t>t.start
+            or flen - <uint64_t>t.start - length > SPLIT_TAIL_MAX):
+        return _PROBE_NO
+    head_len[0] = t.start
+    size[0] = length
+    return _PROBE_OK
+
+
+cdef Message _decode_split(bytes head, bytes payload, bytes tail):
+    """The pure twin's _decode_split(): decode_message() of the joined parts
+    without joining them, when ``head`` is exactly the envelope up to the
+    payload (as FrameParser splits); None otherwise."""
+    cdef _Tuple t
+    cdef uint64_t length, flags
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(tail)  # the bytes after the tuple are all in the tail
+    cdef Py_ssize_t pn = PyBytes_GET_SIZE(payload)
+    cdef const uint8_t* tp = <const uint8_t*>PyBytes_AS_STRING(tail)
+    cdef uint32_t given, actual
+    cdef Message m
+    if (_probe_tuple(<const uint8_t*>PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), &t, &length)
+            != _PROBE_OK or t.start != PyBytes_GET_SIZE(head) or length != <uint64_t>pn
+            or t.f[4] == OP_MERGED):
+        return None
+    flags = t.f[5]
+    if flags & FLAG_CRC:
+        if end < CRC_LEN:
+            raise ProtocolError(f"want crc len 4, got {end}")
+        end -= CRC_LEN
+        given = grid_load_le32(tp + end)  # the 4 bytes after `end`, checked above
+        h = _xxh3_hasher()
+        h.update(head)
+        h.update(payload)
+        h.update(tail[:end])
+        actual = <uint32_t>(h.intdigest() & 0xFFFFFFFF)
+        if given != actual:
+            raise ProtocolError(f"crc mismatch: 0x{given:08x} (given) != 0x{actual:08x} (bytes)")
+    m = Message.__new__(Message)
+    if flags & FLAG_SUBROUTE:
+        if end < SUBROUTE_LEN:
+            raise ProtocolError(f"want subroute len 32, got {end}")
+        end -= SUBROUTE_LEN
+        m.subroute = PyBytes_FromStringAndSize(<const char*>tp + end, SUBROUTE_LEN)
+    m.mux_id = t.f[0]
+    m.seq = t.f[1]
+    m.deadline_ms = t.f[2]
+    m.handler = t.f[3]
+    m.op = t.f[4]
+    m.flags = flags
+    if pn or flags & FLAG_PAYLOAD_IS_ZERO:
+        m.payload = payload  # the frame's own object: no copy
+    return m
+
+
+def decode_message(data: Buffer | SplitFrame) -> Message:
     """Decode one grid message, verifying its CRC and cutting its subroute id.
 
+    Also takes a :class:`SplitFrame`: the result is the joined bytes' one,
+    with the frame's own ``payload`` object as the message payload.
     Raises :class:`grid.ProtocolError` naming what was wrong.
     """
     cdef _Bytes b
+    cdef tuple parts
+    cdef Message m
     if PyBytes_CheckExact(data):
+        return decode_message_ptr(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    parts = _split_parts(data)
+    if parts is not None:
+        m = _decode_split(parts[0], parts[1], parts[2])
+        if m is not None:
+            return m
+        data = b"".join(parts)
         return decode_message_ptr(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
     _acquire(data, &b)
     try:
@@ -679,11 +995,21 @@ def iter_merged(data: Buffer) -> list[Message]:
         _release(&b)
 
 
-def decode_messages(data: Buffer) -> list[Message]:
+def decode_messages(data: Buffer | SplitFrame) -> list[Message]:
     """Decode one WebSocket message's worth of grid data: a plain message comes
-    back as a one-element list, a merged container as its inner messages."""
+    back as a one-element list, a merged container as its inner messages.
+    A :class:`SplitFrame` decodes as its joined bytes would, without the join."""
     cdef _Bytes b
+    cdef tuple parts
+    cdef Message m
     if PyBytes_CheckExact(data):
+        return decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    parts = _split_parts(data)
+    if parts is not None:
+        m = _decode_split(parts[0], parts[1], parts[2])
+        if m is not None:
+            return [m]
+        data = b"".join(parts)
         return decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
     _acquire(data, &b)
     try:
@@ -816,7 +1142,8 @@ def encode_frame(
 
 
 @cython.annotation_typing(False)
-def _parser_signature(server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+def _parser_signature(server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
+                      split_large: bool = False) -> None:
     pass
 
 
@@ -855,6 +1182,64 @@ cdef inline bytes _payload(const uint8_t* src, Py_ssize_t n, const uint8_t* key)
     return out
 
 
+cdef inline void _mask_at(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* key,
+                          Py_ssize_t phase) noexcept:
+    """dst[0:n] = src[0:n] unmasked with ``key`` (if not NULL) as it applies
+    from payload offset ``phase`` on; dst == src is fine."""
+    cdef uint8_t rk[4]
+    cdef int i
+    if n <= 0:
+        return
+    if key == NULL:
+        if dst != src:
+            memcpy(dst, src, <size_t>n)
+        return
+    for i in range(4):
+        rk[i] = key[(phase + i) & 3]
+    grid_mask_copy(dst, src, <size_t>n, rk)
+
+
+cdef object _split_whole(const uint8_t* src, Py_ssize_t n, const uint8_t* key):
+    """A complete large frame's event payload under split_large: the pure
+    twin's FrameParser._whole_large().  n >= LARGE_FRAME_C > HEAD_MAX."""
+    cdef uint8_t first[HEAD_MAX]
+    cdef Py_ssize_t head_len = 0
+    cdef uint64_t size = 0
+    cdef SplitFrame s
+    cdef bytes part
+    _mask_at(first, src, HEAD_MAX, key, 0)
+    if _split_point(first, HEAD_MAX, <uint64_t>n, &head_len, &size) != _PROBE_OK:
+        return _payload(src, n, key)
+    s = SplitFrame.__new__(SplitFrame)
+    s.head = PyBytes_FromStringAndSize(<const char*>first, head_len)
+    part = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+    _mask_at(<uint8_t*>PyBytes_AS_STRING(part), src + head_len, <Py_ssize_t>size, key, head_len)
+    s.payload = part
+    head_len += <Py_ssize_t>size  # where the tail starts
+    part = PyBytes_FromStringAndSize(NULL, n - head_len)
+    _mask_at(<uint8_t*>PyBytes_AS_STRING(part), src + head_len, n - head_len, key, head_len)
+    s.tail = part
+    return s
+
+
+@cython.final
+cdef class _Fill:
+    """A writable buffer exporter for the unfilled part of a large frame's
+    buffer, which FrameParser.get_buffer() hands out as a memoryview.  It
+    holds a reference to that bytes object, so the memory stays valid for as
+    long as any view of it exists, even if the parser lets go of the frame
+    (fails, completes) in the meantime."""
+    cdef object owner
+    cdef uint8_t* p
+    cdef Py_ssize_t n
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, <void*>self.p, self.n, 0, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
 @cython.final
 cdef class FrameParser:
     """Incremental RFC 6455 frame parser for one side of a connection.
@@ -868,31 +1253,51 @@ cdef class FrameParser:
     reassembled, opcode of the first frame) and control frames (ping, pong,
     close) as they arrive.  A violation raises ProtocolError, after which the
     parser stays failed.
+
+    An unfragmented data frame of :data:`LARGE_FRAME` bytes or more is
+    received into its final buffer as it arrives: while one is incomplete,
+    :meth:`get_buffer` hands out that buffer's unfilled part (exactly what
+    the frame still needs, so a read never runs into the next frame), and
+    the work per read stays proportional to the read.  ``split_large=True``
+    (keyword only) makes such a frame arrive as a :class:`SplitFrame` when
+    it holds one grid message with a non-nil payload, so that the message
+    payload is received in place and decodes without a copy; other frames
+    stay plain ``bytes``.
     """
 
     # Input is parsed where it lies: in the bytes given to feed(), or in the
-    # fixed 64 KiB window that get_buffer() hands out (uvloop/asyncio read
+    # fixed 256 KiB window that get_buffer() hands out (uvloop/asyncio read
     # into it directly).  Only the unfinished frame at the end of a read is
     # copied, into _acc; the next read first tops _acc up to exactly one
     # frame (never more), then parsing continues in place again.  The window
     # never moves or shrinks, so a memoryview of it stays valid, like the
     # pure twin's bytearray; payloads are copied out as bytes, so events
     # never alias it.
+    #
+    # A large frame (see _parse) is the exception: once its header is in,
+    # its payload (or, split, the grid payload inside it) gets its final
+    # bytes object at once, and every later read lands there: copied (and
+    # unmasked) from the input, or read straight into it through the view
+    # get_buffer() hands out and unmasked in place by buffer_updated().
+    # The finished frame's event is that object itself.
 
     __signature__ = _inspect.signature(_parser_signature)
 
     def __cinit__(self):
         self._frag_op = -1
+        self._big_op = -1
         self._limit_kind = _LIMIT_C
         # Here rather than in __init__: buffer_updated() dereferences it, so
         # it must exist even on an instance made with __new__ alone.
         self._recv = bytearray(RECV_SIZE)
 
-    def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
+                 split_large: bool = False) -> None:
         if max_message_size < 0:
             raise ValueError("max_message_size must be >= 0")
         self._server = server
         self._is_server = server
+        self._split_large = split_large
         self._set_limit(max_message_size)
         self._release_buffers()
         self._frag_op = -1
@@ -914,6 +1319,15 @@ cdef class FrameParser:
     @property
     def max_message_size(self):
         return self._max_size
+
+    @property
+    def split_large(self):
+        """Deliver large one-message frames as SplitFrame (see the class docstring)."""
+        return self._split_large
+
+    @split_large.setter
+    def split_large(self, value):
+        self._split_large = value
 
     @max_message_size.setter
     def max_message_size(self, value):
@@ -961,6 +1375,27 @@ cdef class FrameParser:
         PyMem_Free(self._frag)
         self._frag = NULL
         self._frag_len = self._frag_cap = 0
+        self._big_clear()
+        return 0
+
+    cdef int _big_clear(self) except -1:
+        self._drop_view()
+        self._big = None
+        self._big_ptr = NULL
+        self._big_len = 0
+        self._big_op = -1
+        self._flen = self._fgot = self._head_len = 0
+        self._head = None
+        return 0
+
+    cdef int _drop_view(self) except -1:
+        cdef object view = self._view
+        if view is not None:
+            self._view = None
+            try:
+                view.release()
+            except BufferError:
+                pass  # still exported (a read in progress); _Fill keeps its memory valid
         return 0
 
     cdef object _fail(self, str text):
@@ -969,14 +1404,29 @@ cdef class FrameParser:
         return ProtocolError(text)
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``."""
+        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
+        unfilled part of a large frame's buffer while one is incomplete, else
+        a 256 KiB read window."""
+        cdef _Fill fill
+        cdef Py_ssize_t end
+        self._drop_view()
+        if self._big_op >= 0:
+            end = self._head_len + self._big_len
+            if self._fgot < end:
+                fill = _Fill.__new__(_Fill)
+                fill.owner = self._big
+                fill.p = self._big_ptr + (self._fgot - self._head_len)
+                fill.n = end - self._fgot
+                self._view = PyMemoryView_FromObject(fill)
+                return self._view
+            return memoryview(self._recv)[:self._flen - self._fgot]
         return memoryview(self._recv)
 
-    def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes]]:
+    def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes | SplitFrame]]:
         """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer."""
         return self._updated(nbytes)
 
-    def feed(self, data: Buffer) -> list[tuple[int, bytes]]:
+    def feed(self, data: Buffer) -> list[tuple[int, bytes | SplitFrame]]:
         """Add received bytes; return the events they complete."""
         return self._feed(data)
 
@@ -984,19 +1434,25 @@ cdef class FrameParser:
         cdef int overflow = 0
         cdef long long x = -1
         cdef Py_ssize_t k
+        # A current view of _big (get_buffer handed it out; the frame has
+        # not moved since): the bytes are already in place.
+        cdef bint in_place = self._view is not None
+        cdef Py_ssize_t limit = (self._head_len + self._big_len - self._fgot) if in_place else RECV_SIZE
         if PyLong_Check(nbytes):
             x = PyLong_AsLongLongAndOverflow(nbytes, &overflow)
-            if overflow or not 0 <= x <= RECV_SIZE:
+            if overflow or not 0 <= x <= limit:
                 raise ValueError(f"nbytes {nbytes} is outside the buffer")
             k = <Py_ssize_t>x
         else:
             # Not an int: the pure twin's own steps, for its exact behaviour.
-            if not 0 <= nbytes <= len(self._recv):
+            if not 0 <= nbytes <= limit:
                 raise ValueError(f"nbytes {nbytes} is outside the buffer")
             window = slice(None, nbytes)  # a generic slice, not Cython's C-index one
-            k = len(memoryview(self._recv)[window])
+            k = len((self._view if in_place else memoryview(self._recv))[window])
         if self._failed is not None:
             raise ProtocolError(f"parser failed earlier: {self._failed}")
+        if in_place:
+            return self._process(NULL, k)  # 0 <= k <= what the frame still needs in _big
         # 0 <= k <= RECV_SIZE == len(self._recv)
         return self._process(<const uint8_t*>PyByteArray_AS_STRING(self._recv), k)
 
@@ -1023,6 +1479,7 @@ cdef class FrameParser:
             raise RuntimeError("FrameParser re-entered while parsing")
         self._busy = True
         try:
+            self._drop_view()  # the frame moves on: a view handed out earlier is stale
             return self._consume(data, n)
         except ProtocolError:
             raise  # already failed by _fail()
@@ -1038,49 +1495,39 @@ cdef class FrameParser:
     cdef list _consume(self, const uint8_t* data, Py_ssize_t n):
         cdef list events = []
         cdef Py_ssize_t ip = 0, used
-        cdef uint64_t need, take
-        if self._acc_len > 0:
-            # Top the pending frame up from the new input, never past its end
-            # (grid_ws_need() is exactly what _parse waits for), and re-parse
-            # it with everything known so far, as the pure twin re-parses its
-            # buffer: a violation shows on the same byte in both.
-            while True:
-                need = grid_ws_need(self._acc, <size_t>self._acc_len)
-                take = 0
-                if need > <uint64_t>self._acc_len:
-                    take = need - <uint64_t>self._acc_len
-                    if take > <uint64_t>(n - ip):
-                        take = <uint64_t>(n - ip)
-                if take:
-                    _reserve(&self._acc, &self._acc_cap, self._acc_len + <Py_ssize_t>take)
-                    memcpy(self._acc + self._acc_len, data + ip, <size_t>take)
-                    self._acc_len += <Py_ssize_t>take
-                    ip += <Py_ssize_t>take
-                used = self._parse(self._acc, self._acc_len, events)
-                if used:
-                    if used < self._acc_len:  # cannot happen; keep the bytes anyway
-                        memmove(self._acc, self._acc + used, <size_t>(self._acc_len - used))
-                        self._acc_len -= used
-                        continue
-                    self._acc_len = 0
-                    if self._acc_cap > ACC_KEEP:
-                        PyMem_Free(self._acc)
-                        self._acc = NULL
-                        self._acc_cap = 0
-                    break
-                if ip == n or take == 0:
-                    break
+        if data == NULL:
+            # buffer_updated() into the view of _big that get_buffer() handed
+            # out: the n bytes are in place at the frame's fill position.
+            _mask_at(self._big_ptr + (self._fgot - self._head_len),
+                     self._big_ptr + (self._fgot - self._head_len), n,
+                     self._big_key if self._big_masked else NULL, self._fgot)
+            self._fgot += n
+            if self._fgot == self._flen:
+                events.append(self._big_event())
+            return events
+        while True:
+            if self._big_op >= 0:
+                # A large frame in progress takes what it still needs first;
+                # whatever follows it in this input is parsed as usual.
+                ip += self._big_take(data + ip, n - ip)
+                if self._fgot < self._flen:
+                    return events
+                events.append(self._big_event())
+            if self._acc_len > 0 and self._top_up(data, n, &ip, events):
+                continue  # _acc held the start of a large frame: the rest is its
+            break
         if ip == n:
             return events
         if self._acc_len == 0:
-            # The common case: whole frames straight from the input.
+            # The common case: whole frames straight from the input (the last
+            # one may be a large frame that takes all the rest).
             ip += self._parse(data + ip, n - ip, events)
             if ip < n:
                 _reserve(&self._acc, &self._acc_cap, n - ip)
                 memcpy(self._acc, data + ip, <size_t>(n - ip))
                 self._acc_len = n - ip
         else:
-            # Unreachable while grid_ws_need() and _parse() agree; if they
+            # Unreachable while _acc_need() and _parse() agree; if they
             # ever did not, fall back to the pure twin's way: append all,
             # parse all, keep the rest.
             _reserve(&self._acc, &self._acc_cap, self._acc_len + (n - ip))
@@ -1090,6 +1537,61 @@ cdef class FrameParser:
             memmove(self._acc, self._acc + used, <size_t>(self._acc_len - used))
             self._acc_len -= used
         return events
+
+    cdef bint _top_up(self, const uint8_t* data, Py_ssize_t n, Py_ssize_t* ipp,
+                      list events) except -1:
+        """Finish the frame pending in _acc from data[ipp[0]:n], advancing
+        ipp[0]; True if that started a large frame (which then holds all of
+        _acc and wants the rest of the input first)."""
+        cdef Py_ssize_t used
+        cdef uint64_t need, take
+        # Top the pending frame up from the new input, never past its end
+        # (_acc_need() is exactly what _parse waits for), and re-parse it
+        # with everything known so far, as the pure twin re-parses its
+        # buffer: a violation shows on the same byte in both.
+        while True:
+            need = self._acc_need()
+            take = 0
+            if need > <uint64_t>self._acc_len:
+                take = need - <uint64_t>self._acc_len
+                if take > <uint64_t>(n - ipp[0]):
+                    take = <uint64_t>(n - ipp[0])
+            if take:
+                _reserve(&self._acc, &self._acc_cap, self._acc_len + <Py_ssize_t>take)
+                memcpy(self._acc + self._acc_len, data + ipp[0], <size_t>take)
+                self._acc_len += <Py_ssize_t>take
+                ipp[0] += <Py_ssize_t>take
+            used = self._parse(self._acc, self._acc_len, events)
+            if used:
+                if used < self._acc_len:  # cannot happen; keep the bytes anyway
+                    memmove(self._acc, self._acc + used, <size_t>(self._acc_len - used))
+                    self._acc_len -= used
+                    continue
+                self._acc_len = 0
+                if self._acc_cap > ACC_KEEP:
+                    PyMem_Free(self._acc)
+                    self._acc = NULL
+                    self._acc_cap = 0
+                break
+            if ipp[0] == n or take == 0:
+                break
+        return self._big_op >= 0
+
+    cdef uint64_t _acc_need(self):
+        """grid_ws_need() for the frame pending in _acc, except that a large
+        frame (see _parse) is wanted only up to the end of its header, plus
+        HEAD_MAX payload bytes under split_large: the rest goes straight to
+        its final buffer."""
+        cdef const uint8_t* p = self._acc
+        cdef uint64_t need = grid_ws_need(p, <size_t>self._acc_len)
+        cdef uint64_t hdr
+        if (self._acc_len < 10 or self._frag_op >= 0 or not (p[0] & 0x80)
+                or (p[0] & 0x0F) not in (1, 2) or (p[1] & 0x7F) != 127):
+            return need  # large frames have the 64-bit length form
+        hdr = 14 if p[1] & 0x80 else 10
+        if need - hdr < LARGE_FRAME_C:
+            return need
+        return hdr + (HEAD_MAX if self._split_large else 0)
 
     cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events) except -1:
         """Parse the complete frames in buf[0:n]; return how many bytes they
@@ -1149,6 +1651,13 @@ cdef class FrameParser:
             if masked:
                 hdr += 4
             if avail < hdr or <uint64_t>(avail - hdr) < length:
+                # An incomplete unfragmented data frame of LARGE_FRAME or
+                # more whose header is in: receive it into its final buffer
+                # from here on (it takes all the rest of buf).
+                if (avail >= hdr and fin and not control and opcode != WS_CONTINUATION
+                        and length >= LARGE_FRAME_C
+                        and self._begin_large(buf + pos + hdr, avail - hdr, opcode, length, masked)):
+                    pos = n
                 break
             # From here on the whole frame is inside buf[0:n]: the mask key is
             # buf[start-4:start] and the payload buf[start:start+length].
@@ -1169,7 +1678,10 @@ cdef class FrameParser:
                         self._frag = NULL
                         self._frag_cap = 0
             elif fin:
-                events.append((opcode, _payload(buf + start, <Py_ssize_t>length, key)))
+                if self._split_large and length >= LARGE_FRAME_C:
+                    events.append((opcode, _split_whole(buf + start, <Py_ssize_t>length, key)))
+                else:
+                    events.append((opcode, _payload(buf + start, <Py_ssize_t>length, key)))
             else:
                 self._frag_len = 0
                 self._frag_append(buf + start, <Py_ssize_t>length, key)
@@ -1185,6 +1697,84 @@ cdef class FrameParser:
                 memcpy(self._frag + self._frag_len, src, <size_t>n)
             self._frag_len += n
         return 0
+
+    # -- large frames
+
+    cdef int _begin_large(self, const uint8_t* payload, Py_ssize_t have, int opcode, uint64_t length,
+                          bint masked) except -1:
+        """Start receiving the data frame whose payload begins at
+        payload[0:have] (have < length; the mask key, if any, is the 4 bytes
+        before it) into its final buffer: 1 when started, 0 when
+        split_large first needs more of the envelope head."""
+        cdef uint8_t first[HEAD_MAX]
+        cdef Py_ssize_t nfirst, head_len = 0
+        cdef uint64_t size = length
+        cdef const uint8_t* key = payload - 4 if masked else NULL
+        cdef object head = None
+        cdef bytes big
+        if self._split_large:
+            nfirst = have if have < HEAD_MAX else HEAD_MAX
+            _mask_at(first, payload, nfirst, key, 0)
+            verdict = _split_point(first, nfirst, length, &head_len, &size)
+            if verdict == _PROBE_MORE:
+                return 0
+            if verdict == _PROBE_OK:
+                head = PyBytes_FromStringAndSize(<const char*>first, head_len)
+            else:
+                head_len = 0
+                size = length
+        if size > <uint64_t>(PY_SSIZE_T_MAX - 64):
+            raise MemoryError()  # as the pure twin's bytearray(size) (no OverflowError)
+        big = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        self._big = big
+        self._big_ptr = <uint8_t*>PyBytes_AS_STRING(big)
+        self._big_len = <Py_ssize_t>size
+        self._big_op = opcode
+        self._flen = <Py_ssize_t>length  # < 2**63, checked by _parse
+        self._fgot = self._head_len = head_len
+        self._head = head
+        self._big_masked = masked
+        if masked:
+            memcpy(self._big_key, key, 4)
+        self._big_take(payload + head_len, have - head_len)
+        return 1
+
+    cdef Py_ssize_t _big_take(self, const uint8_t* src, Py_ssize_t n) except -1:
+        """Add what of src[0:n] the large frame still needs (still masked);
+        return how many bytes that took."""
+        cdef Py_ssize_t k = self._flen - self._fgot, m, end = self._head_len + self._big_len
+        cdef const uint8_t* key = self._big_key if self._big_masked else NULL
+        if k > n:
+            k = n
+        n = k
+        if self._fgot < end:
+            m = end - self._fgot
+            if m > k:
+                m = k
+            _mask_at(self._big_ptr + (self._fgot - self._head_len), src, m, key, self._fgot)
+            self._fgot += m
+            src += m
+            k -= m
+        if k:
+            # Split only: the tail, at most SPLIT_TAIL_MAX bytes (_split_point).
+            _mask_at(self._tail + (self._fgot - end), src, k, key, self._fgot)
+            self._fgot += k
+        return n
+
+    cdef tuple _big_event(self):
+        """The completed large frame's event; the parser lets go of it."""
+        cdef SplitFrame s
+        cdef object payload = self._big
+        cdef int op = self._big_op
+        if self._head is not None:
+            s = SplitFrame.__new__(SplitFrame)
+            s.head = self._head
+            s.payload = payload
+            s.tail = PyBytes_FromStringAndSize(<const char*>self._tail,
+                                               self._flen - self._head_len - self._big_len)
+            payload = s
+        self._big_clear()
+        return (op, payload)
 
 
 del _parser_signature
@@ -1218,6 +1808,25 @@ cdef inline bint _below(Py_ssize_t v, _Limit* lim, object value) except -1:
 
 cdef inline Py_ssize_t _frame_header_size(Py_ssize_t body):
     return 2 if body < 126 else (4 if body < 0x10000 else 10)
+
+
+cdef uint8_t* _put_frame_header(uint8_t* w, Py_ssize_t body, bint masked) noexcept:
+    """A FIN binary frame's header for a ``body``-byte payload (§1.5), the
+    MASK bit set if ``masked`` (the key itself is the caller's); returns
+    where the key or the payload goes."""
+    cdef Py_ssize_t hdr = _frame_header_size(body)
+    w[0] = 0x80 | WS_BINARY_OP
+    if hdr == 2:
+        w[1] = <uint8_t>body
+    elif hdr == 4:
+        w[1] = 126
+        grid_store_be16(w + 2, <uint64_t>body)
+    else:
+        w[1] = 127
+        grid_store_be64(w + 2, <uint64_t>body)
+    if masked:
+        w[1] |= 0x80
+    return w + hdr
 
 
 def encode_batches(
@@ -1333,20 +1942,8 @@ def encode_frames(
         for j in range(nb):
             i = ends[j] - 1  # the batch is messages[start:i+1]
             body = bodies[j]
-            hdr = _frame_header_size(body)
-            w[0] = 0x80 | WS_BINARY_OP  # FIN, binary (§1.5)
-            if hdr == 2:
-                w[1] = <uint8_t>body
-            elif hdr == 4:
-                w[1] = 126
-                grid_store_be16(w + 2, <uint64_t>body)
-            else:
-                w[1] = 127
-                grid_store_be64(w + 2, <uint64_t>body)
+            w = _put_frame_header(w, body, masked)
             key = NULL
-            if masked:
-                w[1] |= 0x80
-            w += hdr
             if masked:
                 if random_key:
                     rnd = os.urandom(4)

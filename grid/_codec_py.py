@@ -13,8 +13,9 @@ import operator
 import os
 import struct
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
+from xxhash import xxh3_64 as _xxh3_hasher
 from xxhash import xxh3_64_intdigest
 
 from grid._consts import (
@@ -38,10 +39,13 @@ __all__ = [
     "encode_merged",
     "encode_frames",
     "encode_batches",
+    "encode_message_frame",
     "iter_merged",
     "encode_frame",
     "apply_mask",
     "FrameParser",
+    "SplitFrame",
+    "LARGE_FRAME",
     "crc32",
     "xxh3_64",
     "subroute_id",
@@ -66,6 +70,21 @@ _FIELD_NAMES = ("MuxID", "Seq", "DeadlineMS", "Handler", "Op", "Flags")
 _FIELD_MAX = (2**64 - 1, 2**32 - 1, 2**32 - 1, 255, 255, 255)
 _MAX_PAYLOAD = 2**32 - 1
 _index = operator.index
+
+#: Payload size from which :class:`FrameParser` receives an unfragmented data
+#: frame straight into its final buffer, as the bytes arrive, instead of
+#: collecting the frame and copying it out at the end (256 KiB).  With
+#: ``split_large=True`` such a frame holding one grid message arrives as a
+#: :class:`SplitFrame`.
+LARGE_FRAME = 256 * 1024
+
+# The longest envelope head (§2.1, as _decode_tuple accepts it): a dd array
+# header (5 bytes), six 9-byte integers and a bin32 header (5 bytes).  Its
+# first _HEAD_MAX bytes always tell whether a frame payload can be split.
+_HEAD_MAX = 64
+# The most bytes a split frame may have after its grid payload: a subroute
+# id and a CRC (§2.2), all that Go ever puts there.
+_TAIL_MAX = 36
 
 
 def _view(data: Buffer) -> Buffer:
@@ -343,12 +362,194 @@ def _trailers(data: bytes, flags: int, tail: int) -> tuple[int, bytes | None]:
     return end, subroute
 
 
-def decode_message(data: Buffer) -> Message:
+# ---------------------------------------------------------------- split frames
+
+
+class SplitFrame:
+    """The payload of a large WebSocket frame holding one grid message, in
+    three parts that join to the frame payload: ``head`` (the envelope up to
+    and including the payload's bin header), ``payload`` (the grid message's
+    payload bytes) and ``tail`` (what follows: subroute id and CRC, if any).
+
+    :class:`FrameParser` with ``split_large=True`` produces it for data
+    frames of at least :data:`LARGE_FRAME` bytes, receiving ``payload``
+    straight into its own buffer; :func:`decode_messages` and
+    :func:`decode_message` accept it and hand out that very ``payload``
+    object as the message's payload, with no copy.  ``bytes(frame)`` joins
+    the parts (a copy).  Equal to a SplitFrame of either twin with equal
+    parts, never to plain bytes.
+    """
+
+    __slots__ = ("_head", "_payload", "_tail")
+
+    def __init__(self, head: Buffer, payload: Buffer, tail: Buffer) -> None:
+        self._head = _bytes(head)
+        self._payload = _bytes(payload)
+        self._tail = _bytes(tail)
+
+    @property
+    def head(self) -> bytes:
+        """The envelope bytes before the grid payload."""
+        return self._head
+
+    @property
+    def payload(self) -> bytes:
+        """The grid message's payload bytes."""
+        return self._payload
+
+    @property
+    def tail(self) -> bytes:
+        """The envelope bytes after the grid payload (subroute id, CRC)."""
+        return self._tail
+
+    def __bytes__(self) -> bytes:
+        return self._head + self._payload + self._tail
+
+    def __len__(self) -> int:
+        return len(self._head) + len(self._payload) + len(self._tail)
+
+    def __eq__(self, other: object) -> bool:
+        parts = _split_parts(other)
+        if parts is None:
+            return NotImplemented
+        return (self._head, self._payload, self._tail) == parts
+
+    __hash__ = None  # type: ignore[assignment]  # as Message: compared by value, not hashed
+
+    def __repr__(self) -> str:
+        return (f"SplitFrame(head={self._head!r}, payload=<{len(self._payload)} bytes>, "
+                f"tail={self._tail!r})")
+
+
+# Module names of the two SplitFrame classes; each twin accepts both.
+_SPLIT_MODULES = ("grid._codec", "grid._codec_py")
+
+
+def _split_parts(data: object) -> tuple[bytes, bytes, bytes] | None:
+    """(head, payload, tail) of a SplitFrame of either twin, else None."""
+    cls = type(data)
+    if cls is SplitFrame or (cls.__name__ == "SplitFrame" and cls.__module__ in _SPLIT_MODULES):
+        return data.head, data.payload, data.tail  # type: ignore[attr-defined]
+    return None
+
+
+# _probe_head verdicts
+_MORE, _NO, _OK = 0, 1, 2
+
+
+def _probe_head(data: bytes) -> tuple[int, list[int], int, int]:
+    """Read the envelope head at the start of ``data`` (the 7-tuple up to its
+    payload's bin header) without needing the payload bytes:
+    ``(_OK, fields, payload start, payload length)``; ``(_MORE, ...)`` when
+    ``data`` ends inside the head, ``(_NO, ...)`` when it is no head that
+    _decode_tuple would accept (a nil payload, say).  Never raises."""
+    n = len(data)
+    if n == 0:
+        return _MORE, [], 0, 0
+    b = data[0]
+    if b == 0x97:
+        pos = 1
+    elif b == 0xDC or b == 0xDD:
+        pos = 3 if b == 0xDC else 5
+        if n < pos:
+            return _MORE, [], 0, 0
+        if int.from_bytes(data[1:pos], "big") != 7:
+            return _NO, [], 0, 0
+    else:
+        return _NO, [], 0, 0
+    ints = []
+    for i in range(6):
+        if pos >= n:
+            return _MORE, [], 0, 0
+        b = data[pos]
+        if b < 0x80:
+            ints.append(b)
+            pos += 1
+            continue
+        if not 0xCC <= b <= 0xD3:
+            return _NO, [], 0, 0
+        size = 1 << ((b - 0xCC) & 3)
+        if pos + 1 + size > n:
+            return _MORE, [], 0, 0
+        value = int.from_bytes(data[pos + 1:pos + 1 + size], "big", signed=b >= 0xD0)
+        if not 0 <= value <= _FIELD_MAX[i]:
+            return _NO, [], 0, 0
+        ints.append(value)
+        pos += 1 + size
+    if pos >= n:
+        return _MORE, [], 0, 0
+    b = data[pos]
+    hdr = 2 if b == 0xC4 else 3 if b == 0xC5 else 5 if b == 0xC6 else 0
+    if hdr == 0:
+        return _NO, [], 0, 0
+    if pos + hdr > n:
+        return _MORE, [], 0, 0
+    return _OK, ints, pos + hdr, int.from_bytes(data[pos + 1:pos + hdr], "big")
+
+
+def _split_point(first: bytes, flen: int) -> tuple[int, int, int]:
+    """Where FrameParser splits a frame payload of ``flen`` bytes that starts
+    with ``first`` (unmasked): ``(_OK, head length, payload length)`` when it
+    is one grid message (not a container) whose payload bin lies inside the
+    frame with at most _TAIL_MAX bytes after it; ``_MORE`` when ``first``
+    is too short to tell (never with _HEAD_MAX bytes or more), else ``_NO``."""
+    verdict, ints, start, length = _probe_head(first)
+    if verdict != _OK:
+        return verdict, 0, 0
+    if ints[4] == _OP_MERGED or start + length > flen or flen - start - length > _TAIL_MAX:
+        return _NO, 0, 0
+    return _OK, start, length
+
+
+def _decode_split(head: bytes, payload: bytes, tail: bytes) -> Message | None:
+    """decode_message(head + payload + tail) without joining the parts, when
+    ``head`` is exactly the envelope up to the payload of ``len(payload)``
+    bytes and the message is no container (as FrameParser splits); None
+    otherwise.  The CRC is computed over the parts in turn; trailers are
+    checked as _trailers() does, with the same error texts."""
+    verdict, ints, start, length = _probe_head(head)
+    if verdict != _OK or start != len(head) or length != len(payload) or ints[4] == _OP_MERGED:
+        return None
+    flags = ints[5]
+    end = len(tail)  # the bytes after the tuple are all in the tail
+    if flags & FLAG_CRC:
+        if end < 4:
+            raise ProtocolError(f"want crc len 4, got {end}")
+        end -= 4
+        given = _CRC.unpack_from(tail, end)[0]
+        h = _xxh3_hasher()
+        h.update(head)
+        h.update(payload)
+        h.update(tail[:end])
+        actual = h.intdigest() & 0xFFFFFFFF
+        if given != actual:
+            raise ProtocolError(f"crc mismatch: 0x{given:08x} (given) != 0x{actual:08x} (bytes)")
+    subroute = None
+    if flags & FLAG_SUBROUTE:
+        if end < 32:
+            raise ProtocolError(f"want subroute len 32, got {end}")
+        end -= 32
+        subroute = tail[end:end + 32]
+    body: bytes | None = payload
+    if length == 0 and not flags & FLAG_PAYLOAD_IS_ZERO:
+        body = None
+    return Message(ints[0], ints[1], ints[2], ints[3], ints[4], flags, body, subroute)
+
+
+def decode_message(data: Buffer | SplitFrame) -> Message:
     """Decode one grid message, verifying its CRC and cutting its subroute id.
 
+    Also takes a :class:`SplitFrame`: the result is the joined bytes' one,
+    with the frame's own ``payload`` object as the message payload.
     Raises :class:`grid.ProtocolError` naming what was wrong.
     """
-    data = _bytes(data)
+    parts = _split_parts(data)
+    if parts is not None:
+        msg = _decode_split(*parts)
+        if msg is not None:
+            return msg
+        data = b"".join(parts)
+    data = _bytes(cast(Buffer, data))  # a SplitFrame was joined above
     ints, start, stop, tail = _decode_tuple(data)
     flags = ints[5]
     _, subroute = _trailers(data, flags, tail)
@@ -383,12 +584,19 @@ def iter_merged(data: Buffer) -> list[Message]:
     return out
 
 
-def decode_messages(data: Buffer) -> list[Message]:
+def decode_messages(data: Buffer | SplitFrame) -> list[Message]:
     """Decode one WebSocket message's worth of grid data: a plain message comes
-    back as a one-element list, a merged container as its inner messages."""
+    back as a one-element list, a merged container as its inner messages.
+    A :class:`SplitFrame` decodes as its joined bytes would, without the join."""
+    parts = _split_parts(data)
+    if parts is not None:
+        one = _decode_split(*parts)
+        if one is not None:
+            return [one]
+        data = b"".join(parts)
     msg = decode_message(data)
     if msg.op == _OP_MERGED:
-        return iter_merged(data)
+        return iter_merged(cast(Buffer, data))
     return [msg]
 
 
@@ -486,20 +694,48 @@ class FrameParser:
     reassembled, opcode of the first frame) and control frames (ping, pong,
     close) as they arrive.  A violation raises ProtocolError, after which the
     parser stays failed.
+
+    An unfragmented data frame of :data:`LARGE_FRAME` bytes or more is
+    received into its final buffer as it arrives: while one is incomplete,
+    :meth:`get_buffer` hands out that buffer's unfilled part (exactly what
+    the frame still needs, so a read never runs into the next frame), and
+    the work per read stays proportional to the read.  ``split_large=True``
+    (keyword only) makes such a frame arrive as a :class:`SplitFrame` when
+    it holds one grid message with a non-nil payload, so that the message
+    payload is received in place and decodes without a copy; other frames
+    stay plain ``bytes``.
     """
 
-    __slots__ = ("server", "max_message_size", "_buf", "_frag_op", "_frag", "_failed", "_recv")
+    __slots__ = ("server", "max_message_size", "split_large", "_buf", "_frag_op", "_frag",
+                 "_failed", "_recv", "_big", "_big_op", "_flen", "_fgot", "_head_len", "_head",
+                 "_tail", "_key", "_view")
 
-    def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
+                 split_large: bool = False) -> None:
         if max_message_size < 0:
             raise ValueError("max_message_size must be >= 0")
         self.server = server
         self.max_message_size = max_message_size
+        #: Deliver large one-message frames as SplitFrame (see the class docstring).
+        self.split_large = split_large
         self._buf = bytearray()
         self._frag_op = -1  # opcode of the data message being reassembled
         self._frag = bytearray()
         self._failed: str | None = None
-        self._recv = bytearray(65536)
+        self._recv = bytearray(262144)
+        # The large frame in progress (_big_op >= 0): its payload of _flen
+        # bytes, _fgot of which are in, is _head (split only) + _big + _tail.
+        self._big: bytearray | None = None
+        self._big_op = -1
+        self._flen = 0
+        self._fgot = 0
+        self._head_len = 0
+        self._head: bytes | None = None
+        self._tail = bytearray()
+        self._key: bytes | None = None
+        # The view of _big that get_buffer() handed out; only ever the
+        # current one (dropped whenever the frame moves on).
+        self._view: memoryview | None = None
 
     @property
     def failed(self) -> bool:
@@ -507,29 +743,77 @@ class FrameParser:
         return self._failed is not None
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``."""
+        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
+        unfilled part of a large frame's buffer while one is incomplete, else
+        a 256 KiB read window."""
+        self._drop_view()
+        big = self._big
+        if big is not None:
+            at = self._fgot - self._head_len
+            if at < len(big):
+                self._view = memoryview(big)[at:]
+                return self._view
+            return memoryview(self._recv)[:self._flen - self._fgot]
         return memoryview(self._recv)
 
-    def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes]]:
+    def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes | SplitFrame]]:
         """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer."""
-        if not 0 <= nbytes <= len(self._recv):
+        view = self._view
+        if not 0 <= nbytes <= (len(self._recv) if view is None else len(view)):
             raise ValueError(f"nbytes {nbytes} is outside the buffer")
-        return self.feed(memoryview(self._recv)[:nbytes])
+        if view is None:
+            return self.feed(memoryview(self._recv)[:nbytes])
+        # The bytes are in place in _big (the parser cannot have failed: that drops the view).
+        k = len(view[:nbytes])
+        self._drop_view()
+        if self._key is not None and k:
+            at = self._fgot - self._head_len
+            assert self._big is not None
+            self._big[at:at + k] = apply_mask(self._big[at:at + k], self._rotated_key())
+        self._fgot += k
+        return [self._big_event()] if self._fgot == self._flen else []
+
+    def _drop_view(self) -> None:
+        view = self._view
+        if view is not None:
+            self._view = None
+            try:
+                view.release()
+            except BufferError:
+                pass  # still exported (a read in progress); it stays valid
 
     def _fail(self, text: str) -> ProtocolError:
         self._failed = text
         self._buf = bytearray()
         self._frag = bytearray()
+        self._big_clear()
         return ProtocolError(text)
 
-    def feed(self, data: Buffer) -> list[tuple[int, bytes]]:
+    def feed(self, data: Buffer) -> list[tuple[int, bytes | SplitFrame]]:
         """Add received bytes; return the events they complete."""
         if self._failed is not None:
             raise ProtocolError(f"parser failed earlier: {self._failed}")
+        self._drop_view()
         buf = self._buf
         buf += data
+        events: list[tuple[int, bytes | SplitFrame]] = []
         try:
-            events, pos = self._frames(buf)
+            while True:
+                if self._big is not None:
+                    # A large frame in progress takes what it still needs first.
+                    k = min(len(buf), self._flen - self._fgot)
+                    if k:
+                        self._big_put(bytes(buf[:k]))
+                        del buf[:k]
+                    if self._fgot < self._flen:
+                        break
+                    events.append(self._big_event())
+                more, pos = self._frames(buf)
+                events += more
+                if pos:
+                    del buf[:pos]
+                if self._big is None:
+                    break
         except ProtocolError:
             raise  # _fail() already ran
         except BaseException as exc:
@@ -538,14 +822,89 @@ class FrameParser:
             # same: stay failed, as the compiled twin does.
             self._fail(f"{type(exc).__name__}: {exc}")
             raise
-        if pos:
-            del buf[:pos]
         return events
 
-    def _frames(self, buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
+    # -- large frames
+
+    def _rotated_key(self) -> bytes:
+        """The mask key as it applies from the frame offset _fgot on."""
+        assert self._key is not None
+        r = self._fgot & 3
+        return self._key[r:] + self._key[:r]
+
+    def _begin_large(self, buf: bytearray, start: int, have: int, opcode: int, length: int,
+                     masked: int) -> bool:
+        """Start receiving the data frame whose payload begins at
+        ``buf[start:start+have]`` (``have < length``) into its final buffer;
+        False when split_large first needs more of the envelope head."""
+        key = bytes(buf[start - 4:start]) if masked else None
+        head: bytes | None = None
+        head_len, size = 0, length
+        if self.split_large:
+            first = bytes(buf[start:start + min(have, _HEAD_MAX)])
+            if key is not None:
+                first = apply_mask(first, key)
+            verdict, at, n = _split_point(first, length)
+            if verdict == _MORE:
+                return False
+            if verdict == _OK:
+                head, head_len, size = first[:at], at, n
+        big = bytearray(size)
+        tail = bytearray(length - head_len - size)
+        self._big, self._tail, self._head, self._key = big, tail, head, key
+        self._big_op = opcode
+        self._flen = length
+        self._fgot = self._head_len = head_len
+        self._big_put(bytes(buf[start + head_len:start + have]))
+        return True
+
+    def _big_put(self, chunk: bytes) -> None:
+        """Add the next ``chunk`` of the large frame's payload (still masked)."""
+        big = self._big
+        assert big is not None
+        if self._key is not None:
+            chunk = apply_mask(chunk, self._rotated_key())
+        at = self._fgot - self._head_len
+        m = min(len(chunk), len(big) - at) if at < len(big) else 0
+        if m:
+            big[at:at + m] = chunk[:m]
+        if m < len(chunk):
+            t = at + m - len(big)
+            self._tail[t:t + len(chunk) - m] = chunk[m:]
+        self._fgot += len(chunk)
+
+    def _big_event(self) -> tuple[int, bytes | SplitFrame]:
+        """The completed large frame's event; the parser lets go of it."""
+        assert self._big is not None
+        body = bytes(self._big)  # the pure twin's one copy; the compiled one has none
+        payload: bytes | SplitFrame = body
+        if self._head is not None:
+            payload = SplitFrame(self._head, body, bytes(self._tail))
+        op = self._big_op
+        self._big_clear()
+        return op, payload
+
+    def _big_clear(self) -> None:
+        self._drop_view()
+        self._big = None
+        self._big_op = -1
+        self._flen = self._fgot = self._head_len = 0
+        self._head = None
+        self._tail = bytearray()
+        self._key = None
+
+    def _whole_large(self, payload: bytes) -> bytes | SplitFrame:
+        """A complete large frame's event payload under split_large."""
+        verdict, at, n = _split_point(payload[:_HEAD_MAX], len(payload))
+        if verdict != _OK:
+            return payload
+        return SplitFrame(payload[:at], payload[at:at + n], payload[at + n:])
+
+    def _frames(self, buf: bytearray) -> tuple[list[tuple[int, bytes | SplitFrame]], int]:
         """Parse the complete frames at the start of ``buf``; return their
-        events and how many bytes they span."""
-        events: list[tuple[int, bytes]] = []
+        events and how many bytes they span (all of ``buf`` when it ends in a
+        large frame, which is then in progress)."""
+        events: list[tuple[int, bytes | SplitFrame]] = []
         pos = 0
         n = len(buf)
         while True:
@@ -601,6 +960,10 @@ class FrameParser:
             if masked:
                 hdr += 4
             if n - pos < hdr + length:
+                if (n - pos >= hdr and fin and not control and opcode != WS_CONTINUATION
+                        and length >= LARGE_FRAME
+                        and self._begin_large(buf, pos + hdr, n - pos - hdr, opcode, length, masked)):
+                    pos = n
                 break
             start = pos + hdr
             payload = bytes(buf[start:start + length])
@@ -616,7 +979,10 @@ class FrameParser:
                     self._frag_op = -1
                     self._frag = bytearray()
             elif fin:
-                events.append((opcode, payload))
+                if self.split_large and length >= LARGE_FRAME:
+                    events.append((opcode, self._whole_large(payload)))
+                else:
+                    events.append((opcode, payload))
             else:
                 self._frag_op = opcode
                 self._frag = bytearray(payload)
@@ -668,3 +1034,24 @@ def encode_batches(
         start = i + 1
         size = 0
     return out
+
+
+def encode_message_frame(
+    mux_id: int,
+    seq: int,
+    deadline_ms: int,
+    handler: int,
+    op: int,
+    flags: int,
+    payload: Buffer | None = None,
+    subroute: Buffer | None = None,
+    mask_key: Buffer | None = None,
+) -> bytes:
+    """One grid message as one complete binary WebSocket frame:
+    ``encode_frame(encode_message(...), WS_BINARY, mask_key)`` in a single
+    buffer.  Meant for large messages on a worker thread: the payload copy,
+    the CRC and the mask run with the GIL released, so the caller's event
+    loop keeps going.  ``mask_key`` as for :func:`encode_frame` (``b""``
+    draws a random key)."""
+    return encode_frame(encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
+                                       subroute), WS_BINARY, mask_key)

@@ -53,6 +53,11 @@ FLAG_SUBROUTE = 0x20
 SUBROUTE_LEN = 32
 CRC_LEN = 4
 
+# A message whose payload is at least this large is encoded and framed on a
+# worker thread (grid.connection), its copies made with the GIL released, so
+# that it never holds the event loop (issue: fairness).
+LARGE_MESSAGE = 1 << 20
+
 # WebSocket opcodes (RFC 6455 §5.2).
 WS_CONTINUATION = 0x0
 WS_TEXT = 0x1

@@ -29,6 +29,11 @@ cdef class MuxState:
     cdef bint _take_credit(self) except -1
 
 
+cdef struct _Deadline:
+    double at                         # monotonic deadline
+    uint64_t mux_id
+
+
 @cython.final
 cdef class MuxCore:
     # The pure twin's slots, readable and writable from Python.
@@ -47,7 +52,18 @@ cdef class MuxCore:
     cdef public Py_ssize_t msgs_in
     cdef public Py_ssize_t msgs_out
     cdef public Py_ssize_t bytes_out
-    cdef list _deadlines              # heap of (monotonic deadline, mux id)
+    cdef public bint open_calls       # call() may start requests itself (else owner._call)
+    cdef object _loop                 # `loop` (a property that also caches create_future)
+    cdef object _create_future
+    cdef public double default_timeout
+    cdef public Py_ssize_t queue_limit
+    cdef public double sweep_at       # monotonic time of the owner's next deadline sweep
+    cdef double _last_at              # deadline of the request _request() sent last
+    cdef _Deadline* _fifo             # ring of deadlines in arrival order (non-decreasing)
+    cdef Py_ssize_t _fifo_head
+    cdef Py_ssize_t _fifo_len
+    cdef Py_ssize_t _fifo_cap
+    cdef list _deadlines              # heap of (monotonic deadline, mux id): the out-of-order ones
 
     cdef int _on_events(self, list events) except -1
     cdef int _on_binary(self, object payload) except -1
@@ -55,3 +71,6 @@ cdef class MuxCore:
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1
+    cdef object _request(self, object fut, object handler_id, object payload, object timeout,
+                         object subroute)
+    cdef int _track(self, double at, uint64_t mux_id) except -1

@@ -12,6 +12,9 @@ grid._codec): parser input straight into frames, frames into Messages.
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.contextvars cimport get_value as _context_value
+from cpython.list cimport PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
@@ -171,6 +174,11 @@ cdef enum:
     _FLAG_ZERO = 0x10
     _FLAG_SUBROUTE = 0x20
     _WS_BINARY = 2
+    LARGE_MESSAGE = 1 << 20  # as grid._consts: payloads the owner frames off the loop
+
+from grid import _consts
+if _consts.LARGE_MESSAGE != LARGE_MESSAGE:
+    raise ImportError("grid._mux was built against another LARGE_MESSAGE than grid._consts")
 
 cdef object _monotonic = _time.monotonic  # the clock request deadlines are kept on
 cdef object _heappush = heapq.heappush
@@ -220,7 +228,7 @@ cdef class MuxCore:
                  caller: str, singles: dict, singles_sub: dict, context_var: Any,
                  clock: Any, ids: MuxIdAllocator) -> None:
         self.owner = owner
-        self.parser = FrameParser(server, max_message_size)
+        self.parser = FrameParser(server, max_message_size, split_large=True)
         self.ids = ids
         self.pending = {}
         self.queue = []
@@ -234,7 +242,25 @@ cdef class MuxCore:
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
+        self.open_calls = False
+        self.loop = None
+        self.default_timeout = 60.0
+        self.queue_limit = 65535
+        self.sweep_at = float("inf")
         self._deadlines = []
+
+    def __dealloc__(self):
+        PyMem_Free(self._fifo)
+
+    @property
+    def loop(self):
+        """The event loop the futures of :meth:`call` are made on."""
+        return self._loop
+
+    @loop.setter
+    def loop(self, value):
+        self._loop = value
+        self._create_future = value.create_future if value is not None else None
 
     # -- receiving
 
@@ -364,17 +390,59 @@ cdef class MuxCore:
         if err is not None:
             flags |= _FLAG_ERR
             result = err.encode("utf-8", "replace")
+        elif PyBytes_CheckExact(result) and PyBytes_GET_SIZE(result) >= LARGE_MESSAGE:
+            self.owner._send_large(mux_id, seq, 0, 0, _RESPONSE, flags, result, None)
+            return 0
         self._send(_encode_message(mux_id, seq, 0, 0, _RESPONSE, flags, result))
         return 0
+
+    def call(self, handler_id: int, payload: Any, timeout: float | None,
+             subroute: bytes | None) -> Any:
+        """Start a single request as ``Connection.request`` does and return
+        the future of its reply.  The common case runs here in one step;
+        anything else (calls not open, a handler id or timeout to check, an
+        inherited deadline, a full send queue) is ``owner._call(...)``'s."""
+        cdef int overflow = 0
+        cdef long long hid = 0
+        cdef double t
+        if self.open_calls and type(handler_id) is int:
+            hid = PyLong_AsLongLongAndOverflow(handler_id, &overflow)
+        if (not self.open_calls or overflow or not 0 < hid < 256
+                or PyList_GET_SIZE(self.queue) >= self.queue_limit
+                or _context_value(self.context_var) is not None):
+            return self.owner._call(handler_id, payload, timeout, subroute)
+        if timeout is None:
+            t = self.default_timeout
+        elif type(timeout) is float and <double>timeout >= 0.001:
+            t = <double>timeout
+        else:
+            return self.owner._call(handler_id, payload, timeout, subroute)
+        fut = self._create_future()
+        try:
+            self._request(fut, handler_id, payload, t, subroute)
+        except Exception as exc:
+            return self.owner._failed(exc)
+        if self.sweep_at > self._last_at:
+            self.owner._schedule_sweep(t)
+        return fut
 
     def request(self, fut: Any, handler_id: int, payload: Any, timeout: float,
                 subroute: bytes | None) -> int:
         """Send an OpRequest whose response resolves ``fut``; it fails with
         TimeoutError once ``timeout`` seconds pass (see :meth:`expire`).
         Returns the new mux id."""
-        deadline_ms = int(timeout * 1000)
-        if deadline_ms > 0xFFFFFFFF:
-            deadline_ms = 0xFFFFFFFF
+        return self._request(fut, handler_id, payload, timeout, subroute)
+
+    cdef object _request(self, object fut, object handler_id, object payload, object timeout,
+                         object subroute):
+        cdef double t
+        if type(timeout) is float and 0.0 <= <double>timeout < 4294967.0:
+            t = <double>timeout
+            deadline_ms = <long long>(t * 1000)  # truncates, as int() does
+        else:
+            deadline_ms = int(timeout * 1000)
+            if deadline_ms > 0xFFFFFFFF:
+                deadline_ms = 0xFFFFFFFF
         flags = self.base_flags | _FLAG_EOF
         if payload is not None and len(payload) == 0:
             flags |= _FLAG_ZERO
@@ -383,6 +451,14 @@ cdef class MuxCore:
         if self.ids is None:  # the C call below does not check for None
             raise AttributeError("'NoneType' object has no attribute 'next'")
         mux_id = self.ids._next()
+        if (PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) >= LARGE_MESSAGE
+                and type(handler_id) is int and 0 <= handler_id <= 255 and deadline_ms >= 0):
+            # Framed off the event loop by the owner (a Connection).
+            self.pending[mux_id] = fut
+            self._track(_monotonic() + timeout, mux_id)
+            self.owner._send_large(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags, payload,
+                                   subroute)
+            return mux_id
         if type(handler_id) is int and 0 <= handler_id <= 255 and deadline_ms >= 0:
             # In range: the C entry point, without the Python call's argument handling.
             msg = encode_message_c(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
@@ -391,40 +467,90 @@ cdef class MuxCore:
             msg = _encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
                                   payload, subroute)
         self.pending[mux_id] = fut
-        _heappush(self._deadlines, (_monotonic() + timeout, mux_id))
-        if len(self._deadlines) > 2 * len(self.pending) + 1024:
-            self._compact()
+        self._track(_monotonic() + timeout, mux_id)
         self._send(msg)
         return mux_id
 
+    cdef int _track(self, double at, uint64_t mux_id) except -1:
+        # In arrival order while deadlines only grow (one timeout for all,
+        # the usual case): a C ring, no Python object per request.  A
+        # deadline earlier than the last one goes to the heap.
+        cdef Py_ssize_t i, n
+        cdef _Deadline* grown
+        self._last_at = at
+        n = self._fifo_len
+        if n and at < self._fifo[(self._fifo_head + n - 1) % self._fifo_cap].at:
+            _heappush(self._deadlines, (at, mux_id))
+        else:
+            if n == self._fifo_cap:
+                grown = <_Deadline*>PyMem_Malloc(<size_t>(2 * n + 64) * sizeof(_Deadline))
+                if grown == NULL:
+                    raise MemoryError()
+                for i in range(n):
+                    grown[i] = self._fifo[(self._fifo_head + i) % self._fifo_cap]
+                PyMem_Free(self._fifo)
+                self._fifo = grown
+                self._fifo_cap = 2 * n + 64
+                self._fifo_head = 0
+            self._fifo[(self._fifo_head + n) % self._fifo_cap].at = at
+            self._fifo[(self._fifo_head + n) % self._fifo_cap].mux_id = mux_id
+            self._fifo_len = n + 1
+        if self._fifo_len + len(self._deadlines) > 2 * len(self.pending) + 1024:
+            self._compact()
+        return 0
+
     def _compact(self) -> None:
-        # Entries of answered requests stay in the heap until they expire;
-        # rebuild it when they outnumber the live ones, so that it stays
+        # Entries of answered requests stay until they expire; drop them
+        # when they outnumber the live ones, so that the bookkeeping stays
         # within a small multiple of the requests in flight.
+        cdef Py_ssize_t i, kept = 0
+        cdef _Deadline e
         pending = self.pending
-        dl = [e for e in self._deadlines if e[1] in pending]
+        for i in range(self._fifo_len):
+            e = self._fifo[(self._fifo_head + i) % self._fifo_cap]
+            if e.mux_id in pending:
+                self._fifo[(self._fifo_head + kept) % self._fifo_cap] = e
+                kept += 1
+        self._fifo_len = kept
+        dl = [e2 for e2 in self._deadlines if e2[1] in pending]
         _heapify(dl)
         self._deadlines = dl
 
     def expire(self) -> float | None:
         """Fail every pending request whose deadline has passed with
         TimeoutError; return the next deadline (monotonic) or None."""
-        now = _monotonic()
+        cdef double now = _monotonic()
+        cdef _Deadline head
         dl = self._deadlines
         pending = self.pending
-        while dl and dl[0][0] <= now:
-            _, mux_id = _heappop(dl)
+        while True:  # the two sources merged, earliest deadline first
+            if self._fifo_len:
+                head = self._fifo[self._fifo_head]
+            if (self._fifo_len and head.at <= now
+                    and not (dl and dl[0] < (head.at, head.mux_id))):
+                self._fifo_head = (self._fifo_head + 1) % self._fifo_cap
+                self._fifo_len -= 1
+                mux_id = head.mux_id
+            elif dl and dl[0][0] <= now:
+                _, mux_id = _heappop(dl)
+            else:
+                break
             fut = pending.pop(mux_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(TimeoutError("grid request deadline exceeded"))
-        if len(dl) > 2 * len(pending) + 1024:
+        if self._fifo_len + len(dl) > 2 * len(pending) + 1024:
             self._compact()
             dl = self._deadlines
+        if self._fifo_len:
+            head = self._fifo[self._fifo_head]
+            return min(head.at, dl[0][0]) if dl else head.at
         return dl[0][0] if dl else None
 
     def fail_all(self, exc_type: Any) -> None:
         """Fail every pending request with ``exc_type()`` and forget them."""
         pending, self.pending = self.pending, {}
+        self._fifo_len = 0
+        self._fifo_head = 0
         self._deadlines = []
         for fut in pending.values():
             if not fut.done():

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import deque
 from operator import index as _index
 from typing import Any
 
 from grid import _codec_py
+from grid._consts import LARGE_MESSAGE
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
 __all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
@@ -144,14 +146,14 @@ class MuxCore:
     __slots__ = (
         "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
         "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
-        "_deadlines",
+        "open_calls", "loop", "default_timeout", "queue_limit", "sweep_at", "_fifo", "_deadlines",
     )
 
     def __init__(self, owner: Any, server: bool, base_flags: int, max_message_size: int,
                  caller: str, singles: dict, singles_sub: dict, context_var: Any,
                  clock: Any, ids: MuxIdAllocator) -> None:
         self.owner = owner
-        self.parser = _codec_py.FrameParser(server, max_message_size)
+        self.parser = _codec_py.FrameParser(server, max_message_size, split_large=True)
         self.ids = ids
         self.pending: dict = {}
         self.queue: list = []
@@ -165,6 +167,17 @@ class MuxCore:
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
+        # What call() needs to start a request without its owner; the owner
+        # (a Connection) sets them once connected.  While open_calls is
+        # False every call() goes to owner._call().
+        self.open_calls = False
+        self.loop: Any = None             # the event loop futures are made on
+        self.default_timeout = 60.0
+        self.queue_limit = 65535          # queued messages past which call() defers
+        self.sweep_at = float("inf")      # monotonic time of the owner's next deadline sweep
+        # Request deadlines: in order of arrival while they only grow (the
+        # usual case: one timeout for all), on a heap for the others.
+        self._fifo: deque = deque()
         self._deadlines: list = []
 
     # -- receiving
@@ -261,7 +274,32 @@ class MuxCore:
         if err is not None:
             flags |= _FLAG_ERR
             result = err.encode("utf-8", "replace")
+        elif type(result) is bytes and len(result) >= LARGE_MESSAGE:
+            self.owner._send_large(mux_id, seq, 0, 0, _RESPONSE, flags, result, None)
+            return
         self.send(_codec_py.encode_message(mux_id, seq, 0, 0, _RESPONSE, flags, result))
+
+    def call(self, handler_id: int, payload: Any, timeout: float | None,
+             subroute: bytes | None) -> Any:
+        """Start a single request as ``Connection.request`` does and return
+        the future of its reply.  The common case runs here in one step;
+        anything else (calls not open, a handler id or timeout to check, an
+        inherited deadline, a full send queue) is ``owner._call(...)``'s."""
+        if (not self.open_calls or type(handler_id) is not int or not 0 < handler_id < 256
+                or len(self.queue) >= self.queue_limit or self.context_var.get() is not None):
+            return self.owner._call(handler_id, payload, timeout, subroute)
+        if timeout is None:
+            timeout = self.default_timeout
+        elif type(timeout) is not float or not timeout >= 0.001:
+            return self.owner._call(handler_id, payload, timeout, subroute)
+        fut = self.loop.create_future()
+        try:
+            self.request(fut, handler_id, payload, timeout, subroute)
+        except Exception as exc:
+            return self.owner._failed(exc)
+        if self.sweep_at > time.monotonic() + timeout:
+            self.owner._schedule_sweep(timeout)
+        return fut
 
     def request(self, fut: Any, handler_id: int, payload: Any, timeout: float,
                 subroute: bytes | None) -> int:
@@ -277,21 +315,35 @@ class MuxCore:
         if subroute is not None:
             flags |= 0x20
         mux_id = self.ids.next()
-        msg = _codec_py.encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
-                                       payload, subroute)
+        large = (type(payload) is bytes and len(payload) >= LARGE_MESSAGE
+                 and type(handler_id) is int and 0 <= handler_id <= 255)
+        if not large:
+            msg = _codec_py.encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
+                                           payload, subroute)
         self.pending[mux_id] = fut
-        dl = self._deadlines
-        heapq.heappush(dl, (time.monotonic() + timeout, mux_id))
-        if len(dl) > 2 * len(self.pending) + 1024:
-            self._compact()
-        self.send(msg)
+        self._track(time.monotonic() + timeout, mux_id)
+        if large:  # framed off the event loop by the owner (a Connection)
+            self.owner._send_large(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags, payload,
+                                   subroute)
+        else:
+            self.send(msg)
         return mux_id
 
+    def _track(self, at: float, mux_id: int) -> None:
+        fifo = self._fifo
+        if not fifo or at >= fifo[-1][0]:
+            fifo.append((at, mux_id))
+        else:
+            heapq.heappush(self._deadlines, (at, mux_id))
+        if len(fifo) + len(self._deadlines) > 2 * len(self.pending) + 1024:
+            self._compact()
+
     def _compact(self) -> None:
-        # Entries of answered requests stay in the heap until they expire;
-        # rebuild it when they outnumber the live ones, so that it stays
+        # Entries of answered requests stay until they expire; drop them
+        # when they outnumber the live ones, so that the bookkeeping stays
         # within a small multiple of the requests in flight.
         pending = self.pending
+        self._fifo = deque(e for e in self._fifo if e[1] in pending)
         dl = [e for e in self._deadlines if e[1] in pending]
         heapq.heapify(dl)
         self._deadlines = dl
@@ -300,21 +352,29 @@ class MuxCore:
         """Fail every pending request whose deadline has passed with
         TimeoutError; return the next deadline (monotonic) or None."""
         now = time.monotonic()
-        dl = self._deadlines
+        fifo, dl = self._fifo, self._deadlines
         pending = self.pending
-        while dl and dl[0][0] <= now:
-            _, mux_id = heapq.heappop(dl)
+        while True:  # the two sources merged, earliest deadline first
+            if fifo and fifo[0][0] <= now and not (dl and dl[0] < fifo[0]):
+                _, mux_id = fifo.popleft()
+            elif dl and dl[0][0] <= now:
+                _, mux_id = heapq.heappop(dl)
+            else:
+                break
             fut = pending.pop(mux_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(TimeoutError("grid request deadline exceeded"))
-        if len(dl) > 2 * len(pending) + 1024:
+        if len(fifo) + len(dl) > 2 * len(pending) + 1024:
             self._compact()
-            dl = self._deadlines
-        return dl[0][0] if dl else None
+            fifo, dl = self._fifo, self._deadlines
+        if fifo and dl:
+            return min(fifo[0][0], dl[0][0])  # type: ignore[no-any-return]
+        return fifo[0][0] if fifo else (dl[0][0] if dl else None)
 
     def fail_all(self, exc_type: Any) -> None:
         """Fail every pending request with ``exc_type()`` and forget them."""
         pending, self.pending = self.pending, {}
+        self._fifo = deque()
         self._deadlines = []
         for fut in pending.values():
             if not fut.done():

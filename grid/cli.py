@@ -85,7 +85,14 @@ from typing import Any, TextIO
 import grid
 from grid import _http, _payloads
 from grid._consts import ROUTE_PATH, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, Op
-from grid._impl import FrameParser, decode_messages, encode_frame, encode_message, local_dials
+from grid._impl import (
+    FrameParser,
+    SplitFrame,
+    decode_messages,
+    encode_frame,
+    encode_message,
+    local_dials,
+)
 
 __all__ = ["main", "CliError", "NodeConfig", "load_config", "load_handlers", "ping", "PingReport"]
 
@@ -996,9 +1003,9 @@ class _PingWire:
         except (OSError, grid.ProtocolError) as exc:
             self._end(f"{type(exc).__name__}: {exc}")
 
-    def _on_frame(self, opcode: int, payload: bytes) -> None:
+    def _on_frame(self, opcode: int, payload: bytes | SplitFrame) -> None:
         if opcode == WS_PING:
-            self.send(payload, WS_PONG)
+            self.send(bytes(payload), WS_PONG)  # control frames are plain bytes: no copy
         elif opcode == WS_CLOSE:
             self._end("the node sent a WebSocket close")
         elif opcode == WS_BINARY:

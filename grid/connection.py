@@ -31,6 +31,7 @@ from grid import _payloads
 from grid._consts import (
     FLAG_CRC,
     FLAG_SUBROUTE,
+    LARGE_MESSAGE,
     Op,
     WS_BINARY,
     WS_CLOSE,
@@ -43,7 +44,9 @@ from grid._impl import (
     MuxIdAllocator,
     decode_message,
     encode_frame,
+    encode_frames,
     encode_message,
+    encode_message_frame,
     subroute_id,
 )
 from grid import _http
@@ -220,6 +223,11 @@ class _CoreOwner:
         if self.conn is not None:
             return self.conn._handler_failed(m, exc)
         return f"{type(exc).__name__}: {exc}"
+
+    def _send_large(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
+                    flags: int, payload: bytes, subroute: bytes | None) -> None:
+        if self.conn is not None:
+            self.conn._send_large(mux_id, seq, deadline_ms, handler, op, flags, payload, subroute)
 
 
 class _Wire(_CoreOwner, asyncio.BufferedProtocol):
@@ -489,6 +497,10 @@ class Connection:
         self._callers: dict[int, _stream.Stream] = {}  # streams this side opened
         self._callees: dict[int, Any] = {}  # streams this side serves
         self._flush_handle: asyncio.Handle | None = None
+        # Writes held in order behind a large message being framed on the
+        # encoder thread: (future of the frame bytes, its request's mux id,
+        # 0 for another large message, -1 for frames take_frames counted).
+        self._large: deque[tuple[asyncio.Future[bytes], int]] = deque()
         self._paused = False
         self._space_waiters: list[asyncio.Future[None]] = []
         self._write_stall: asyncio.TimerHandle | None = None
@@ -574,6 +586,9 @@ class Connection:
         abandons the call locally (as in Go, nothing tells the callee); its
         bookkeeping goes when the reply arrives or the deadline passes.
         """
+        core = self._core
+        if core is not None:  # the compiled core starts the usual call in one step
+            return core.call(handler_id, payload, timeout, None)  # type: ignore[no-any-return]
         return self._call(handler_id, payload, timeout, None)
 
     def _call(self, handler_id: int, payload: Payload, timeout: float | None,
@@ -676,6 +691,8 @@ class Connection:
         delay = max(delay, 0.01)
         self._sweep_at = time.monotonic() + delay
         self._sweep = self._loop.call_later(delay, self._run_sweep)
+        if self._core is not None:
+            self._core.sweep_at = self._sweep_at
 
     def _run_sweep(self) -> None:
         self._sweep = None
@@ -683,6 +700,7 @@ class Connection:
         core = self._core
         if core is None:
             return
+        core.sweep_at = self._sweep_at
         nxt = core.expire()
         if nxt is not None:
             self._schedule_sweep(nxt - time.monotonic())
@@ -708,13 +726,82 @@ class Connection:
         if not wire.framed:  # grid.integrations: the server frames the messages
             wire.flush_messages(core)  # type: ignore[attr-defined]
             return
+        if self._large:
+            return  # held behind a large frame; _large_done flushes
         data = core.take_frames(_mask_key() if wire._mask else None)
         if data is None:
             return
+        self._write(wire, data)
+        if self._space_waiters and not self._paused:
+            self._wake_senders()  # the queue has room again
+
+    def _write(self, wire: _Wire, data: bytes) -> None:
+        assert wire.transport is not None
         wire.transport.write(data)
         limit = self._mgr.max_write_buffer
         if wire.transport.get_write_buffer_size() > limit:
             wire.fail(f"send buffer over {limit} bytes: peer is not reading")
+
+    def _send_large(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
+                    flags: int, payload: bytes, subroute: bytes | None) -> None:
+        """Send a message with a payload of LARGE_MESSAGE bytes or more (the
+        MuxCore hands these over instead of encoding them).  It is encoded
+        and framed on the manager's encoder thread, whose copies, CRC and
+        mask run without the GIL, so the event loop never waits for it.
+        Order on the wire is kept: everything queued before it leaves before
+        it, everything queued after it waits for it."""
+        wire, core = self._wire, self._core
+        if wire is None or core is None or wire.transport is None:
+            return  # down: _reset has failed (or will fail) whatever waits on it
+        if not wire.framed:  # grid.integrations frame whole messages themselves
+            core.send(encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
+                                     subroute))
+            return
+        mask = _mask_key() if wire._mask else None
+        if self._large:
+            # Queued since the previous large message: they go between the two.
+            before = core.take_frames(mask)
+            if before is not None:
+                done = self._loop.create_future()
+                done.set_result(before)
+                self._large.append((done, -1))  # counted by take_frames
+        else:
+            self._flush()
+        job = self._loop.run_in_executor(self._mgr._encoder(), encode_message_frame, mux_id, seq,
+                                         deadline_ms, handler, op, flags, payload, subroute,
+                                         mask)
+        gen = self._generation
+        self._large.append((job, mux_id if op == _REQUEST else 0))
+        job.add_done_callback(lambda _job: self._large_done(gen))
+
+    def _large_done(self, gen: int) -> None:
+        """Write the held frames that are ready, in order; once none is held,
+        let the ordinary flush run again."""
+        if gen != self._generation:
+            return  # the connection these frames were for is gone
+        wire, core = self._wire, self._core
+        large = self._large
+        while large and large[0][0].done():
+            job, mux_id = large.popleft()
+            if job.cancelled():
+                continue
+            exc = job.exception()
+            if exc is not None:
+                fut = core.pending.pop(mux_id, None) if (core is not None and mux_id > 0) else None
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+                else:
+                    log.error("grid: %s -> %s: could not encode a large message: %r",
+                              self.local, self.remote, exc)
+                continue
+            data = job.result()
+            if wire is not None and core is not None and wire.transport is not None:
+                if mux_id >= 0:
+                    core.msgs_out += 1
+                    core.bytes_out += len(data)
+                self._write(wire, data)
+        if not large and core is not None and core.queue:
+            self._flush()
 
     async def _wait_for_space(self) -> Any:
         """Wait while the send queue is full or the socket is paused; return
@@ -736,13 +823,24 @@ class Connection:
             if not w.done():
                 w.set_result(None)
 
+    def _open_calls(self) -> None:
+        """Let the core start calls itself (MuxCore.call) exactly while
+        :meth:`_call` would take its plain path: connected, not paused, not
+        tracing."""
+        core = self._core
+        if core is not None:
+            core.open_calls = (self._state is State.CONNECTED and not self._paused
+                               and "_call" not in self.__dict__)
+
     def _pause_writing(self) -> None:
         self._paused = True
+        self._open_calls()
         if self._write_stall is None:
             self._write_stall = self._loop.call_later(self._mgr.write_timeout, self._stalled)
 
     def _resume_writing(self) -> None:
         self._paused = False
+        self._open_calls()
         if self._write_stall is not None:
             self._write_stall.cancel()
             self._write_stall = None
@@ -892,7 +990,24 @@ class Connection:
         DeadlineMS, Handler and flags kept, op and payload replaced, the base
         flags added and FlagSubroute cleared (pongs, MuxConnectError)."""
         flags = (m.flags | self._base) & ~FLAG_SUBROUTE & 0xFF
-        self._send(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, op, flags, payload))
+        msg = encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, op, flags, payload)
+        if op == _PONG and m.mux_id == 0:
+            self._send_keepalive(msg)
+        else:
+            self._send(msg)
+
+    def _send_keepalive(self, msg: bytes) -> None:
+        """Queue a connection ping or pong.  These need no order with other
+        messages, so they do not wait behind a large message being framed:
+        the keepalive holds while the frame is built."""
+        wire, core = self._wire, self._core
+        if not self._large or wire is None or core is None or wire.transport is None:
+            self._send(msg)
+            return
+        data = encode_frames([msg], _mask_key() if wire._mask else None)
+        core.msgs_out += 1
+        core.bytes_out += len(data)
+        self._write(wire, data)
 
     def _reply_mux_error(self, m: Any, text: str) -> None:
         self._reply(m, _MUX_CONNECT_ERROR, _payloads.encode_mux_connect_error(text))
@@ -930,8 +1045,8 @@ class Connection:
             wire.fail(f"{_NO_PONG} {2 * interval:g} s")
             return
         # Connection pings never carry a CRC (§1.6).
-        self._send(encode_message(0, 0, 10000, 0, _PING, 0,
-                                  _payloads.encode_ping(time.time_ns())))
+        self._send_keepalive(encode_message(0, 0, 10000, 0, _PING, 0,
+                                            _payloads.encode_ping(time.time_ns())))
         self._ping_timer = self._loop.call_later(interval, self._ping_tick)
 
     # -- lifecycle
@@ -975,6 +1090,11 @@ class Connection:
         self._connected_at = time.time()
         self._last_pong = self._loop.time()
         self._paused = False
+        core.loop = self._loop
+        core.default_timeout = self._default_timeout
+        core.queue_limit = self._queue_limit
+        core.sweep_at = self._sweep_at
+        self._open_calls()
         self._ping_timer = self._loop.call_later(self._mgr.ping_interval, self._ping_tick)
         if self._reconnects:
             self._info_limit.log(logging.INFO, "grid: %s connected to %s (reconnect %d)",
@@ -1026,6 +1146,7 @@ class Connection:
             if core is not None and not self._mgr._draining:
                 core.singles = self._mgr._registry._single
                 core.singles_sub = self._mgr._registry._single_sub
+        self._open_calls()
 
     def _call_traced(self, handler_id: int, payload: Payload, timeout: float | None,
                      sub: bytes | None) -> Awaitable[bytes | None]:
@@ -1120,6 +1241,7 @@ class Connection:
         if self._core is not None:
             busy.update(f for f in self._core.pending.values() if not f.done())
         busy.update(st._ended for st in self._callers.values() if not st._ended.done())
+        busy.update(job for job, _ in self._large if not job.done())
         return busy
 
     def _disown(self) -> None:
@@ -1165,6 +1287,7 @@ class Connection:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._large.clear()  # frames still on the encoder thread are dropped when done
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
@@ -1270,6 +1393,7 @@ class Connection:
 
     async def _close(self) -> None:
         self._state = State.SHUTDOWN
+        self._open_calls()
         if self._dial_task is not None:
             self._dial_task.cancel()
             try:
@@ -1381,6 +1505,9 @@ class Subroute:
             sub = self._sub(handler_id)
         except Exception as exc:
             return self._conn._failed(exc)
+        core = self._conn._core
+        if core is not None:
+            return core.call(handler_id, payload, timeout, sub)  # type: ignore[no-any-return]
         return self._conn._call(handler_id, payload, timeout, sub)
 
     async def new_stream(self, handler_id: int, payload: Payload = None,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import ssl as _ssl
 import time
@@ -197,6 +198,7 @@ class Manager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closed = False
+        self._encode_pool: concurrent.futures.ThreadPoolExecutor | None = None
         _live_managers.add(self)
 
     def _fork_error(self) -> UsedAfterFork | None:
@@ -305,6 +307,17 @@ class Manager:
             except (asyncio.TimeoutError, Exception):
                 pass
         await asyncio.sleep(0)  # let connection_lost callbacks run
+        if self._encode_pool is not None:
+            self._encode_pool.shutdown(wait=False)
+            self._encode_pool = None
+
+    def _encoder(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The thread that frames large messages off the event loop (one, so
+        the frames of all connections are built one at a time, in order)."""
+        if self._encode_pool is None:
+            self._encode_pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="grid-encode")
+        return self._encode_pool
 
     async def _drain(self, grace: float) -> None:
         """Refuse new calls, then wait (at most ``grace`` s) for in-flight work."""

@@ -24,6 +24,7 @@ from grid._consts import (
     FLAG_PAYLOAD_IS_ZERO,
     FLAG_STATELESS,
     FLAG_SUBROUTE,
+    LARGE_MESSAGE,
     MAX_DEADLINE_MS,
     Op,
 )
@@ -225,8 +226,13 @@ class Stream:
             except asyncio.CancelledError:
                 self.cancel()
                 raise
-        self._conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
-                                        _item_flags(self._conn._base, item), item))
+        conn = self._conn
+        if type(item) is bytes and len(item) >= LARGE_MESSAGE:  # framed off the loop
+            conn._send_large(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
+                             _item_flags(conn._base, item), item, None)
+        else:
+            conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
+                                      _item_flags(conn._base, item), item))
         tr = self._trace
         if tr is not None:
             tr.to_callee += len(item)
@@ -505,8 +511,13 @@ class StreamOut:
         srv = self._srv
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
-        srv.conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
-                                      _MUX_SERVER_MSG, _item_flags(srv.conn._base, item or b""),
+        conn = srv.conn
+        if type(item) is bytes and len(item) >= LARGE_MESSAGE:  # framed off the loop
+            conn._send_large(srv.mux_id, srv.state.next_send_seq(), 0, 0, _MUX_SERVER_MSG,
+                             _item_flags(conn._base, item), item, None)
+        else:
+            conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
+                                      _MUX_SERVER_MSG, _item_flags(conn._base, item or b""),
                                       item if item is not None else b""))
         tr = srv.trace
         if tr is not None and item is not None:
