@@ -90,8 +90,26 @@ cdef class FrameParser:
     cdef int _drop_view(self) except -1
 
 
+cdef struct _Tuple:
+    # One decoded 7-tuple (§2.1): the six integer fields and where its payload lies.
+    uint64_t f[6]        # MuxID, Seq, DeadlineMS, Handler, Op, Flags
+    Py_ssize_t start     # payload bytes: data[start:stop]
+    Py_ssize_t stop      # ... which is also where the tuple ends
+
+
 # C-level entry points for other compiled modules.  `data` must stay valid
 # for the duration of the call; results own their memory (bytes copies).
+# The decoding steps, for a caller that dispatches without building Messages:
+# _read_bin finds one bin (a merged container's next message), _decode_tuple
+# reads a message's 7-tuple, _trailers checks its CRC and finds its subroute
+# id, _build makes the Message -- each with decode_messages()'s checks and
+# error texts.
+cdef Py_ssize_t _read_bin(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, str what,
+                          Py_ssize_t* start) except -1
+cdef int _decode_tuple(const uint8_t* p, Py_ssize_t end, _Tuple* t) except -1
+cdef Py_ssize_t _trailers(const uint8_t* p, Py_ssize_t n, uint64_t flags, Py_ssize_t tail,
+                          Py_ssize_t* subroute) except -1
+cdef Message _build(const uint8_t* p, _Tuple* t, Py_ssize_t subroute)
 cdef Message decode_message_ptr(const uint8_t* data, Py_ssize_t n)
 cdef list decode_messages_ptr(const uint8_t* data, Py_ssize_t n)
 cdef bytes encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,

@@ -579,12 +579,6 @@ def encode_merged(messages: Sequence[Buffer]) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
-cdef struct _Tuple:
-    uint64_t f[6]        # MuxID, Seq, DeadlineMS, Handler, Op, Flags
-    Py_ssize_t start     # payload bytes: data[start:stop]
-    Py_ssize_t stop      # ... which is also where the tuple ends
-
-
 cdef Py_ssize_t _read_uint(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, int index,
                            uint64_t* out) except -1:
     """Read one integer field the way msgp's readers accept it (§2.3); return

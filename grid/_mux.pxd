@@ -3,9 +3,9 @@
 # operations for compiled callers, without Python-level argument handling.
 
 cimport cython
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
-from grid._codec cimport FrameParser, Message
+from grid._codec cimport FrameParser, Message, _Tuple
 
 
 @cython.final
@@ -27,6 +27,13 @@ cdef class MuxState:
     cdef uint32_t _next_send_seq(self) except? 0xFFFFFFFF
     cdef int _check_recv(self, uint32_t seq) except -1
     cdef bint _take_credit(self) except -1
+
+
+cdef struct _Inner:
+    # One message of a received payload, decoded and checked, not yet dispatched.
+    Py_ssize_t base      # its offset in the payload
+    _Tuple t             # its 7-tuple (offsets relative to base)
+    Py_ssize_t sub       # its subroute id's offset (relative to base), or -1
 
 
 cdef struct _Deadline:
@@ -67,6 +74,8 @@ cdef class MuxCore:
 
     cdef int _on_events(self, list events) except -1
     cdef int _on_binary(self, object payload) except -1
+    cdef int _on_bytes(self, bytes payload) except -1
+    cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1
@@ -74,3 +83,4 @@ cdef class MuxCore:
     cdef object _request(self, object fut, object handler_id, object payload, object timeout,
                          object subroute)
     cdef int _track(self, double at, uint64_t mux_id) except -1
+    cdef bint _serving_call(self) except -1

@@ -11,7 +11,13 @@ grid._codec): parser input straight into frames, frames into Messages.
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.contextvars cimport PyContextVar_Reset, PyContextVar_Set
 from cpython.contextvars cimport get_value as _context_value
 from cpython.list cimport PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -19,14 +25,24 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 
-from grid._codec cimport FrameParser, Message, decode_messages_ptr, encode_message_c
+from grid._codec cimport (
+    FrameParser,
+    Message,
+    _Tuple,
+    _build,
+    _decode_tuple,
+    _read_bin,
+    _trailers,
+    encode_message_c,
+)
 
 import heapq
 import inspect as _inspect
+from contextvars import ContextVar as _ContextVar
 import time as _time
 
 from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
-from grid.errors import GridError, IncorrectSequence, RemoteError
+from grid.errors import GridError, IncorrectSequence, ProtocolError, RemoteError
 
 __all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
 
@@ -174,6 +190,7 @@ cdef enum:
     _FLAG_ZERO = 0x10
     _FLAG_SUBROUTE = 0x20
     _WS_BINARY = 2
+    _OP_MERGED = 17
     LARGE_MESSAGE = 1 << 20  # as grid._consts: payloads the owner frames off the loop
 
 from grid import _consts
@@ -299,15 +316,79 @@ cdef class MuxCore:
         dispatch what it holds."""
         cdef list msgs
         cdef Py_ssize_t i
-        # The parser's payloads are always exact bytes: decode in place.
-        if PyBytes_CheckExact(payload):
-            msgs = decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(payload),
-                                       PyBytes_GET_SIZE(payload))
-        else:
+        if not PyBytes_CheckExact(payload):  # a SplitFrame (large frame), or a caller's buffer
             msgs = _decode_messages(payload)
-        self.msgs_in += len(msgs)
-        for i in range(len(msgs)):
-            self._dispatch(msgs[i])
+            self.msgs_in += len(msgs)
+            for i in range(len(msgs)):
+                self._dispatch(msgs[i])
+            return 0
+        return self._on_bytes(<bytes>payload)
+
+    cdef int _on_bytes(self, bytes payload) except -1:
+        # decode_messages() and dispatch() fused, without a Message object
+        # for a response (the bulk of a caller's traffic): every message in
+        # the payload is decoded and checked first, exactly as
+        # decode_messages() checks it, and only then dispatched, so a bad
+        # container dispatches nothing.  `payload` keeps `p` alive.
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+        cdef _Tuple t
+        cdef _Inner one
+        cdef _Inner* inner
+        cdef Py_ssize_t sub, end, pos, start, stop, i, got = 0
+        cdef uint64_t count
+        _decode_tuple(p, n, &t)
+        end = _trailers(p, n, t.f[5], t.stop, &sub)
+        if t.f[4] != _OP_MERGED:
+            self.msgs_in += 1
+            one.base = 0
+            one.t = t
+            one.sub = sub
+            return self._dispatch_at(p, &one)
+        count = t.f[1]
+        pos = t.stop
+        # Each bin takes at least 2 bytes: no more entries than that can exist.
+        inner = <_Inner*>PyMem_Malloc(<size_t>(min(count, <uint64_t>((end - pos) // 2 + 1)))
+                                      * sizeof(_Inner))
+        if inner == NULL:
+            raise MemoryError()
+        try:
+            while <uint64_t>got < count:
+                if pos >= end:
+                    raise ProtocolError(f"merged container announces {count} messages, holds {got}")
+                stop = _read_bin(p, pos, end, "merged message", &start)
+                _decode_tuple(p + start, stop - start, &inner[got].t)
+                _trailers(p + start, stop - start, inner[got].t.f[5], inner[got].t.stop,
+                          &inner[got].sub)
+                inner[got].base = start
+                got += 1
+                pos = stop
+            self.msgs_in += got
+            for i in range(got):
+                self._dispatch_at(p, &inner[i])
+        finally:
+            PyMem_Free(inner)
+        return 0
+
+    cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1:
+        """dispatch() of the message decoded at p + e.base."""
+        cdef const uint8_t* m = p + e.base
+        cdef uint64_t flags = e.t.f[5]
+        if e.t.f[4] != _RESPONSE:
+            return self._dispatch(_build(m, &e.t, e.sub))
+        fut = self.pending.pop(e.t.f[0], None)
+        if fut is None or fut.done():
+            return 0  # late or unknown: dropped (§3.4)
+        if e.t.stop > e.t.start or flags & _FLAG_ZERO:
+            body = PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start)
+        else:
+            body = None
+        if e.t.f[1] != 0:
+            fut.set_exception(GridError("out-of-sequence item received"))
+        elif flags & _FLAG_ERR:
+            fut.set_exception(RemoteError(body.decode("utf-8", "replace") if body else ""))
+        else:
+            fut.set_result(body)
         return 0
 
     def dispatch(self, m: Any) -> None:
@@ -346,7 +427,10 @@ cdef class MuxCore:
         started = _monotonic()
         dl = m.deadline_ms
         deadline = self.clock() + dl / 1000 if dl else None
-        token = self.context_var.set((self.caller, m.handler, entry.route, m.mux_id, deadline))
+        var = self.context_var
+        ctx = (self.caller, m.handler, entry.route, m.mux_id, deadline)
+        # A real ContextVar through the C API; anything else as the pure twin calls it.
+        token = PyContextVar_Set(var, ctx) if type(var) is _ContextVar else var.set(ctx)
         try:
             result = entry.fn(m.payload)
         except RemoteError as exc:
@@ -356,7 +440,10 @@ cdef class MuxCore:
         else:
             err = None
         finally:
-            self.context_var.reset(token)
+            if type(var) is _ContextVar:
+                PyContextVar_Reset(var, token)
+            else:
+                var.reset(token)
         if dl and (_monotonic() - started) * 1000 > dl:
             return 0  # the caller has given up (§7 step 3)
         self._respond(m.mux_id, m.seq, result, err)
@@ -381,6 +468,8 @@ cdef class MuxCore:
         self._respond(mux_id, seq, result, err)
 
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1:
+        cdef int overflow = 0
+        cdef long long s = -1
         flags = self.base_flags | _FLAG_EOF
         if err is None and result is not None:
             if not isinstance(result, (bytes, bytearray, memoryview)):
@@ -393,7 +482,13 @@ cdef class MuxCore:
         elif PyBytes_CheckExact(result) and PyBytes_GET_SIZE(result) >= LARGE_MESSAGE:
             self.owner._send_large(mux_id, seq, 0, 0, _RESPONSE, flags, result, None)
             return 0
-        self._send(_encode_message(mux_id, seq, 0, 0, _RESPONSE, flags, result))
+        if type(seq) is int and type(mux_id) is int and type(flags) is int and 0 < mux_id <= _U64_MASK:
+            s = PyLong_AsLongLongAndOverflow(seq, &overflow)
+        if 0 <= s <= 0xFFFFFFFF and not overflow and 0 <= flags <= 0xFF:
+            # In range (a decoded request's own fields): the C entry point.
+            self._send(encode_message_c(mux_id, <uint64_t>s, 0, 0, _RESPONSE, flags, result, None))
+        else:  # let the Python-level encoder raise the pure twin's error
+            self._send(_encode_message(mux_id, seq, 0, 0, _RESPONSE, flags, result))
         return 0
 
     def call(self, handler_id: int, payload: Any, timeout: float | None,
@@ -409,7 +504,7 @@ cdef class MuxCore:
             hid = PyLong_AsLongLongAndOverflow(handler_id, &overflow)
         if (not self.open_calls or overflow or not 0 < hid < 256
                 or PyList_GET_SIZE(self.queue) >= self.queue_limit
-                or _context_value(self.context_var) is not None):
+                or self._serving_call()):
             return self.owner._call(handler_id, payload, timeout, subroute)
         if timeout is None:
             t = self.default_timeout
@@ -425,6 +520,13 @@ cdef class MuxCore:
         if self.sweep_at > self._last_at:
             self.owner._schedule_sweep(t)
         return fut
+
+    cdef bint _serving_call(self) except -1:
+        # True while a handler runs in this context (its deadline bounds calls).
+        var = self.context_var
+        if type(var) is _ContextVar:
+            return _context_value(var) is not None
+        return var.get() is not None
 
     def request(self, fut: Any, handler_id: int, payload: Any, timeout: float,
                 subroute: bytes | None) -> int:
