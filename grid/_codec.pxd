@@ -4,7 +4,7 @@
 # grid/_codec_py.py; section numbers refer to GRID-PROTOCOL.md.
 
 cimport cython
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 
 @cython.final
@@ -34,6 +34,11 @@ cdef class SplitFrame:
     cdef readonly bytes head
     cdef readonly bytes payload
     cdef readonly bytes tail
+    # The CRC FrameParser computed over head, payload and tail as they
+    # arrived (low 32 bits), so that decoding need not pass over the payload
+    # again in one step; valid while _crc_known.
+    cdef uint32_t _crc
+    cdef bint _crc_known
 
 
 @cython.final
@@ -57,6 +62,8 @@ cdef class FrameParser:
     # The large frame in progress (_big_op >= 0), received in place: its
     # payload of _flen bytes, _fgot of which are in, is _head (split only)
     # + _big + _tail[:_flen - _head_len - _big_len].
+    cdef object _hasher         # split frames with FlagCRC: XXH3 over what has arrived, else None
+    cdef Py_ssize_t _hashed     # bytes of _big fed to _hasher so far
     cdef int _big_op            # its opcode, -1 when none is in progress
     cdef object _big            # bytes of _big_len, filled in place, referenced by nobody else
     cdef uint8_t* _big_ptr      # ... its storage
@@ -85,6 +92,7 @@ cdef class FrameParser:
     cdef int _begin_large(self, const uint8_t* payload, Py_ssize_t have, int opcode, uint64_t length,
                           bint masked) except -1
     cdef Py_ssize_t _big_take(self, const uint8_t* src, Py_ssize_t n) except -1
+    cdef int _hash_filled(self) except -1
     cdef tuple _big_event(self)
     cdef int _big_clear(self) except -1
     cdef int _drop_view(self) except -1

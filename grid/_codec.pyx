@@ -902,7 +902,14 @@ cdef int _split_point(const uint8_t* first, Py_ssize_t n, uint64_t flen, Py_ssiz
     return _PROBE_OK
 
 
-cdef Message _decode_split(bytes head, bytes payload, bytes tail):
+cdef object _known_crc(object data):
+    """The CRC FrameParser computed for a SplitFrame it made, else None."""
+    if type(data) is SplitFrame and (<SplitFrame>data)._crc_known:
+        return (<SplitFrame>data)._crc
+    return None
+
+
+cdef Message _decode_split(bytes head, bytes payload, bytes tail, object known_crc=None):
     """The pure twin's _decode_split(): decode_message() of the joined parts
     without joining them, when ``head`` is exactly the envelope up to the
     payload (as FrameParser splits); None otherwise."""
@@ -923,11 +930,14 @@ cdef Message _decode_split(bytes head, bytes payload, bytes tail):
             raise ProtocolError(f"want crc len 4, got {end}")
         end -= CRC_LEN
         given = grid_load_le32(tp + end)  # the 4 bytes after `end`, checked above
-        h = _xxh3_hasher()
-        h.update(head)
-        h.update(payload)
-        h.update(tail[:end])
-        actual = <uint32_t>(h.intdigest() & 0xFFFFFFFF)
+        if known_crc is not None:  # computed by FrameParser as the bytes arrived
+            actual = <uint32_t>known_crc
+        else:
+            h = _xxh3_hasher()
+            h.update(head)
+            h.update(payload)
+            h.update(tail[:end])
+            actual = <uint32_t>(h.intdigest() & 0xFFFFFFFF)
         if given != actual:
             raise ProtocolError(f"crc mismatch: 0x{given:08x} (given) != 0x{actual:08x} (bytes)")
     m = Message.__new__(Message)
@@ -961,7 +971,7 @@ def decode_message(data: Buffer | SplitFrame) -> Message:
         return decode_message_ptr(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
     parts = _split_parts(data)
     if parts is not None:
-        m = _decode_split(parts[0], parts[1], parts[2])
+        m = _decode_split(parts[0], parts[1], parts[2], _known_crc(data))
         if m is not None:
             return m
         data = b"".join(parts)
@@ -1000,7 +1010,7 @@ def decode_messages(data: Buffer | SplitFrame) -> list[Message]:
         return decode_messages_ptr(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
     parts = _split_parts(data)
     if parts is not None:
-        m = _decode_split(parts[0], parts[1], parts[2])
+        m = _decode_split(parts[0], parts[1], parts[2], _known_crc(data))
         if m is not None:
             return [m]
         data = b"".join(parts)
@@ -1380,6 +1390,8 @@ cdef class FrameParser:
         self._big_op = -1
         self._flen = self._fgot = self._head_len = 0
         self._head = None
+        self._hasher = None
+        self._hashed = 0
         return 0
 
     cdef int _drop_view(self) except -1:
@@ -1496,6 +1508,8 @@ cdef class FrameParser:
                      self._big_ptr + (self._fgot - self._head_len), n,
                      self._big_key if self._big_masked else NULL, self._fgot)
             self._fgot += n
+            if self._hasher is not None:
+                self._hash_filled()
             if self._fgot == self._flen:
                 events.append(self._big_event())
             return events
@@ -1706,6 +1720,8 @@ cdef class FrameParser:
         cdef const uint8_t* key = payload - 4 if masked else NULL
         cdef object head = None
         cdef bytes big
+        cdef _Tuple t
+        cdef uint64_t announced
         if self._split_large:
             nfirst = have if have < HEAD_MAX else HEAD_MAX
             _mask_at(first, payload, nfirst, key, 0)
@@ -1714,6 +1730,12 @@ cdef class FrameParser:
                 return 0
             if verdict == _PROBE_OK:
                 head = PyBytes_FromStringAndSize(<const char*>first, head_len)
+                _probe_tuple(first, nfirst, &t, &announced)  # OK, as _split_point found
+                if t.f[5] & FLAG_CRC:
+                    # Hash as the bytes arrive: the CRC check at the end costs nothing.
+                    self._hasher = _xxh3_hasher()
+                    self._hasher.update(head)
+                    self._hashed = 0
             else:
                 head_len = 0
                 size = length
@@ -1749,23 +1771,44 @@ cdef class FrameParser:
             self._fgot += m
             src += m
             k -= m
+            if self._hasher is not None:
+                self._hash_filled()
         if k:
             # Split only: the tail, at most SPLIT_TAIL_MAX bytes (_split_point).
             _mask_at(self._tail + (self._fgot - end), src, k, key, self._fgot)
             self._fgot += k
         return n
 
+    cdef int _hash_filled(self) except -1:
+        """Feed the payload bytes received since the last call to _hasher."""
+        cdef Py_ssize_t filled = self._fgot - self._head_len
+        cdef _Span span
+        if filled > self._big_len:
+            filled = self._big_len
+        if filled > self._hashed:
+            span = _Span()
+            span.p = self._big_ptr + self._hashed
+            span.n = filled - self._hashed
+            self._hasher.update(span)
+            self._hashed = filled
+        return 0
+
     cdef tuple _big_event(self):
         """The completed large frame's event; the parser lets go of it."""
         cdef SplitFrame s
         cdef object payload = self._big
         cdef int op = self._big_op
+        cdef Py_ssize_t ntail
         if self._head is not None:
             s = SplitFrame.__new__(SplitFrame)
             s.head = self._head
             s.payload = payload
-            s.tail = PyBytes_FromStringAndSize(<const char*>self._tail,
-                                               self._flen - self._head_len - self._big_len)
+            ntail = self._flen - self._head_len - self._big_len
+            s.tail = PyBytes_FromStringAndSize(<const char*>self._tail, ntail)
+            if self._hasher is not None and ntail >= CRC_LEN and self._hashed == self._big_len:
+                self._hasher.update(s.tail[:ntail - CRC_LEN])
+                s._crc = <uint32_t>(self._hasher.intdigest() & 0xFFFFFFFF)
+                s._crc_known = True
             payload = s
         self._big_clear()
         return (op, payload)

@@ -538,6 +538,32 @@ cdef class MuxCore:
     cdef object _request(self, object fut, object handler_id, object payload, object timeout,
                          object subroute):
         cdef double t
+        cdef int overflow = 0
+        cdef long long h = -1, bf = -1
+        cdef uint64_t flags_c, mid
+        if (type(timeout) is float and 0.0 <= <double>timeout < 4294967.0
+                and type(handler_id) is int and type(self.base_flags) is int
+                and PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) < LARGE_MESSAGE
+                and (subroute is None or PyBytes_CheckExact(subroute)) and self.ids is not None):
+            h = PyLong_AsLongLongAndOverflow(handler_id, &overflow)
+            if not overflow:
+                bf = PyLong_AsLongLongAndOverflow(self.base_flags, &overflow)
+        if not overflow and 0 <= h <= 255 and 0 <= bf <= 0xFF:
+            # The usual request, all in C: a bytes payload, fields in range.
+            t = <double>timeout
+            flags_c = <uint64_t>bf | _FLAG_EOF
+            if PyBytes_GET_SIZE(payload) == 0:
+                flags_c |= _FLAG_ZERO
+            if subroute is not None:
+                flags_c |= _FLAG_SUBROUTE
+            mid = self.ids._next()
+            msg = encode_message_c(mid, 0, <uint64_t>(t * 1000), <uint64_t>h, _REQUEST, flags_c,
+                                   payload, subroute)
+            mux_id = mid
+            self.pending[mux_id] = fut
+            self._track(<double>_monotonic() + t, mid)
+            self._send(msg)
+            return mux_id
         if type(timeout) is float and 0.0 <= <double>timeout < 4294967.0:
             t = <double>timeout
             deadline_ms = <long long>(t * 1000)  # truncates, as int() does

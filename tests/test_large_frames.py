@@ -622,3 +622,42 @@ def test_large_frame_costs_one_pass_in_steps_of_read_size():
         if worst <= bound:
             break
     assert worst <= bound, (worst, bound)
+
+
+@pytest.mark.parametrize("where", ["none", "head", "payload", "last payload byte", "tail"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_crc_hashed_on_arrival_catches_corruption(codec, where, masked):
+    """The compiled parser hashes a split frame's bytes as they arrive and
+    decoding uses that CRC: a flipped byte anywhere (head, payload, subroute)
+    is still a crc mismatch, with the text the joined bytes give."""
+    rng = random.Random(f"{where}-{masked}")
+    payload = rng.randbytes(LARGE + 1000)
+    sub = rng.randbytes(32)
+    msg = bytearray(_codec_py.encode_message(7, 0, 0, 3, 14, 0x21, payload, sub))
+    head_len = len(msg) - len(payload) - 36
+    pos = {"none": None, "head": 3, "payload": head_len + 5000,
+           "last payload byte": head_len + len(payload) - 1, "tail": len(msg) - 10}[where]
+    if pos is not None:
+        msg[pos] ^= 0x40
+    key = b"\x11\x22\x33\x44" if masked else None
+    data = _codec_py.encode_frame(bytes(msg), 2, key)
+    want = outcome(_codec_py.decode_messages, bytes(msg))
+    assert (want[0] == "ok") == (where == "none")
+    for reads in ("feed", "buffer"):
+        parser = codec.FrameParser(masked, split_large=True)
+        events = []
+        i = 0
+        while i < len(data):
+            n = rng.choice([1, 7, 4096, 65536, 300_000])
+            if reads == "feed":
+                events += parser.feed(data[i:i + n])
+            else:
+                view = parser.get_buffer(-1)
+                n = min(n, len(view), len(data) - i)
+                view[:n] = data[i:i + n]
+                events += parser.buffer_updated(n)
+            i += n
+        ((op, split),) = events
+        assert not isinstance(split, bytes)
+        assert outcome(codec.decode_messages, split) == want
+        assert outcome(codec.decode_message, split) == want
