@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
 from grid.errors import ProtocolError, RemoteError
 from grid.stream import Stream, StreamContext, StreamHandler, StreamOut
-from grid.types import NoPayload, converter, decode_payload, encode_payload
+from grid.types import NoPayload, payload_codec
 
 if TYPE_CHECKING:
     from grid.connection import Connection, Subroute
@@ -35,38 +35,51 @@ class SingleHandler(Generic[Req, Resp]):
         self.handler_id = handler_id
         self.request_type = request_type
         self.response_type = response_type
-        # Resolve the converters now so a bad type fails at definition time.
-        for tp in (request_type, response_type):
-            if tp is not NoPayload:
-                converter(tp)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The codecs are resolved once per type, here: a bad type fails at
+        # definition time, and a call is one encode and one decode call.
+        object.__setattr__(self, name, value)
+        if name == "request_type":
+            self._enc_req, self._dec_req = payload_codec(value)
+        elif name == "response_type":
+            self._enc_resp, self._dec_resp = payload_codec(value)
 
     def register(self, mgr: Manager,
                  fn: Callable[[Req], Union[Resp, Awaitable[Resp]]], *subroute: str) -> None:
         """Register ``fn(request) -> response`` (sync or async) on ``mgr``."""
-        req_t, resp_t = self.request_type, self.response_type
+        dec, enc = self._dec_req, self._enc_resp
         if asyncio.iscoroutinefunction(fn):
             async def async_handler(payload: bytes | None) -> bytes | None:
-                req = _decode_request(req_t, payload)
-                return encode_payload(resp_t, await fn(req))
+                try:
+                    req = dec(payload)
+                except ProtocolError as exc:
+                    raise RemoteError(str(exc)) from None
+                return enc(await fn(req))
 
             mgr.register_single(self.handler_id, async_handler, *subroute)
         else:
+            # A plain function stays a plain function: the manager runs it
+            # inline, like a byte-level handler.
             def handler(payload: bytes | None) -> bytes | None:
-                return encode_payload(resp_t, fn(_decode_request(req_t, payload)))
+                try:
+                    req = dec(payload)
+                except ProtocolError as exc:
+                    raise RemoteError(str(exc)) from None
+                return enc(fn(req))
 
             mgr.register_single(self.handler_id, handler, *subroute)
 
     async def call(self, conn: Connection | Subroute, request: Req,
                    timeout: float | None = None) -> Resp:
         """Send ``request`` and return the decoded response."""
-        reply = await conn.request(self.handler_id, encode_payload(self.request_type, request),
-                                   timeout)
-        return decode_payload(self.response_type, reply)  # type: ignore[no-any-return]
+        return self._dec_resp(  # type: ignore[no-any-return]
+            await conn.request(self.handler_id, self._enc_req(request), timeout))
 
 
-def _decode_request(tp: Any, payload: bytes | None) -> Any:
+def _decode_request(decode: Callable[[bytes | None], Any], payload: bytes | None) -> Any:
     try:
-        return decode_payload(tp, payload)
+        return decode(payload)
     except ProtocolError as exc:
         raise RemoteError(str(exc)) from None
 
@@ -78,24 +91,23 @@ class TypedStreamOut(Generic[Resp]):
 
     def __init__(self, out: StreamOut, response_type: Any) -> None:
         self._out = out
-        self._enc = response_type
+        self._enc = payload_codec(response_type)[0]
 
     async def send(self, item: Resp) -> None:
         """Serialise and send one reply; waits for credit."""
-        await self._out.send(encode_payload(self._enc, item) or b"")
+        await self._out.send(self._enc(item) or b"")
 
 
 class _TypedInbound(Generic[Req]):
     def __init__(self, inbound: AsyncIterator[bytes], request_type: Any) -> None:
-        self._in = inbound
-        self._t = request_type
+        self._next = inbound.__anext__
+        self._dec = payload_codec(request_type)[1]
 
     def __aiter__(self) -> _TypedInbound[Req]:
         return self
 
     async def __anext__(self) -> Req:
-        item = await self._in.__anext__()
-        return _decode_request(self._t, item)  # type: ignore[no-any-return]
+        return _decode_request(self._dec, await self._next())  # type: ignore[no-any-return]
 
 
 class TypedStream(Generic[Req, Resp]):
@@ -104,12 +116,12 @@ class TypedStream(Generic[Req, Resp]):
 
     def __init__(self, stream: Stream, request_type: Any, response_type: Any) -> None:
         self.stream = stream
-        self._req = request_type
-        self._resp = response_type
+        self._enc = payload_codec(request_type)[0]
+        self._dec = payload_codec(response_type)[1]
 
     async def send(self, item: Req) -> None:
         """Serialise and send one request item; waits for credit."""
-        await self.stream.send(encode_payload(self._req, item) or b"")
+        await self.stream.send(self._enc(item) or b"")
 
     async def close_send(self) -> None:
         """No more request items (EOF)."""
@@ -123,7 +135,7 @@ class TypedStream(Generic[Req, Resp]):
         return self
 
     async def __anext__(self) -> Resp:
-        return decode_payload(self._resp, await self.stream.__anext__())  # type: ignore[no-any-return]
+        return self._dec(await self.stream.__anext__())  # type: ignore[no-any-return]
 
     async def results(self, callback: Callable[[Resp], Any]) -> None:
         """Call ``callback`` with every decoded reply; return at EOF."""
@@ -155,12 +167,15 @@ class StreamTypeHandler(Generic[P, Req, Resp]):
     def register(self, mgr: Manager, fn: Callable[..., Awaitable[None]], *subroute: str) -> None:
         """Register ``fn`` on ``mgr`` under this id and optional subroute."""
         pay_t, req_t, resp_t = self.payload_type, self.request_type, self.response_type
+        dec_pay = payload_codec(pay_t)[1]
+        payload_codec(req_t)  # a bad type fails here, not in the first stream
+        payload_codec(resp_t)
 
         async def handle(ctx: StreamContext, payload: bytes | None,
                          inbound: AsyncIterator[bytes] | None, out: StreamOut) -> None:
             typed_in: _TypedInbound[Any] | None = (
                 None if inbound is None else _TypedInbound(inbound, req_t))
-            await fn(ctx, _decode_request(pay_t, payload), typed_in, TypedStreamOut(out, resp_t))
+            await fn(ctx, _decode_request(dec_pay, payload), typed_in, TypedStreamOut(out, resp_t))
 
         mgr.register_stream(self.handler_id, StreamHandler(
             handle, "/".join(subroute), self.in_capacity, self.out_capacity))
@@ -168,7 +183,7 @@ class StreamTypeHandler(Generic[P, Req, Resp]):
     async def call(self, conn: Connection | Subroute, payload: P = None,  # type: ignore[assignment]
                    timeout: float | None = None) -> TypedStream[Req, Resp]:
         """Open the stream with a typed initial payload."""
-        raw = None if payload is None else encode_payload(self.payload_type, payload)
+        raw = None if payload is None else payload_codec(self.payload_type)[0](payload)
         s = await conn.new_stream(self.handler_id, raw, timeout, in_capacity=self.in_capacity,
                                   out_capacity=self.out_capacity)
         return TypedStream(s, self.request_type, self.response_type)

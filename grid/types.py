@@ -13,6 +13,10 @@ Any other class takes part by defining ``__grid_pack__(self) -> object``
 Built-in payload types mirroring the Go grid's helpers (GRID-PROTOCOL.md
 Appendix A): :class:`NoPayload`, :class:`MSS`, :class:`Bytes`,
 :class:`URLValues`, :class:`ArrayOf`, :class:`JSON`.
+
+Each type's codec is built once and cached (:func:`payload_codec`); a
+dataclass's is compiled from source generated for its fields, so a payload
+costs one msgpack call plus a few inline type tests, not a call per field.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import dataclasses
 import functools
 import datetime as _dt
 import json
+import keyword
 import threading
 import struct
 import types as _types
@@ -41,6 +46,7 @@ __all__ = [
     "JSON",
     "encode_payload",
     "decode_payload",
+    "payload_codec",
 ]
 
 T = TypeVar("T")
@@ -155,10 +161,16 @@ class _JSONBase:
 # ------------------------------------------------------------ converters
 # For each type: (to_wire, from_wire), where to_wire makes a msgpack-able
 # object and from_wire turns what msgpack unpacked back into the type.
-# Built once per type and cached, so a typed call costs two closure calls.
+# Built once per type and cached.  A dataclass gets Python source generated
+# for its fields (see _dataclass_conv): no per-field dispatch at call time.
 
 _Conv = tuple[Callable[[Any], Any], Callable[[Any], Any]]
+_Codec = tuple[Callable[[Any], Union[bytes, None]], Callable[[Union[bytes, None]], Any]]
 _conv_cache: dict[Any, _Conv] = {}
+_codec_cache: dict[Any, _Codec] = {}
+_dc_codecs: dict[Any, _Codec] = {}  # payload (encode, decode) of each dataclass built
+_pending: dict[Any, _Conv] = {}  # dataclasses being built (under _build_lock)
+_build_lock = threading.RLock()
 
 
 def _ident(v: Any) -> Any:
@@ -213,11 +225,23 @@ def _check(tp: Any, ok: type | tuple[type, ...]) -> Callable[[Any], Any]:
 
 
 def converter(tp: Any) -> _Conv:
-    """The (to_wire, from_wire) pair for ``tp``, built once."""
+    """The (to_wire, from_wire) pair for ``tp``, built once: ``to_wire`` makes
+    an object msgpack can pack, ``from_wire`` turns what msgpack unpacked back
+    into ``tp`` (raising :class:`grid.ProtocolError` for the wrong shape)."""
     c = _conv_cache.get(tp)
     if c is None:
-        c = _build(tp)
-        _conv_cache[tp] = c
+        with _build_lock:
+            c = _conv_cache.get(tp) or _pending.get(tp)
+            if c is None:
+                if dataclasses.is_dataclass(tp):
+                    # A self-referential dataclass meets itself among its fields.
+                    _pending[tp] = (lambda v: _conv_cache[tp][0](v),
+                                    lambda v: _conv_cache[tp][1](v))
+                try:
+                    c = _build(tp)
+                finally:
+                    _pending.pop(tp, None)
+                _conv_cache[tp] = c
     return c
 
 
@@ -252,15 +276,22 @@ def _build(tp: Any) -> _Conv:
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1:
             enc, dec = converter(rest[0])
-            return (lambda v: None if v is None else enc(v)), (lambda v: None if v is None else dec(v))
+            enc_opt: Callable[[Any], Any] = _ident  # packs None as nil already
+            if enc is not _ident:
+                def enc_opt(v: Any) -> Any:
+                    return None if v is None else enc(v)
+            dec_opt: Callable[[Any], Any] = _ident
+            if dec is not _ident:
+                def dec_opt(v: Any) -> Any:
+                    return None if v is None else dec(v)
+            return enc_opt, dec_opt
         return _ident, _ident
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         item = args[0] if args else Any
         enc, dec = converter(item)
-        exact = {str: str, int: int, bytes: bytes, bool: bool}.get(item)
-        if enc is _ident:  # msgpack packs any list or tuple of these as it is
-            enc_list: Callable[[Any], Any] = _ident
-        else:
+        exact = _EXACT.get(item)
+        enc_list: Callable[[Any], Any] = _ident
+        if enc is not _ident:
             def enc_list(v: Any) -> Any:
                 return None if v is None else [enc(x) for x in v]
 
@@ -283,6 +314,13 @@ def _build(tp: Any) -> _Conv:
         return (lambda v: None if v is None else {kenc(k): venc(x) for k, x in v.items()},
                 lambda v: None if v is None else {kdec(k): vdec(x) for k, x in _dict(v).items()})
     raise TypeError(f"grid cannot serialise {tp!r}")
+
+
+# Types whose unpacked value is taken as it is when it has exactly that type
+# (a list of them when every item has): what their from_wire would return.
+_EXACT: dict[Any, type] = {str: str, int: int, bytes: bytes, bool: bool}
+# The same for a field's own value (float's from_wire turns an int into a float).
+_PLAIN: dict[Any, type] = {**_EXACT, float: float}
 
 
 def _list(v: Any) -> list[Any]:
@@ -346,116 +384,268 @@ def _json_conv(item: Any) -> _Conv:
     return enc, dec
 
 
+# ------------------------------------------------------------ dataclasses
+# Each dataclass gets four functions compiled from generated source, once:
+# to_obj / from_obj (its converter, used when it is nested in another type)
+# and encode / decode (a whole payload: one Packer.pack of a dict literal;
+# one msgpack.unpackb, then the fields read by key, a type test inline per
+# field, and the instance made as its __init__ would).  Anything off the
+# common shape (unknown, missing or bin keys; a wrong length) takes a general
+# path that behaves like msgp's decoder (unknown keys skipped, missing ones at
+# their defaults or zero values).
+
+
+class _Local(threading.local):
+    """One reusable msgpack.Packer per thread (its ``pack`` method)."""
+
+    def __init__(self) -> None:
+        self.pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+
+
+_local = _Local()
+
+
+def _fast_check(hint: Any, dec: Callable[[Any], Any], var: str, dname: str) -> list[str]:
+    """Source lines turning the unpacked ``var`` into the field's value: a
+    type test inline; the field's from_wire (``dname``) only when the value is
+    not already what the field holds.  Mirrors what from_wire does."""
+    if dec is _ident:
+        return []
+    origin = typing.get_origin(hint)
+    guard = ""
+    if origin in (Union, _types.UnionType):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(rest) == 1:
+            hint, guard = rest[0], f"{var} is not None and "
+            origin = typing.get_origin(hint)
+    plain = _PLAIN.get(hint)
+    if plain is not None:
+        return [f"if {guard}type({var}) is not {plain.__name__}:",
+                f"    {var} = {dname}({var})"]
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        args = typing.get_args(hint)
+        exact = _EXACT.get(args[0] if args else Any)
+        if exact is not None:
+            return [f"if type({var}) is list:",
+                    f"    for _x in {var}:",
+                    f"        if type(_x) is not {exact.__name__}:",
+                    f"            {var} = {dname}({var})",
+                    "            break",
+                    f"elif {var} is not None:",
+                    f"    {var} = {dname}({var})"]
+    return [f"{var} = {dname}({var})"]
+
+
+def _is_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _plain_init(tp: Any, fields: tuple[dataclasses.Field[Any], ...]) -> bool:
+    """Whether ``tp(*values)`` does no more than create the instance and set
+    each field in turn: its ``__init__`` is the one @dataclass generated (and
+    its own), with no ``__post_init__``, InitVar, init=False field, frozen
+    flag or custom ``__new__``.  Then a decoder may do just that itself."""
+    params = getattr(tp, "__dataclass_params__", None)
+    code = getattr(tp.__dict__.get("__init__"), "__code__", None)
+    return (params is not None and params.init and not params.frozen
+            and getattr(code, "co_qualname", "") == "__create_fn__.<locals>.__init__"
+            and tp.__new__ is object.__new__
+            and not hasattr(tp, "__post_init__")
+            and len(getattr(tp, "__dataclass_fields__", ())) == len(fields)
+            and all(f.init for f in fields))
+
+
+def _indent(lines: list[str], n: int) -> list[str]:
+    return [" " * n + line for line in lines]
+
+
 def _dataclass_conv(tp: Any) -> _Conv:
     fields = dataclasses.fields(tp)
     hints = _hints(tp)
     names = [f.name for f in fields]
     wire = [f.metadata.get("msg", f.name) for f in fields]
-    convs = [converter(hints[f.name]) for f in fields]
-    encs = [c[0] for c in convs]
+    convs = [converter(hints[n]) for n in names]
     decs = [c[1] for c in convs]
-    # Scalar fields whose unpacked value needs no conversion when it already
-    # has the right type: checked inline instead of through a closure call.
-    plain = {str: str, int: int, bool: bool, bytes: bytes}
-    by_wire = {w: (n, d, plain.get(hints[n])) for w, n, d in zip(wire, names, decs)}
     tuple_layout = bool(getattr(tp, "__grid_tuple__", False))
     n_fields = len(fields)
-    defaults: dict[str, Callable[[], Any]] = {}
-    for f in fields:
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            defaults[f.name] = functools.partial(_zero, hints[f.name])
-    items = list(zip(wire, names, encs))
+    positional = all(f.init and not getattr(f, "kw_only", False) for f in fields)
 
+    def construct(values: list[Any]) -> Any:
+        if positional:
+            return tp(*values)
+        return tp(**dict(zip(names, values)))
+
+    # -- the general paths (anything off the common shape)
     if tuple_layout:
-        def enc(v: Any) -> Any:
-            if v is None:
-                return None
-            return [e(getattr(v, n)) for _, n, e in items]
-
-        def dec(v: Any) -> Any:
-            if v is None:
-                return None
+        def slow(v: Any) -> Any:
             seq = _list(v)
-            if len(seq) != len(names):
-                raise ProtocolError(f"{tp.__name__}: want {len(names)} elements, got {len(seq)}")
-            return tp(*[d(x) for d, x in zip(decs, seq)])
+            if len(seq) != n_fields:
+                raise ProtocolError(f"{tp.__name__}: want {n_fields} elements, got {len(seq)}")
+            return construct([d(x) for d, x in zip(decs, seq)])
+    else:
+        by_wire = {w: (n, d, _EXACT.get(hints[n])) for w, n, d in zip(wire, names, decs)}
+        defaults: dict[str, Callable[[], Any]] = {}
+        for f in fields:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                defaults[f.name] = functools.partial(_zero, hints[f.name])
 
-        return enc, dec
-
-    direct = [(w, n) for w, n, e in items if e is _ident]
-    converted = [(w, n, e) for w, n, e in items if e is not _ident]
-    order_kept = [w for w, _, _ in items] == [w for w, _ in direct] + [w for w, _, _ in converted]
-
-    def enc_map(v: Any) -> Any:
-        if v is None:
-            return None
-        if order_kept:  # fields needing no conversion come first: no call for them
-            out = {w: getattr(v, n) for w, n in direct}
-            for w, n, e in converted:
-                out[w] = e(getattr(v, n))
-            return out
-        return {w: e(getattr(v, n)) for w, n, e in items}
-
-    def dec_map(v: Any) -> Any:
-        if v is None:
-            return None
-        kwargs = {}
-        if type(v) is not dict:
-            v = _dict(v)
-        for k, x in v.items():
-            hit = by_wire.get(k)
-            if hit is None:
-                if not isinstance(k, bytes):
-                    continue  # unknown keys are skipped
-                hit = by_wire.get(k.decode("utf-8", "replace"))
+        def slow(v: Any) -> Any:
+            kwargs = {}
+            if type(v) is not dict:
+                v = _dict(v)
+            for k, x in v.items():
+                hit = by_wire.get(k)
                 if hit is None:
-                    continue
-            name, dec, exact = hit
-            kwargs[name] = x if type(x) is exact else dec(x)
-        if len(kwargs) != n_fields:
-            for n, make in defaults.items():
-                if n not in kwargs:
-                    kwargs[n] = make()
-        return tp(**kwargs)
+                    if not isinstance(k, bytes):
+                        continue  # unknown keys are skipped
+                    hit = by_wire.get(k.decode("utf-8", "replace"))
+                    if hit is None:
+                        continue
+                name, dec, exact = hit
+                kwargs[name] = x if type(x) is exact else dec(x)
+            if len(kwargs) != n_fields:
+                for n, make in defaults.items():
+                    if n not in kwargs:
+                        kwargs[n] = make()
+            return tp(**kwargs)
 
-    return enc_map, dec_map
+    # -- the generated fast paths
+    ns: dict[str, Any] = {"_tp": tp, "_PE": ProtocolError, "_unpackb": msgpack.unpackb,
+                          "_local": _local, "_getattr": getattr, "_setattr": setattr,
+                          "_new": object.__new__, "_slow": slow}
+    values = []
+    for i, (name, (enc, dec)) in enumerate(zip(names, convs)):
+        attr = f"v.{name}" if _is_name(name) else f"_getattr(v, {name!r})"
+        if enc is not _ident:
+            ns[f"_e{i}"] = enc
+            attr = f"_e{i}({attr})"
+        values.append(attr)
+        ns[f"_d{i}"] = dec
+    if tuple_layout:
+        obj = "[" + ", ".join(values) + "]"
+    else:
+        obj = "{" + ", ".join(f"{w!r}: {x}" for w, x in zip(wire, values)) + "}"
+    fvars = [f"f{i}" for i in range(n_fields)]
+    if _plain_init(tp, fields):  # what its __init__ would do, without the call
+        make = ["o = _new(_tp)"]
+        make += [f"o.{n} = {f}" if _is_name(n) else f"_setattr(o, {n!r}, {f})"
+                 for n, f in zip(names, fvars)]
+        make.append("return o")
+    elif positional:
+        make = [f"return _tp({', '.join(fvars)})"]
+    else:
+        make = ["return _tp(**{" + ", ".join(f"{n!r}: {f}" for n, f in zip(names, fvars)) + "})"]
+
+    # The body shared by from_obj and decode: ``v`` is what msgpack unpacked.
+    body: list[str] = []
+    if tuple_layout:
+        body.append(f"if type(v) is list and len(v) == {n_fields}:")
+        if fvars:
+            body.append(f"    {', '.join(fvars)}, = v")
+    else:
+        body.append(f"if type(v) is dict and len(v) == {n_fields}:")
+        if fvars:
+            body += ["    try:"]
+            body += [f"        {f} = v[{w!r}]" for f, w in zip(fvars, wire)]
+            body += ["    except KeyError:", "        return _slow(v)"]
+    for i, (name, dec) in enumerate(zip(names, decs)):
+        body += _indent(_fast_check(hints[name], dec, f"f{i}", f"_d{i}"), 4)
+    body += _indent(make, 4) + ["if v is None:", "    return None", "return _slow(v)"]
+
+    src = ["def to_obj(v):",
+           "    if v is None:",
+           "        return None",
+           f"    return {obj}",
+           "",
+           "def encode(v):",
+           "    if v is None:",
+           "        return b'\\xc0'",
+           f"    return _local.pack({obj})",
+           "",
+           "def from_obj(v):"]
+    src += _indent(body, 4)
+    src += ["",
+            "def decode(data):",
+            "    if not data:",
+            "        return None",
+            "    try:",
+            "        v = _unpackb(data)",
+            "    except Exception as exc:",
+            "        raise _PE('msgp: ' + str(exc)) from None",
+            "    try:"]
+    src += _indent(body, 8)
+    src += ["    except _PE:",
+            "        raise",
+            "    except (TypeError, ValueError, KeyError, AttributeError) as exc:",
+            "        raise _PE('msgp: ' + str(exc)) from None"]
+    code = "\n".join(src) + "\n"
+    exec(compile(code, f"<grid codec {tp.__module__}.{tp.__qualname__}>", "exec"), ns)
+    _dc_codecs[tp] = (ns["encode"], ns["decode"])
+    return ns["to_obj"], ns["from_obj"]
 
 
-_local = threading.local()  # one reusable msgpack.Packer per thread
+# ------------------------------------------------------------ payloads
 
 
-def _packer() -> msgpack.Packer:
-    p = getattr(_local, "packer", None)
-    if p is None:
-        p = _local.packer = msgpack.Packer(use_bin_type=True)
-    return p
+def _no_encode(v: Any) -> None:
+    return None
+
+
+def _no_decode(data: bytes | None) -> NoPayload:
+    return NoPayload()
+
+
+def _generic_codec(tp: Any) -> _Codec:
+    to_wire, from_wire = converter(tp)
+    local = _local
+    unpackb = msgpack.unpackb
+
+    def encode(v: Any) -> bytes | None:
+        return local.pack(to_wire(v))
+
+    def decode(data: bytes | None) -> Any:
+        if not data:
+            return from_wire(None)
+        try:
+            # Defaults: str as str, bin as bytes, map keys str or bytes, msgpack
+            # timestamps as msgpack.Timestamp (keyword arguments cost ~0.5 us).
+            obj = unpackb(data)
+        except Exception as exc:
+            raise ProtocolError(f"msgp: {exc}") from None
+        try:
+            return from_wire(obj)
+        except ProtocolError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise ProtocolError(f"msgp: {exc}") from None
+
+    return encode, decode
+
+
+def payload_codec(tp: Any) -> tuple[Callable[[Any], bytes | None], Callable[[bytes | None], Any]]:
+    """The ``(encode, decode)`` pair for payloads of type ``tp``, built once
+    per type: ``encode(value)`` is :func:`encode_payload` and
+    ``decode(data)`` is :func:`decode_payload` for that type, without the
+    look-up.  Raises TypeError for a type grid cannot serialise."""
+    c = _codec_cache.get(tp)
+    if c is None:
+        if tp is NoPayload or tp is None:
+            c = (_no_encode, _no_decode)
+        else:
+            converter(tp)
+            c = _dc_codecs.get(tp) or _generic_codec(tp)
+        _codec_cache[tp] = c
+    return c
 
 
 def encode_payload(tp: Any, value: Any) -> bytes | None:
     """Serialise ``value`` of type ``tp`` to a grid payload (None for NoPayload)."""
-    if tp is NoPayload or tp is None:
-        return None
-    enc = converter(tp)[0]
-    return _packer().pack(enc(value))  # type: ignore[no-any-return]
+    c = _codec_cache.get(tp) or payload_codec(tp)
+    return c[0](value)
 
 
 def decode_payload(tp: Any, data: bytes | None) -> Any:
     """Turn a grid payload back into a value of type ``tp``; malformed data
     raises :class:`grid.ProtocolError`."""
-    if tp is NoPayload or tp is None:
-        return NoPayload()
-    dec = converter(tp)[1]
-    if not data:
-        return dec(None) if tp is not None else None
-    try:
-        # Defaults: str as str, bin as bytes, map keys str or bytes, msgpack
-        # timestamps as msgpack.Timestamp (keyword arguments cost ~0.5 us).
-        obj = msgpack.unpackb(data)
-    except Exception as exc:
-        raise ProtocolError(f"msgp: {exc}") from None
-    try:
-        return dec(obj)
-    except ProtocolError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise ProtocolError(f"msgp: {exc}") from None
+    c = _codec_cache.get(tp) or payload_codec(tp)
+    return c[1](data)
