@@ -217,6 +217,9 @@ def _grid_manager(local_port: int, peer_port: int, local_is_server: bool) -> Any
         hosts=[client_host, server_host],
         auth_fn=lambda: "token",
         validate_token=lambda tok: None,
+        # The memory check's server holds every request until all 10,000 have
+        # arrived: they must all be running at once (the default cap is 1024).
+        max_running_handlers=65536,
     )
 
 

@@ -58,6 +58,12 @@ CRC_LEN = 4
 # that it never holds the event loop (issue: fairness).
 LARGE_MESSAGE = 1 << 20
 
+# A send queue holding this many messages or bytes is written at once instead
+# of at the end of the loop iteration: the peer starts on it while this side
+# produces the rest (two cores overlap instead of taking turns).
+EARLY_FLUSH_MESSAGES = 64
+EARLY_FLUSH_BYTES = 64 * 1024
+
 # WebSocket opcodes (RFC 6455 §5.2).
 WS_CONTINUATION = 0x0
 WS_TEXT = 0x1

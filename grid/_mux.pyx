@@ -191,10 +191,13 @@ cdef enum:
     _FLAG_SUBROUTE = 0x20
     _WS_BINARY = 2
     _OP_MERGED = 17
+    _EARLY_MESSAGES = 64      # queued messages that are written at once (grid._consts)
+    _EARLY_BYTES = 64 * 1024  # ... or queued bytes
     LARGE_MESSAGE = 1 << 20  # as grid._consts: payloads the owner frames off the loop
 
 from grid import _consts
-if _consts.LARGE_MESSAGE != LARGE_MESSAGE:
+if (_consts.LARGE_MESSAGE, _consts.EARLY_FLUSH_MESSAGES, _consts.EARLY_FLUSH_BYTES) != (
+        LARGE_MESSAGE, _EARLY_MESSAGES, _EARLY_BYTES):
     raise ImportError("grid._mux was built against another LARGE_MESSAGE than grid._consts")
 
 cdef object _monotonic = _time.monotonic  # the clock request deadlines are kept on
@@ -456,11 +459,15 @@ cdef class MuxCore:
         self._send(msg)
 
     cdef int _send(self, object msg) except -1:
-        q = self.queue
+        cdef list q = self.queue
         q.append(msg)
         self.queued_bytes += len(msg)
-        if len(q) == 1:
+        if PyList_GET_SIZE(q) == 1:
             self.owner._schedule_flush()
+        elif PyList_GET_SIZE(q) >= _EARLY_MESSAGES or self.queued_bytes >= _EARLY_BYTES:
+            # A full write's worth: let it leave now, so the peer works on it
+            # while this side goes on producing the rest of the batch.
+            self.owner._flush_early()
         return 0
 
     def respond(self, mux_id: int, seq: int, result: Any, err: str | None) -> None:

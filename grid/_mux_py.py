@@ -15,7 +15,7 @@ from operator import index as _index
 from typing import Any
 
 from grid import _codec_py
-from grid._consts import LARGE_MESSAGE
+from grid._consts import EARLY_FLUSH_BYTES, EARLY_FLUSH_MESSAGES, LARGE_MESSAGE
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
 __all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
@@ -262,6 +262,10 @@ class MuxCore:
         self.queued_bytes += len(msg)
         if len(q) == 1:
             self.owner._schedule_flush()
+        elif len(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
+            # A full write's worth: let it leave now, so the peer works on it
+            # while this side goes on producing the rest of the batch.
+            self.owner._flush_early()
 
     def respond(self, mux_id: int, seq: int, result: Any, err: str | None) -> None:
         """Queue the OpResponse for a single request (§7 step 4)."""

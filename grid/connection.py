@@ -224,6 +224,10 @@ class _CoreOwner:
             return self.conn._handler_failed(m, exc)
         return f"{type(exc).__name__}: {exc}"
 
+    def _flush_early(self) -> None:
+        if self.conn is not None:
+            self.conn._flush_early()
+
     def _send_large(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                     flags: int, payload: bytes, subroute: bytes | None) -> None:
         if self.conn is not None:
@@ -734,6 +738,13 @@ class Connection:
         self._write(wire, data)
         if self._space_waiters and not self._paused:
             self._wake_senders()  # the queue has room again
+
+    def _flush_early(self) -> None:
+        """Write what is queued now (MuxCore: a full write's worth); the
+        flush already scheduled for this iteration takes what follows."""
+        handle = self._flush_handle
+        self._flush()
+        self._flush_handle = handle
 
     def _write(self, wire: _Wire, data: bytes) -> None:
         assert wire.transport is not None

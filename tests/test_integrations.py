@@ -43,10 +43,14 @@ TOKEN = "integration-token"
 class _Owner:
     def __init__(self) -> None:
         self.flushes = 0
+        self.early = 0
         self.got: list[Any] = []
 
     def _schedule_flush(self) -> None:
         self.flushes += 1
+
+    def _flush_early(self) -> None:
+        self.early += 1  # a real owner writes what is queued; here it stays to be taken
 
     def _on_message(self, m: Any) -> None:
         self.got.append(m)

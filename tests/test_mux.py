@@ -171,3 +171,41 @@ def test_example_trace(mux):
     assert callee.take_credit() and callee.next_send_seq() == 4  # 12 MuxServerMsg EOF
     caller.check_recv(4)
     assert (caller.send_seq, caller.recv_seq, callee.send_seq, callee.recv_seq) == (6, 5, 5, 6)
+
+
+class _FlushCounter:
+    """A MuxCore owner that records when the core asks for writes."""
+
+    def __init__(self) -> None:
+        self.scheduled = 0
+        self.early: list[int] = []  # queue length at each early flush
+        self.core = None
+
+    def _schedule_flush(self) -> None:
+        self.scheduled += 1
+
+    def _flush_early(self) -> None:
+        self.early.append(len(self.core.queue))
+        self.core.take_frames(None)  # as a Connection does: write what is queued
+
+
+@pytest.mark.parametrize("size,every", [(10, 64), (4000, 17)])
+def test_a_full_write_leaves_early(mux, size, every):
+    """The first queued message schedules the end-of-iteration flush; once
+    EARLY_FLUSH_MESSAGES messages or EARLY_FLUSH_BYTES bytes are queued they
+    are written at once, so the peer starts on them while this side goes on."""
+    from grid._consts import EARLY_FLUSH_BYTES, EARLY_FLUSH_MESSAGES
+
+    owner = _FlushCounter()
+    core = mux.MuxCore(owner, False, 0, 1 << 20, "", {}, {}, None, None, mux.MuxIdAllocator())
+    owner.core = core
+    msg = grid._impl.encode_message(1, 0, 0, 1, 14, 0, b"x" * size)
+    for _ in range(200):
+        core.send(msg)
+    want = min(EARLY_FLUSH_MESSAGES, -(-EARLY_FLUSH_BYTES // len(msg)))
+    assert want == every
+    assert owner.early == [every] * (200 // every)
+    # After each early write the next message starts a new batch: it asks for
+    # the end-of-iteration flush again (a Connection keeps its pending one).
+    assert owner.scheduled == 1 + len(owner.early)
+    assert len(core.queue) == 200 % every
