@@ -40,6 +40,7 @@ from grid._consts import (
     WS_TEXT,
 )
 from grid._impl import (
+    ACCELERATED,
     MuxCore,
     MuxIdAllocator,
     decode_message,
@@ -764,7 +765,10 @@ class Connection:
         wire, core = self._wire, self._core
         if wire is None or core is None or wire.transport is None:
             return  # down: _reset has failed (or will fail) whatever waits on it
-        if not wire.framed:  # grid.integrations frame whole messages themselves
+        if not wire.framed or not ACCELERATED:
+            # grid.integrations frame whole messages themselves; and the pure
+            # codec holds the GIL throughout, so a thread would only contend
+            # with the loop for it: both encode here, in order, as any message.
             core.send(encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
                                      subroute))
             return

@@ -480,8 +480,10 @@ def test_bad_token_rejected(go_binary: Path, role: str, caplog: pytest.LogCaptur
             # Go presents a token the Python acceptor does not accept.
             with caplog.at_level(logging.INFO, logger="grid"):
                 async with py_node(py_host, hosts, accept=TOKEN) as (mgr, obs):
+                    # Long enough for Go to log a refused dial even when it starts slowly
+                    # (at 2 s its log was sometimes still empty on a loaded machine).
                     out = await go_client(go_binary, go_host, py_host, ["echo"], token="wrong-token",
-                                          connect_timeout=2.0, timeout=30)
+                                          connect_timeout=5.0, timeout=30)
                     assert out["returncode"] == 1
                     connect = [ln for ln in out["lines"] if ln.get("scenario") == "connect"]
                     assert connect and connect[0]["ok"] is False, out["lines"]
