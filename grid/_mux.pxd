@@ -59,6 +59,8 @@ cdef class MuxCore:
     cdef public Py_ssize_t msgs_in
     cdef public Py_ssize_t msgs_out
     cdef public Py_ssize_t bytes_out
+    cdef public object callers        # the owner's streams it opened (mux id -> stream), or None
+    cdef public object callees        # the owner's streams it serves, or None
     cdef public bint open_calls       # call() may start requests itself (else owner._call)
     cdef object _loop                 # `loop` (a property that also caches create_future)
     cdef object _create_future

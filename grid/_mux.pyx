@@ -183,6 +183,10 @@ cdef class MuxState:
 # ---------------------------------------------------------------- the per-connection core
 
 cdef enum:
+    _MUX_CLIENT_MSG = 9
+    _MUX_SERVER_MSG = 10
+    _UNBLOCK_SRV_MUX = 11
+    _UNBLOCK_CL_MUX = 12
     _REQUEST = 14
     _RESPONSE = 15
     _FLAG_EOF = 0x02
@@ -262,6 +266,8 @@ cdef class MuxCore:
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
+        self.callers = None
+        self.callees = None
         self.open_calls = False
         self.loop = None
         self.default_timeout = 60.0
@@ -423,6 +429,18 @@ cdef class MuxCore:
             if entry is not None and not entry.is_async:
                 self._run_inline(m, entry)
                 return 0
+        elif op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
+            if self.callers is not None:
+                st = self.callers.get(m.mux_id)
+                if st is not None:
+                    st._on_message(m)
+                    return 0
+        elif op == _UNBLOCK_SRV_MUX or op == _MUX_CLIENT_MSG:
+            if self.callees is not None:
+                srv = self.callees.get(m.mux_id)
+                if srv is not None:
+                    srv.on_message(m)
+                    return 0
         self.owner._on_message(m)
         return 0
 
@@ -457,6 +475,28 @@ cdef class MuxCore:
     def send(self, msg: bytes) -> None:
         """Queue one encoded message; the first of a batch schedules a flush."""
         self._send(msg)
+
+    def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
+                     flags: int, payload: Any = None, subroute: bytes | None = None) -> None:
+        """Encode one message and queue it (:meth:`send` of ``encode_message(...)``)."""
+        cdef int o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0
+        cdef long long s = -1, d = -1, h = -1, o = -1, f = -1
+        if (type(mux_id) is int and type(seq) is int and type(deadline_ms) is int
+                and type(handler) is int and type(op) is int and type(flags) is int
+                and 0 <= mux_id <= _U64_MASK):
+            s = PyLong_AsLongLongAndOverflow(seq, &o1)
+            d = PyLong_AsLongLongAndOverflow(deadline_ms, &o2)
+            h = PyLong_AsLongLongAndOverflow(handler, &o3)
+            o = PyLong_AsLongLongAndOverflow(op, &o4)
+            f = PyLong_AsLongLongAndOverflow(flags, &o5)
+        if (not (o1 or o2 or o3 or o4 or o5) and 0 <= s <= 0xFFFFFFFF and 0 <= d <= 0xFFFFFFFF
+                and 0 <= h <= 0xFF and 0 <= o <= 0xFF and 0 <= f <= 0xFF):
+            # In range: the C entry point, without the Python call's argument handling.
+            self._send(encode_message_c(mux_id, <uint64_t>s, <uint64_t>d, <uint64_t>h,
+                                        <uint64_t>o, <uint64_t>f, payload, subroute))
+        else:  # let the Python-level encoder raise the pure twin's error
+            self._send(_encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
+                                       subroute))
 
     cdef int _send(self, object msg) except -1:
         cdef list q = self.queue

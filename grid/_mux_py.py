@@ -113,6 +113,10 @@ class MuxState:
 
 # ---------------------------------------------------------------- the per-connection core
 
+_MUX_CLIENT_MSG = 9
+_MUX_SERVER_MSG = 10
+_UNBLOCK_SRV_MUX = 11
+_UNBLOCK_CL_MUX = 12
 _REQUEST = 14
 _RESPONSE = 15
 _MERGED = 17
@@ -146,7 +150,8 @@ class MuxCore:
     __slots__ = (
         "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
         "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
-        "open_calls", "loop", "default_timeout", "queue_limit", "sweep_at", "_fifo", "_deadlines",
+        "callers", "callees", "open_calls", "loop", "default_timeout", "queue_limit", "sweep_at",
+        "_fifo", "_deadlines",
     )
 
     def __init__(self, owner: Any, server: bool, base_flags: int, max_message_size: int,
@@ -170,6 +175,10 @@ class MuxCore:
         # What call() needs to start a request without its owner; the owner
         # (a Connection) sets them once connected.  While open_calls is
         # False every call() goes to owner._call().
+        # The owner's stream tables (mux id -> stream), when it has them:
+        # stream traffic goes straight to the stream's on-message method.
+        self.callers: dict | None = None
+        self.callees: dict | None = None
         self.open_calls = False
         self.loop: Any = None             # the event loop futures are made on
         self.default_timeout = 60.0
@@ -231,6 +240,18 @@ class MuxCore:
             if entry is not None and not entry.is_async:
                 self._run_inline(m, entry)
                 return
+        elif op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
+            if self.callers is not None:
+                st = self.callers.get(m.mux_id)
+                if st is not None:
+                    st._on_message(m)
+                    return
+        elif op == _UNBLOCK_SRV_MUX or op == _MUX_CLIENT_MSG:
+            if self.callees is not None:
+                srv = self.callees.get(m.mux_id)
+                if srv is not None:
+                    srv.on_message(m)
+                    return
         self.owner._on_message(m)
 
     def _run_inline(self, m: Any, entry: Any) -> None:
@@ -254,6 +275,12 @@ class MuxCore:
         self.respond(m.mux_id, m.seq, result, err)
 
     # -- sending
+
+    def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
+                     flags: int, payload: Any = None, subroute: bytes | None = None) -> None:
+        """Encode one message and queue it (:meth:`send` of ``encode_message(...)``)."""
+        self.send(_codec_py.encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
+                                           subroute))
 
     def send(self, msg: bytes) -> None:
         """Queue one encoded message; the first of a batch schedules a flush."""

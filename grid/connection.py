@@ -1106,6 +1106,8 @@ class Connection:
         self._last_pong = self._loop.time()
         self._paused = False
         core.loop = self._loop
+        core.callers = self._callers
+        core.callees = self._callees
         core.default_timeout = self._default_timeout
         core.queue_limit = self._queue_limit
         core.sweep_at = self._sweep_at
@@ -1309,6 +1311,9 @@ class Connection:
             self._sweep_at = float("inf")
         core, self._core = self._core, None
         if core is not None:
+            # Whatever the old socket still delivers is dropped, not dispatched.
+            core.callers = core.callees = None
+            core.open_calls = False
             core.queue = []
             core.fail_all(Disconnected)
         if self._backlog:  # requests of the old connection: nobody awaits their replies

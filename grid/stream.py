@@ -231,8 +231,10 @@ class Stream:
             conn._send_large(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
                              _item_flags(conn._base, item), item, None)
         else:
-            conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
-                                      _item_flags(conn._base, item), item))
+            core = conn._core
+            if core is not None:
+                core.send_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
+                                  _item_flags(conn._base, item), item)
         tr = self._trace
         if tr is not None:
             tr.to_callee += len(item)
@@ -280,8 +282,10 @@ class Stream:
                 if not self._done:
                     # One item left the buffer: return its credit (§8.4).
                     conn = self._conn
-                    conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0,
-                                              0, _UNBLOCK_SRV_MUX, conn._base, None))
+                    core = conn._core
+                    if core is not None:
+                        core.send_message(self.mux_id, self._state.next_send_seq(), 0, 0,
+                                          _UNBLOCK_SRV_MUX, conn._base)
                     self._unflushed += 1
                     if self._unflushed >= self._flush_every:
                         # Let credits flow back while the rest of the window is
@@ -516,9 +520,13 @@ class StreamOut:
             conn._send_large(srv.mux_id, srv.state.next_send_seq(), 0, 0, _MUX_SERVER_MSG,
                              _item_flags(conn._base, item), item, None)
         else:
-            conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
-                                      _MUX_SERVER_MSG, _item_flags(conn._base, item or b""),
-                                      item if item is not None else b""))
+            core = conn._core
+            if core is not None:
+                if item is None:
+                    item = b""
+                core.send_message(srv.mux_id, srv.state.next_send_seq(), 0, 0, _MUX_SERVER_MSG,
+                                  conn._base | FLAG_PAYLOAD_IS_ZERO if len(item) == 0
+                                  else conn._base, item)
         tr = srv.trace
         if tr is not None and item is not None:
             tr.to_caller += len(item)
@@ -545,8 +553,10 @@ class _Inbound:
                     raise StopAsyncIteration
                 # Handed to the handler: return the caller's credit (§8.4).
                 conn = srv.conn
-                conn._send(encode_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
-                                          _UNBLOCK_CL_MUX, conn._base, None))
+                core = conn._core
+                if core is not None:
+                    core.send_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
+                                      _UNBLOCK_CL_MUX, conn._base)
                 srv.unflushed += 1
                 if srv.unflushed >= srv.flush_every:
                     srv.unflushed = 0
