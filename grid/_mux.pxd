@@ -23,6 +23,7 @@ cdef class MuxState:
     cdef public uint32_t send_seq   # Seq of the next counted outgoing message (wraps at 2**32)
     cdef public uint32_t recv_seq   # Seq the next checked incoming message must carry
     cdef public int64_t credits     # data messages this side may still send
+    cdef public object waiter       # future of a sender waiting for credit, or None
 
     cdef uint32_t _next_send_seq(self) except? 0xFFFFFFFF
     cdef int _check_recv(self, uint32_t seq) except -1
@@ -78,6 +79,8 @@ cdef class MuxCore:
     cdef int _on_binary(self, object payload) except -1
     cdef int _on_bytes(self, bytes payload) except -1
     cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1
+    cdef bint _credit(self, object state, uint64_t seq) except -1
+    cdef bint _item(self, object st, const uint8_t* m, _Inner* e) except -1
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1

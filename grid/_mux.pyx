@@ -44,7 +44,7 @@ import time as _time
 from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
 from grid.errors import GridError, IncorrectSequence, ProtocolError, RemoteError
 
-__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
+__all__ = ["MuxIdAllocator", "MuxState", "MuxCore", "Ready"]
 
 cdef object _U32_MASK = 0xFFFFFFFF
 cdef object _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -100,7 +100,9 @@ cdef class MuxState:
 
     ``send_seq`` is the Seq the next counted message takes; ``recv_seq`` the
     Seq the next checked message must carry.  ``credits`` counts the data
-    messages this side may still send before it must wait for an unblock.
+    messages this side may still send before it must wait for an unblock;
+    ``waiter`` is the future a sender out of credit waits on (None if none
+    waits), resolved when credit arrives.
     """
 
     __signature__ = _inspect.signature(_state_signature)
@@ -120,6 +122,7 @@ cdef class MuxState:
         self.send_seq = send_seq
         self.recv_seq = recv_seq
         self.credits = credits  # OverflowError above 2**63-1 (the pure twin has no cap)
+        self.waiter = None
 
     def next_send_seq(self) -> int:
         """Take the Seq for the next counted outgoing message."""
@@ -178,6 +181,42 @@ cdef class MuxState:
         return (f"MuxState(mux_id={self.mux_id}, send_seq={self.send_seq}, "
                 f"recv_seq={self.recv_seq}, credits={self.credits})")
 
+
+
+@cython.annotation_typing(False)
+def _ready_signature(value: Any) -> None:
+    pass
+
+
+@cython.final
+cdef class Ready:
+    """An awaitable that is already done: ``await Ready(x)`` gives ``x`` at
+    once, without a coroutine or a future (a stream's fast path)."""
+
+    cdef readonly object value
+
+    __signature__ = _inspect.signature(_ready_signature)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self):
+        return _ReadyIter(self.value)
+
+
+@cython.final
+cdef class _ReadyIter:
+    # The iterator `await` drives: it stops at once with the value.
+    cdef object value
+
+    def __init__(self, value):
+        self.value = value
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration(self.value)
 
 
 # ---------------------------------------------------------------- the per-connection core
@@ -383,7 +422,25 @@ cdef class MuxCore:
         """dispatch() of the message decoded at p + e.base."""
         cdef const uint8_t* m = p + e.base
         cdef uint64_t flags = e.t.f[5]
-        if e.t.f[4] != _RESPONSE:
+        cdef uint64_t op = e.t.f[4]
+        if op != _RESPONSE:
+            # A stream's steady traffic -- credits both ways, items to the
+            # caller -- straight into the stream when nothing about it needs
+            # the stream's own code (which gets every other case, errors too).
+            if op == _UNBLOCK_SRV_MUX and self.callees is not None:
+                srv = self.callees.get(e.t.f[0])
+                if srv is not None and self._credit(srv.state, e.t.f[1]):
+                    return 0
+            elif op == _UNBLOCK_CL_MUX and self.callers is not None:
+                st = self.callers.get(e.t.f[0])
+                if st is not None and self._credit(st._state, e.t.f[1]):
+                    return 0
+            elif (op == _MUX_SERVER_MSG and self.callers is not None
+                    and not flags & (_FLAG_ERR | _FLAG_EOF)
+                    and (e.t.stop > e.t.start or flags & _FLAG_ZERO)):
+                st = self.callers.get(e.t.f[0])
+                if st is not None and self._item(st, m, e):
+                    return 0
             return self._dispatch(_build(m, &e.t, e.sub))
         fut = self.pending.pop(e.t.f[0], None)
         if fut is None or fut.done():
@@ -399,6 +456,44 @@ cdef class MuxCore:
         else:
             fut.set_result(body)
         return 0
+
+    cdef bint _credit(self, object state, uint64_t seq) except -1:
+        """An unblock for a stream whose sequence is in order: one credit
+        more, its waiting sender woken.  False leaves it to the stream."""
+        cdef MuxState s
+        if type(state) is not MuxState:
+            return False
+        s = <MuxState>state
+        if s.recv_seq != seq or s.credits == INT64_MAX:
+            return False
+        s.recv_seq += 1  # wraps at 2**32
+        s.credits += 1
+        w = s.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        return True
+
+    cdef bint _item(self, object st, const uint8_t* m, _Inner* e) except -1:
+        """An item for a caller's stream, in sequence, with room in its
+        buffer and no trace to count it: appended, its reader woken.  False
+        leaves it to the stream (which also ends the stream on a violation)."""
+        cdef MuxState s
+        state = st._state
+        if type(state) is not MuxState:
+            return False
+        s = <MuxState>state
+        if s.recv_seq != e.t.f[1] or st._trace is not None:
+            return False
+        items = st._items
+        if len(items) >= st.out_capacity:
+            return False
+        s.recv_seq += 1
+        items.append(PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start))
+        st._received += 1  # "heard" for the stream's ping check
+        w = st._item_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        return True
 
     def dispatch(self, m: Any) -> None:
         """Handle one decoded message."""
@@ -475,6 +570,56 @@ cdef class MuxCore:
     def send(self, msg: bytes) -> None:
         """Queue one encoded message; the first of a batch schedules a flush."""
         self._send(msg)
+
+    def take_item(self, st: Any) -> bytes | None:
+        """For a caller's stream (``grid.Stream``): take its next buffered
+        item and return its credit to the handler (§8.4), as its
+        ``__anext__`` does; None, having done nothing, when the stream's own
+        code must run (nothing buffered, the end marker, a stream ended)."""
+        cdef MuxState state
+        cdef uint32_t seq
+        items = st._items
+        if not items or st._done:
+            return None
+        item = items[0]
+        state_obj = st._state
+        if not PyBytes_CheckExact(item) or type(state_obj) is not MuxState:
+            return None
+        items.popleft()
+        state = <MuxState>state_obj
+        seq = state.send_seq
+        state.send_seq = seq + 1  # wraps at 2**32
+        self._send(encode_message_c(st.mux_id, seq, 0, 0, _UNBLOCK_SRV_MUX, self.base_flags,
+                                    None, None))
+        st._unflushed += 1
+        if st._unflushed >= st._flush_every:
+            st._unflushed = 0  # let credits flow back while the rest is read
+            self.owner._flush()
+        return item
+
+    def send_item(self, srv: Any, item: Any) -> bool:
+        """For a served stream's ``StreamOut.send``: queue ``item`` if it can
+        leave at once -- stream open, a credit in hand, ``bytes`` below
+        LARGE_MESSAGE, no trace to count it; False, having done nothing,
+        otherwise."""
+        cdef MuxState state
+        cdef uint32_t seq
+        if srv.closed is not None or srv.trace is not None:
+            return False
+        if not PyBytes_CheckExact(item) or PyBytes_GET_SIZE(item) >= LARGE_MESSAGE:
+            return False
+        state_obj = srv.state
+        if type(state_obj) is not MuxState:
+            return False
+        state = <MuxState>state_obj
+        if state.credits <= 0:
+            return False
+        state.credits -= 1
+        seq = state.send_seq
+        state.send_seq = seq + 1
+        flags = self.base_flags | _FLAG_ZERO if PyBytes_GET_SIZE(item) == 0 else self.base_flags
+        self._send(encode_message_c(srv.mux_id, seq, 0, 0, _MUX_SERVER_MSG, flags, item, None))
+        return True
 
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                      flags: int, payload: Any = None, subroute: bytes | None = None) -> None:
@@ -765,4 +910,4 @@ cdef class MuxCore:
         return out
 
 
-del _allocator_signature, _state_signature, _core_signature
+del _allocator_signature, _state_signature, _core_signature, _ready_signature

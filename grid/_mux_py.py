@@ -18,7 +18,7 @@ from grid import _codec_py
 from grid._consts import EARLY_FLUSH_BYTES, EARLY_FLUSH_MESSAGES, LARGE_MESSAGE
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
-__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
+__all__ = ["MuxIdAllocator", "MuxState", "MuxCore", "Ready"]
 
 _U32_MASK = 0xFFFFFFFF
 _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -57,10 +57,12 @@ class MuxState:
 
     ``send_seq`` is the Seq the next counted message takes; ``recv_seq`` the
     Seq the next checked message must carry.  ``credits`` counts the data
-    messages this side may still send before it must wait for an unblock.
+    messages this side may still send before it must wait for an unblock;
+    ``waiter`` is the future a sender out of credit waits on (None if none
+    waits), resolved when credit arrives.
     """
 
-    __slots__ = ("mux_id", "send_seq", "recv_seq", "credits")
+    __slots__ = ("mux_id", "send_seq", "recv_seq", "credits", "waiter")
 
     def __init__(self, mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
         # operator.index, like the compiled twin's conversions to fixed-width ints.
@@ -76,6 +78,7 @@ class MuxState:
         self.send_seq = send_seq
         self.recv_seq = recv_seq
         self.credits = credits
+        self.waiter: Any = None
 
     def next_send_seq(self) -> int:
         """Take the Seq for the next counted outgoing message."""
@@ -125,6 +128,20 @@ _FLAG_EOF = 0x02
 _FLAG_ERR = 0x08
 _FLAG_ZERO = 0x10
 _WS_BINARY = 2
+
+
+class Ready:
+    """An awaitable that is already done: ``await Ready(x)`` gives ``x`` at
+    once, without a coroutine or a future (a stream's fast path)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return self.value
+        yield  # a generator that returns at once  # noqa: unreachable
 
 
 class MuxCore:
@@ -275,6 +292,39 @@ class MuxCore:
         self.respond(m.mux_id, m.seq, result, err)
 
     # -- sending
+
+    def take_item(self, st: Any) -> bytes | None:
+        """For a caller's stream (``grid.Stream``): take its next buffered
+        item and return its credit to the handler (§8.4), as its
+        ``__anext__`` does; None, having done nothing, when the stream's own
+        code must run (nothing buffered, the end marker, a stream ended)."""
+        items = st._items
+        if not items or st._done or type(items[0]) is not bytes:
+            return None
+        item = items.popleft()
+        self.send_message(st.mux_id, st._state.next_send_seq(), 0, 0, _UNBLOCK_SRV_MUX,
+                          self.base_flags)
+        st._unflushed += 1
+        if st._unflushed >= st._flush_every:
+            st._unflushed = 0  # let credits flow back while the rest is read
+            self.owner._flush()
+        return item  # type: ignore[no-any-return]
+
+    def send_item(self, srv: Any, item: Any) -> bool:
+        """For a served stream's ``StreamOut.send``: queue ``item`` if it can
+        leave at once -- stream open, a credit in hand, ``bytes`` below
+        LARGE_MESSAGE, no trace to count it; False, having done nothing,
+        otherwise."""
+        if srv.closed is not None or srv.trace is not None:
+            return False
+        if type(item) is not bytes or len(item) >= LARGE_MESSAGE:
+            return False
+        state = srv.state
+        if not state.take_credit():
+            return False
+        flags = self.base_flags | _FLAG_ZERO if len(item) == 0 else self.base_flags
+        self.send_message(srv.mux_id, state.next_send_seq(), 0, 0, _MUX_SERVER_MSG, flags, item)
+        return True
 
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                      flags: int, payload: Any = None, subroute: bytes | None = None) -> None:

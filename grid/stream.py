@@ -28,7 +28,7 @@ from grid._consts import (
     MAX_DEADLINE_MS,
     Op,
 )
-from grid._impl import MuxState, encode_message
+from grid._impl import MuxState, Ready, encode_message
 from grid.errors import (
     SHUTTING_DOWN_TEXT,
     Disconnected,
@@ -62,6 +62,7 @@ _PING = int(Op.PING)
 _PONG = int(Op.PONG)
 
 _EOF = object()  # marks the end of a queue of items
+_SENT = Ready(None)  # what StreamOut.send returns for an item that left at once
 _RETURNED = "handler returned"  # why a stream whose handler ended is closed
 
 
@@ -133,24 +134,26 @@ def _item_flags(base: int, payload: bytes | None) -> int:
 
 
 class _Credits:
-    """Send credits of one side of a stream, with waiters."""
+    """Send credits of one side of a stream, with waiters.  The waiting
+    sender's future is the MuxState's ``waiter``, where the compiled core
+    resolves it when an unblock arrives."""
 
-    __slots__ = ("state", "_waiter", "_loop")
+    __slots__ = ("state", "_loop")
 
     def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.state = state
-        self._waiter: asyncio.Future[None] | None = None
         self._loop = loop
 
     async def take(self, check: Callable[[], None]) -> None:
-        while not self.state.take_credit():
+        state = self.state
+        while not state.take_credit():
             check()
             fut = self._loop.create_future()
-            self._waiter = fut
+            state.waiter = fut
             try:
                 await fut
             finally:
-                self._waiter = None
+                state.waiter = None
         check()
 
     def add(self, n: int) -> None:
@@ -158,7 +161,7 @@ class _Credits:
         self.wake()
 
     def wake(self) -> None:
-        w = self._waiter
+        w = self.state.waiter
         if w is not None and not w.done():
             w.set_result(None)
 
@@ -272,7 +275,15 @@ class Stream:
     def __aiter__(self) -> Stream:
         return self
 
-    async def __anext__(self) -> bytes:
+    def __anext__(self) -> Awaitable[bytes]:
+        core = self._conn._core
+        if core is not None:
+            item = core.take_item(self)  # the usual case, in one compiled step
+            if item is not None:
+                return Ready(item)
+        return self._next_item()
+
+    async def _next_item(self) -> bytes:
         while True:
             if self._items:
                 item = self._items.popleft()
@@ -510,8 +521,16 @@ class StreamOut:
     def __init__(self, srv: _ServerStream) -> None:
         self._srv = srv
 
-    async def send(self, item: bytes) -> None:
-        """Send one reply to the caller; waits for credit from it."""
+    def send(self, item: bytes) -> Awaitable[None]:
+        """Send one reply to the caller; waits for credit from it
+        (``await out.send(item)``)."""
+        srv = self._srv
+        core = srv.conn._core
+        if core is not None and core.send_item(srv, item):  # open, credit in hand: sent
+            return _SENT
+        return self._send(item)
+
+    async def _send(self, item: bytes) -> None:
         srv = self._srv
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
@@ -711,7 +730,7 @@ class _ServerStream:
                 return
             st.recv_seq = (st.recv_seq + 1) & 0xFFFFFFFF
             st.credits += 1
-            w = self.credits._waiter
+            w = st.waiter
             if w is not None and not w.done():
                 w.set_result(None)
         elif op == _DISCONNECT_SERVER_MUX:

@@ -163,6 +163,17 @@ class Grid:
                 await asyncio.sleep(0.05)
 
 
+async def _wait_down(node: Any, host: str, until: float) -> None:
+    """Poll ``node`` until its connection to ``host`` is no longer CONNECTED
+    (monotonic deadline ``until``)."""
+    while True:
+        st = await node.command("stats")
+        if st["conns"][host]["state"] != "CONNECTED":
+            return
+        assert time.monotonic() < until, (node.local, host, st["conns"][host])
+        await asyncio.sleep(0.05)
+
+
 def _only(counts: dict[str, int], allowed: set[str]) -> None:
     assert set(counts) <= allowed, counts
 
@@ -219,6 +230,11 @@ def test_cut_link_fails_fast_and_heals(net: Net, loop_kind: str, cut: str) -> No
                 # Node 2 sees it too, from its side (its pipes still work).
                 back = await asyncio.wait_for(streams_back, 3 * PING + 2 * SLACK)
                 assert back["counts"] == {"disconnected": 20}, back
+                # Both ends of the 2-3 link notice the cut too, by keepalive.
+                # (Healed before that, the TCP connection would survive and
+                # its keepalive could still drop it just after the heal.)
+                await _wait_down(n2, h3, t_cut + 3 * PING + 2 * SLACK)
+                await _wait_down(n3, h2, t_cut + 3 * PING + 2 * SLACK)
             finally:
                 set_link("up")
             await g.wait_all_connected(15)
