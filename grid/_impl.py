@@ -84,4 +84,3 @@ local_dials = codec.local_dials
 MuxIdAllocator = mux.MuxIdAllocator
 MuxState = mux.MuxState
 MuxCore = mux.MuxCore
-Ready = mux.Ready

@@ -44,7 +44,7 @@ import time as _time
 from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
 from grid.errors import GridError, IncorrectSequence, ProtocolError, RemoteError
 
-__all__ = ["MuxIdAllocator", "MuxState", "MuxCore", "Ready"]
+__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
 
 cdef object _U32_MASK = 0xFFFFFFFF
 cdef object _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -181,42 +181,6 @@ cdef class MuxState:
         return (f"MuxState(mux_id={self.mux_id}, send_seq={self.send_seq}, "
                 f"recv_seq={self.recv_seq}, credits={self.credits})")
 
-
-
-@cython.annotation_typing(False)
-def _ready_signature(value: Any) -> None:
-    pass
-
-
-@cython.final
-cdef class Ready:
-    """An awaitable that is already done: ``await Ready(x)`` gives ``x`` at
-    once, without a coroutine or a future (a stream's fast path)."""
-
-    cdef readonly object value
-
-    __signature__ = _inspect.signature(_ready_signature)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self):
-        return _ReadyIter(self.value)
-
-
-@cython.final
-cdef class _ReadyIter:
-    # The iterator `await` drives: it stops at once with the value.
-    cdef object value
-
-    def __init__(self, value):
-        self.value = value
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        raise StopIteration(self.value)
 
 
 # ---------------------------------------------------------------- the per-connection core
@@ -910,4 +874,4 @@ cdef class MuxCore:
         return out
 
 
-del _allocator_signature, _state_signature, _core_signature, _ready_signature
+del _allocator_signature, _state_signature, _core_signature

@@ -18,7 +18,7 @@ from grid import _codec_py
 from grid._consts import EARLY_FLUSH_BYTES, EARLY_FLUSH_MESSAGES, LARGE_MESSAGE
 from grid.errors import GridError, IncorrectSequence, RemoteError
 
-__all__ = ["MuxIdAllocator", "MuxState", "MuxCore", "Ready"]
+__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
 
 _U32_MASK = 0xFFFFFFFF
 _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -128,20 +128,6 @@ _FLAG_EOF = 0x02
 _FLAG_ERR = 0x08
 _FLAG_ZERO = 0x10
 _WS_BINARY = 2
-
-
-class Ready:
-    """An awaitable that is already done: ``await Ready(x)`` gives ``x`` at
-    once, without a coroutine or a future (a stream's fast path)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Any:
-        return self.value
-        yield  # a generator that returns at once  # noqa: unreachable
 
 
 class MuxCore:

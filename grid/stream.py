@@ -28,7 +28,7 @@ from grid._consts import (
     MAX_DEADLINE_MS,
     Op,
 )
-from grid._impl import MuxState, Ready, encode_message
+from grid._impl import MuxState, encode_message
 from grid.errors import (
     SHUTTING_DOWN_TEXT,
     Disconnected,
@@ -62,7 +62,6 @@ _PING = int(Op.PING)
 _PONG = int(Op.PONG)
 
 _EOF = object()  # marks the end of a queue of items
-_SENT = Ready(None)  # what StreamOut.send returns for an item that left at once
 _RETURNED = "handler returned"  # why a stream whose handler ended is closed
 
 
@@ -275,15 +274,12 @@ class Stream:
     def __aiter__(self) -> Stream:
         return self
 
-    def __anext__(self) -> Awaitable[bytes]:
+    async def __anext__(self) -> bytes:
         core = self._conn._core
         if core is not None:
             item = core.take_item(self)  # the usual case, in one compiled step
             if item is not None:
-                return Ready(item)
-        return self._next_item()
-
-    async def _next_item(self) -> bytes:
+                return item  # type: ignore[no-any-return]
         while True:
             if self._items:
                 item = self._items.popleft()
@@ -521,17 +517,12 @@ class StreamOut:
     def __init__(self, srv: _ServerStream) -> None:
         self._srv = srv
 
-    def send(self, item: bytes) -> Awaitable[None]:
-        """Send one reply to the caller; waits for credit from it
-        (``await out.send(item)``)."""
+    async def send(self, item: bytes) -> None:
+        """Send one reply to the caller; waits for credit from it."""
         srv = self._srv
         core = srv.conn._core
         if core is not None and core.send_item(srv, item):  # open, credit in hand: sent
-            return _SENT
-        return self._send(item)
-
-    async def _send(self, item: bytes) -> None:
-        srv = self._srv
+            return
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
         conn = srv.conn
