@@ -485,7 +485,7 @@ def encode_message_frame(
     cdef uint64_t v[6]
     cdef _Bytes pb, sb, kb
     cdef Py_ssize_t size, hdr
-    cdef bytes out, rnd
+    cdef bytes out
     cdef uint8_t* w
     cdef const uint8_t* key = NULL
     cdef _Span span = _Span()
@@ -496,17 +496,12 @@ def encode_message_frame(
     try:
         size = _envelope_size(v, payload, subroute, &pb, &sb)
         if mask_key is not None:
-            _acquire(mask_key, &kb)
-            if kb.n == 0:
-                rnd = os.urandom(4)
-                key = <const uint8_t*>PyBytes_AS_STRING(rnd)
-            elif kb.n != 4:
-                raise ValueError("a WebSocket mask key is 4 bytes")
-            else:
-                key = kb.p
+            mask_key = _mask_key(mask_key, &kb)  # kept alive: kb borrows from it
+            key = kb.p
         hdr = _frame_header_size(size)
         out = PyBytes_FromStringAndSize(NULL, hdr + (4 if key != NULL else 0) + size)
-        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), size, key != NULL)
+        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), 0x80 | WS_BINARY_OP, size,
+                              key != NULL)
         if key != NULL:
             memcpy(w, key, 4)
             w += 4
@@ -1081,6 +1076,20 @@ def apply_mask(data: Buffer, key: Buffer) -> bytes:
         _release(&db)
 
 
+cdef object _mask_key(object mask_key, _Bytes* kb):
+    """Borrow a client mask key into ``kb`` (the caller releases it): a fresh
+    random one for ``b""``, else exactly 4 bytes.  Returns the object ``kb``
+    borrows from, which the caller must keep."""
+    _acquire(mask_key, kb)
+    if kb.n == 0:
+        _release(kb)
+        mask_key = os.urandom(4)
+        _acquire(mask_key, kb)
+    if kb.n != 4:
+        raise ValueError("a WebSocket mask key is 4 bytes")
+    return mask_key
+
+
 def encode_frame(
     payload: Buffer,
     opcode: int = WS_BINARY,
@@ -1094,7 +1103,7 @@ def encode_frame(
     cdef int overflow = 0
     cdef long long op
     cdef Py_ssize_t hdr
-    cdef uint8_t first, masked
+    cdef uint8_t first
     cdef bytes out
     cdef uint8_t* w
     opcode = PyNumber_Index(opcode)
@@ -1107,33 +1116,11 @@ def encode_frame(
     try:
         _acquire(payload, &pb)
         first = (0x80 if fin else 0) | <uint8_t>op
-        masked = 0x80 if mask_key is not None else 0
-        if pb.n < 126:
-            hdr = 2
-        elif pb.n < 0x10000:
-            hdr = 4
-        else:
-            hdr = 10
+        hdr = _frame_header_size(pb.n)
         if mask_key is not None:
-            _acquire(mask_key, &kb)
-            if kb.n == 0:
-                _release(&kb)
-                mask_key = os.urandom(4)
-                _acquire(mask_key, &kb)
-            if kb.n != 4:
-                raise ValueError("a WebSocket mask key is 4 bytes")
+            mask_key = _mask_key(mask_key, &kb)  # kept alive: kb borrows from it
         out = PyBytes_FromStringAndSize(NULL, hdr + kb.n + pb.n)
-        w = <uint8_t*>PyBytes_AS_STRING(out)
-        w[0] = first
-        if hdr == 2:
-            w[1] = masked | <uint8_t>pb.n
-        elif hdr == 4:
-            w[1] = masked | 126
-            grid_store_be16(w + 2, <uint64_t>pb.n)
-        else:
-            w[1] = masked | 127
-            grid_store_be64(w + 2, <uint64_t>pb.n)
-        w += hdr
+        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), first, pb.n, kb.n != 0)
         if kb.n:
             memcpy(w, kb.p, 4)
             grid_mask_copy(w + 4, pb.p, <size_t>pb.n, kb.p)
@@ -1847,12 +1834,13 @@ cdef inline Py_ssize_t _frame_header_size(Py_ssize_t body):
     return 2 if body < 126 else (4 if body < 0x10000 else 10)
 
 
-cdef uint8_t* _put_frame_header(uint8_t* w, Py_ssize_t body, bint masked) noexcept:
-    """A FIN binary frame's header for a ``body``-byte payload (§1.5), the
-    MASK bit set if ``masked`` (the key itself is the caller's); returns
-    where the key or the payload goes."""
+cdef uint8_t* _put_frame_header(uint8_t* w, uint8_t first, Py_ssize_t body,
+                               bint masked) noexcept:
+    """A frame header: ``first`` (FIN and opcode), then the length of a
+    ``body``-byte payload with the MASK bit set if ``masked`` (the key itself
+    is the caller's); returns where the key or the payload goes."""
     cdef Py_ssize_t hdr = _frame_header_size(body)
-    w[0] = 0x80 | WS_BINARY_OP
+    w[0] = first
     if hdr == 2:
         w[1] = <uint8_t>body
     elif hdr == 4:
@@ -1979,7 +1967,7 @@ def encode_frames(
         for j in range(nb):
             i = ends[j] - 1  # the batch is messages[start:i+1]
             body = bodies[j]
-            w = _put_frame_header(w, body, masked)
+            w = _put_frame_header(w, 0x80 | WS_BINARY_OP, body, masked)  # FIN, binary (§1.5)
             key = NULL
             if masked:
                 if random_key:
