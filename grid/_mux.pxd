@@ -89,3 +89,5 @@ cdef class MuxCore:
                          object subroute)
     cdef int _track(self, double at, uint64_t mux_id) except -1
     cdef bint _serving_call(self) except -1
+    cdef int _send_message(self, object mux_id, object seq, object deadline_ms, object handler,
+                           object op, object flags, object payload, object subroute) except -1

@@ -205,7 +205,7 @@ cdef enum:
 from grid import _consts
 if (_consts.LARGE_MESSAGE, _consts.EARLY_FLUSH_MESSAGES, _consts.EARLY_FLUSH_BYTES) != (
         LARGE_MESSAGE, _EARLY_MESSAGES, _EARLY_BYTES):
-    raise ImportError("grid._mux was built against another LARGE_MESSAGE than grid._consts")
+    raise ImportError("grid._mux was built against other send bounds than grid._consts")
 
 cdef object _monotonic = _time.monotonic  # the clock request deadlines are kept on
 cdef object _heappush = heapq.heappush
@@ -588,6 +588,10 @@ cdef class MuxCore:
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                      flags: int, payload: Any = None, subroute: bytes | None = None) -> None:
         """Encode one message and queue it (:meth:`send` of ``encode_message(...)``)."""
+        self._send_message(mux_id, seq, deadline_ms, handler, op, flags, payload, subroute)
+
+    cdef int _send_message(self, object mux_id, object seq, object deadline_ms, object handler,
+                           object op, object flags, object payload, object subroute) except -1:
         cdef int o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0
         cdef long long s = -1, d = -1, h = -1, o = -1, f = -1
         if (type(mux_id) is int and type(seq) is int and type(deadline_ms) is int
@@ -606,6 +610,7 @@ cdef class MuxCore:
         else:  # let the Python-level encoder raise the pure twin's error
             self._send(_encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
                                        subroute))
+        return 0
 
     cdef int _send(self, object msg) except -1:
         cdef list q = self.queue
@@ -624,8 +629,6 @@ cdef class MuxCore:
         self._respond(mux_id, seq, result, err)
 
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1:
-        cdef int overflow = 0
-        cdef long long s = -1
         flags = self.base_flags | _FLAG_EOF
         if err is None and result is not None:
             if not isinstance(result, (bytes, bytearray, memoryview)):
@@ -638,13 +641,7 @@ cdef class MuxCore:
         elif PyBytes_CheckExact(result) and PyBytes_GET_SIZE(result) >= LARGE_MESSAGE:
             self.owner._send_large(mux_id, seq, 0, 0, _RESPONSE, flags, result, None)
             return 0
-        if type(seq) is int and type(mux_id) is int and type(flags) is int and 0 < mux_id <= _U64_MASK:
-            s = PyLong_AsLongLongAndOverflow(seq, &overflow)
-        if 0 <= s <= 0xFFFFFFFF and not overflow and 0 <= flags <= 0xFF:
-            # In range (a decoded request's own fields): the C entry point.
-            self._send(encode_message_c(mux_id, <uint64_t>s, 0, 0, _RESPONSE, flags, result, None))
-        else:  # let the Python-level encoder raise the pure twin's error
-            self._send(_encode_message(mux_id, seq, 0, 0, _RESPONSE, flags, result))
+        self._send_message(mux_id, seq, 0, 0, _RESPONSE, flags, result, None)
         return 0
 
     def call(self, handler_id: int, payload: Any, timeout: float | None,
@@ -720,13 +717,9 @@ cdef class MuxCore:
             self._track(<double>_monotonic() + t, mid)
             self._send(msg)
             return mux_id
-        if type(timeout) is float and 0.0 <= <double>timeout < 4294967.0:
-            t = <double>timeout
-            deadline_ms = <long long>(t * 1000)  # truncates, as int() does
-        else:
-            deadline_ms = int(timeout * 1000)
-            if deadline_ms > 0xFFFFFFFF:
-                deadline_ms = 0xFFFFFFFF
+        deadline_ms = int(timeout * 1000)
+        if deadline_ms > 0xFFFFFFFF:
+            deadline_ms = 0xFFFFFFFF
         flags = self.base_flags | _FLAG_EOF
         if payload is not None and len(payload) == 0:
             flags |= _FLAG_ZERO

@@ -275,30 +275,20 @@ class Stream:
         return self
 
     async def __anext__(self) -> bytes:
-        core = self._conn._core
-        if core is not None:
-            item = core.take_item(self)  # the usual case, in one compiled step
-            if item is not None:
-                return item  # type: ignore[no-any-return]
         while True:
-            if self._items:
+            core = self._conn._core
+            if core is not None:
+                # The next item with its credit returned (§8.4), in one step;
+                # every `_flush_every` credits are flushed at once, so both
+                # ends work while the rest of the window is read.
+                item = core.take_item(self)
+                if item is not None:
+                    return item  # type: ignore[no-any-return]
+            if self._items:  # the stream has ended or its connection is gone: no credit
                 item = self._items.popleft()
                 if item is _EOF:
                     self._items.appendleft(_EOF)
                     raise StopAsyncIteration
-                if not self._done:
-                    # One item left the buffer: return its credit (§8.4).
-                    conn = self._conn
-                    core = conn._core
-                    if core is not None:
-                        core.send_message(self.mux_id, self._state.next_send_seq(), 0, 0,
-                                          _UNBLOCK_SRV_MUX, conn._base)
-                    self._unflushed += 1
-                    if self._unflushed >= self._flush_every:
-                        # Let credits flow back while the rest of the window is
-                        # read, so both ends work at once instead of in turns.
-                        self._unflushed = 0
-                        conn._flush()
                 return item  # type: ignore[no-any-return]
             if self._error is not None:
                 raise self._error
