@@ -81,10 +81,6 @@ _PING = int(Op.PING)
 _PONG = int(Op.PONG)
 _MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
 _CONNECT_MUX = int(Op.CONNECT_MUX)
-_MUX_SERVER_MSG = int(Op.MUX_SERVER_MSG)
-_MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
-_UNBLOCK_CL_MUX = int(Op.UNBLOCK_CL_MUX)
-_UNBLOCK_SRV_MUX = int(Op.UNBLOCK_SRV_MUX)
 # Which table an op consults (§3.4).
 _CALLEE_OPS = frozenset((int(Op.MUX_CLIENT_MSG), int(Op.UNBLOCK_SRV_MUX),
                          int(Op.DISCONNECT_SERVER_MUX), _PING))
@@ -874,21 +870,10 @@ class Connection:
             self._wire._on_control(opcode, payload)
 
     def _dispatch(self, m: Any) -> None:
-        """Every message the core does not handle inline (responses and
-        requests for sync handlers are; see MuxCore.dispatch)."""
+        """Every message the core does not handle itself (responses, requests
+        for sync handlers and the traffic of known streams it does; see
+        MuxCore.dispatch)."""
         op = m.op
-        # Stream traffic first, straight to the stream (the bulk of a stream's
-        # messages: items one way, credits the other).
-        if op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
-            st = self._callers.get(m.mux_id)
-            if st is not None:
-                st._on_message(m)
-                return
-        elif op == _UNBLOCK_SRV_MUX or op == _MUX_CLIENT_MSG:
-            srv = self._callees.get(m.mux_id)
-            if srv is not None:
-                srv.on_message(m)
-                return
         if op == _REQUEST:
             self._on_request(m)
         elif op in _CALLEE_OPS:
