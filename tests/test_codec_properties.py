@@ -240,8 +240,10 @@ def parser_inputs(draw) -> tuple:
     return server, data, cuts, max_size
 
 
-def run_parser(codec, server: bool, data: bytes, cuts: list[int], max_size) -> list:
-    p = codec.FrameParser(server) if max_size is None else codec.FrameParser(server, max_size)
+def run_parser(codec, server: bool, data: bytes, cuts: list[int], max_size,
+               split_large: bool = False) -> list:
+    p = (codec.FrameParser(server, split_large=split_large) if max_size is None
+         else codec.FrameParser(server, max_size, split_large=split_large))
     log = []
     bounds = [0, *cuts, len(data)]
     for lo, hi in zip(bounds, bounds[1:]):

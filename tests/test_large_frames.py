@@ -28,6 +28,7 @@ from grid import _codec_py
 from grid.errors import ProtocolError
 
 from conftest import codec_cy
+from test_codec_properties import run_parser
 from test_frames import frame
 
 _HC = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
@@ -285,20 +286,6 @@ def _mutate_headers(data: bytes, ends: list[int], rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def _run(codec, server, split, data, cuts, max_size):
-    p = codec.FrameParser(server, max_size, split_large=split)
-    log: list = []
-    bounds = [0, *cuts, len(data)]
-    for lo, hi in zip(bounds, bounds[1:]):
-        try:
-            log.append(("ok", p.feed(data[lo:hi])))
-        except ProtocolError as exc:
-            log.append(("ProtocolError", str(exc)))
-            break
-    log.append(("failed", p.failed))
-    return log
-
-
 @SETTINGS
 @given(seed=st.integers(0, 2**32), server=st.booleans(), split=st.booleans(),
        cuts=st.lists(st.integers(0, 3_000_000), max_size=8),
@@ -308,8 +295,8 @@ def test_twins_agree_on_mutated_large_streams(seed, server, split, cuts, max_siz
     data = _mutate_headers(data, ends, random.Random(seed))
     cuts = sorted(c for c in cuts if c <= len(data))
     size = _codec_py.DEFAULT_MAX_MESSAGE_SIZE if max_size is None else max_size
-    a = _run(_codec_py, server, split, data, cuts, size)
-    assert _run(codec_cy or _codec_py, server, split, data, cuts, size) == a
+    a = run_parser(_codec_py, server, data, cuts, size, split)
+    assert run_parser(codec_cy or _codec_py, server, data, cuts, size, split) == a
 
 
 # ---------------------------------------------------------------- get_buffer while a large frame is in progress
