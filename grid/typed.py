@@ -51,22 +51,14 @@ class SingleHandler(Generic[Req, Resp]):
         dec, enc = self._dec_req, self._enc_resp
         if asyncio.iscoroutinefunction(fn):
             async def async_handler(payload: bytes | None) -> bytes | None:
-                try:
-                    req = dec(payload)
-                except ProtocolError as exc:
-                    raise RemoteError(str(exc)) from None
-                return enc(await fn(req))
+                return enc(await fn(_decode_request(dec, payload)))
 
             mgr.register_single(self.handler_id, async_handler, *subroute)
         else:
             # A plain function stays a plain function: the manager runs it
             # inline, like a byte-level handler.
             def handler(payload: bytes | None) -> bytes | None:
-                try:
-                    req = dec(payload)
-                except ProtocolError as exc:
-                    raise RemoteError(str(exc)) from None
-                return enc(fn(req))
+                return enc(fn(_decode_request(dec, payload)))
 
             mgr.register_single(self.handler_id, handler, *subroute)
 
