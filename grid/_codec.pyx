@@ -40,6 +40,7 @@ from grid.includes.wire cimport (
     grid_bin_header_size, grid_load_be, grid_load_be16, grid_load_be32, grid_load_be64,
     grid_load_le32, grid_mask_copy, grid_negative, grid_put_bin_header, grid_put_uint,
     grid_sign_bit, grid_store_be16, grid_store_be64, grid_store_le32, grid_uint_size, grid_ws_need,
+    grid_xxh3,
 )
 
 import hashlib
@@ -115,7 +116,9 @@ Buffer = object  # the pure twin's alias (bytes | bytearray | memoryview), for i
 # The pure twin's LARGE_FRAME (tests/test_large_frames.py checks they agree).
 LARGE_FRAME = LARGE_FRAME_C
 
-# XXH3-64 from the xxhash package (§2.3), looked up once.
+# XXH3-64 from the xxhash package (§2.3), looked up once: the public hash
+# functions and the streaming hash of large frames.  A message's own CRC is
+# computed in C (_xxh3).
 cdef object _xxh3_64_intdigest = xxh3_64_intdigest
 cdef object _xxh3_hasher = _xxh3_hasher_type  # streaming XXH3-64, for SplitFrame CRCs
 
@@ -183,12 +186,12 @@ cdef inline int _release(_Bytes* b) except -1:
 cdef class _Span:
     """A read-only buffer exporter for a borrowed (pointer, length) range.
 
-    One module-level instance hands our own bytes to xxhash without a copy
-    and without allocating a memoryview per call.  It is pointed at a range
-    right before the call and emptied right after; xxhash acquires its
-    Py_buffer first thing in the call, on the same thread and with no
-    Python code in between, and releases it before returning, so nothing
-    can observe a stale range.
+    FrameParser hands the part of a large frame received so far to its
+    streaming xxhash object with one, without a copy and without a
+    memoryview.  It is pointed at a range right before the call; xxhash
+    acquires its Py_buffer first thing in the call and releases it before
+    returning, and the parser's buffer outlives the call, so nothing can
+    observe a stale range.
     """
     cdef const uint8_t* p
     cdef Py_ssize_t n
@@ -200,27 +203,15 @@ cdef class _Span:
         pass
 
 
-cdef _Span _span = _Span()
-
-
-cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) except? 0:
-    """XXH3-64 of p[0:n], which the caller keeps alive during the call."""
-    return _xxh3_with(_span, p, n)
-
-
-cdef uint64_t _xxh3_with(_Span span, const uint8_t* p, Py_ssize_t n) except? 0:
-    # xxhash releases the GIL while it hashes a large input; a caller on a
-    # worker thread passes a span of its own so that the shared one is never
-    # pointed elsewhere behind its back.
+cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) noexcept:
+    """XXH3-64 of p[0:n], which the caller keeps alive during the call; a
+    large input is hashed with the GIL released (as the xxhash package does)."""
     cdef uint64_t h
-    span.p = p
-    span.n = n
-    try:
-        h = _xxh3_64_intdigest(span)
-    finally:
-        span.p = NULL
-        span.n = 0
-    return h
+    if n >= LARGE_MESSAGE:
+        with nogil:
+            h = grid_xxh3(p, <size_t>n)
+        return h
+    return grid_xxh3(p, <size_t>n)
 
 
 # ---------------------------------------------------------------- Message
@@ -367,8 +358,7 @@ cdef uint8_t* _write_head(uint8_t* w, const uint64_t* v, Py_ssize_t payload_len)
     return grid_put_bin_header(w, <uint64_t>payload_len)
 
 
-cdef int _write_envelope(uint8_t* start, const uint64_t* v, _Bytes* pb, _Bytes* sb,
-                         _Span span) except -1:
+cdef int _write_envelope(uint8_t* start, const uint64_t* v, _Bytes* pb, _Bytes* sb) except -1:
     """Write the message whose size _envelope_size() gave at ``start``.  A
     payload of LARGE_MESSAGE bytes or more is copied with the GIL released
     (its owner is immutable bytes or a held buffer view)."""
@@ -384,7 +374,7 @@ cdef int _write_envelope(uint8_t* start, const uint64_t* v, _Bytes* pb, _Bytes* 
         w += SUBROUTE_LEN
     if v[5] & FLAG_CRC:
         # §2.2: XXH3 over everything before, low 32 bits little-endian.
-        grid_store_le32(w, <uint32_t>(_xxh3_with(span, start, w - start) & 0xFFFFFFFF))
+        grid_store_le32(w, <uint32_t>(_xxh3(start, w - start) & 0xFFFFFFFF))
     return 0
 
 
@@ -396,7 +386,7 @@ cdef bytes _encode(const uint64_t* v, object payload, object subroute):
     pb.p = sb.p = NULL
     try:
         out = PyBytes_FromStringAndSize(NULL, _envelope_size(v, payload, subroute, &pb, &sb))
-        _write_envelope(<uint8_t*>PyBytes_AS_STRING(out), v, &pb, &sb, _span)
+        _write_envelope(<uint8_t*>PyBytes_AS_STRING(out), v, &pb, &sb)
         return out
     finally:
         _release(&pb)
@@ -488,7 +478,6 @@ def encode_message_frame(
     cdef bytes out
     cdef uint8_t* w
     cdef const uint8_t* key = NULL
-    cdef _Span span = _Span()
     _fields(v, mux_id, seq, deadline_ms, handler, op, flags)
     pb.held = sb.held = kb.held = False
     pb.n = sb.n = kb.n = 0
@@ -505,7 +494,7 @@ def encode_message_frame(
         if key != NULL:
             memcpy(w, key, 4)
             w += 4
-        _write_envelope(w, v, &pb, &sb, span)
+        _write_envelope(w, v, &pb, &sb)
         if key != NULL:
             with nogil:
                 grid_mask_copy(w, w, <size_t>size, key)  # in place

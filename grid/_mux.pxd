@@ -24,6 +24,17 @@ cdef class MuxState:
     cdef public uint32_t recv_seq   # Seq the next checked incoming message must carry
     cdef public int64_t credits     # data messages this side may still send
     cdef public object waiter       # future of a sender waiting for credit, or None
+    # A stream's receiving end, for MuxCore's fast paths (grid/stream.py owns
+    # and sets them; see MuxState's docstring).
+    cdef public object items        # received items not yet taken (a deque), or None
+    cdef public object item_waiter  # future of the reader waiting for an item, or None
+    cdef public Py_ssize_t capacity # items `items` may hold; 0 once no more may arrive
+    cdef public Py_ssize_t received # items received so far
+    cdef public Py_ssize_t unflushed    # credits returned since the last forced flush
+    cdef public Py_ssize_t flush_every  # force a flush after this many returned credits
+    cdef public int credit_op       # op that returns one credit (UnblockSrvMux / UnblockClMux)
+    cdef public int item_op         # op that carries one item (MuxClientMsg / MuxServerMsg)
+    cdef public bint fast           # open and untraced: MuxCore may move items and credits
 
     cdef uint32_t _next_send_seq(self) except? 0xFFFFFFFF
     cdef int _check_recv(self, uint32_t seq) except -1
@@ -80,7 +91,7 @@ cdef class MuxCore:
     cdef int _on_bytes(self, bytes payload) except -1
     cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1
     cdef bint _credit(self, object state, uint64_t seq) except -1
-    cdef bint _item(self, object st, const uint8_t* m, _Inner* e) except -1
+    cdef bint _item(self, object state, const uint8_t* m, _Inner* e) except -1
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1

@@ -103,6 +103,16 @@ cdef class MuxState:
     messages this side may still send before it must wait for an unblock;
     ``waiter`` is the future a sender out of credit waits on (None if none
     waits), resolved when credit arrives.
+
+    The stream layer also keeps a stream's receiving end here, so that the
+    compiled core reads it without attribute lookups: ``items`` (a deque of
+    received items, with room for ``capacity``; capacity 0 once no more may
+    arrive), ``item_waiter`` (the reader's future), ``received`` (a count for
+    the liveness check), ``unflushed``/``flush_every`` (returned credits are
+    written out every ``flush_every``), ``credit_op``/``item_op`` (the ops of
+    this side) and ``fast``: True while the stream is open and untraced, so
+    that :meth:`MuxCore.take_item`, :meth:`MuxCore.send_item` and the core's
+    dispatch may handle its steady traffic without the stream's own code.
     """
 
     __signature__ = _inspect.signature(_state_signature)
@@ -123,6 +133,15 @@ cdef class MuxState:
         self.recv_seq = recv_seq
         self.credits = credits  # OverflowError above 2**63-1 (the pure twin has no cap)
         self.waiter = None
+        self.items = None
+        self.item_waiter = None
+        self.capacity = 0
+        self.received = 0
+        self.unflushed = 0
+        self.flush_every = 1
+        self.credit_op = 0
+        self.item_op = 0
+        self.fast = False
 
     def next_send_seq(self) -> int:
         """Take the Seq for the next counted outgoing message."""
@@ -399,12 +418,18 @@ cdef class MuxCore:
                 st = self.callers.get(e.t.f[0])
                 if st is not None and self._credit(st._state, e.t.f[1]):
                     return 0
-            elif (op == _MUX_SERVER_MSG and self.callers is not None
+            elif ((op == _MUX_SERVER_MSG or op == _MUX_CLIENT_MSG)
                     and not flags & (_FLAG_ERR | _FLAG_EOF)
                     and (e.t.stop > e.t.start or flags & _FLAG_ZERO)):
-                st = self.callers.get(e.t.f[0])
-                if st is not None and self._item(st, m, e):
-                    return 0
+                if op == _MUX_SERVER_MSG:
+                    if self.callers is not None:
+                        st = self.callers.get(e.t.f[0])
+                        if st is not None and self._item(st._state, m, e):
+                            return 0
+                elif self.callees is not None:
+                    srv = self.callees.get(e.t.f[0])
+                    if srv is not None and self._item(srv.state, m, e):
+                        return 0
             return self._dispatch(_build(m, &e.t, e.sub))
         fut = self.pending.pop(e.t.f[0], None)
         if fut is None or fut.done():
@@ -437,24 +462,24 @@ cdef class MuxCore:
             w.set_result(None)
         return True
 
-    cdef bint _item(self, object st, const uint8_t* m, _Inner* e) except -1:
-        """An item for a caller's stream, in sequence, with room in its
-        buffer and no trace to count it: appended, its reader woken.  False
-        leaves it to the stream (which also ends the stream on a violation)."""
+    cdef bint _item(self, object state, const uint8_t* m, _Inner* e) except -1:
+        """An item for an open, untraced stream (``state`` is its MuxState),
+        in sequence and with room in its buffer: appended, its reader woken.
+        False leaves it to the stream (which also ends the stream on a
+        violation)."""
         cdef MuxState s
-        state = st._state
         if type(state) is not MuxState:
             return False
         s = <MuxState>state
-        if s.recv_seq != e.t.f[1] or st._trace is not None:
+        if not s.fast or s.recv_seq != e.t.f[1]:
             return False
-        items = st._items
-        if len(items) >= st.out_capacity:
+        items = s.items
+        if items is None or len(items) >= s.capacity:
             return False
-        s.recv_seq += 1
+        s.recv_seq += 1  # wraps at 2**32
         items.append(PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start))
-        st._received += 1  # "heard" for the stream's ping check
-        w = st._item_waiter
+        s.received += 1  # "heard" for the stream's liveness check
+        w = s.item_waiter
         if w is not None and not w.done():
             w.set_result(None)
         return True
@@ -535,54 +560,52 @@ cdef class MuxCore:
         """Queue one encoded message; the first of a batch schedules a flush."""
         self._send(msg)
 
-    def take_item(self, st: Any) -> bytes | None:
-        """For a caller's stream (``grid.Stream``): take its next buffered
-        item and return its credit to the handler (§8.4), as its
-        ``__anext__`` does; None, having done nothing, when the stream's own
-        code must run (nothing buffered, the end marker, a stream ended)."""
-        cdef MuxState state
+    def take_item(self, state: MuxState) -> bytes | None:
+        """For a stream's reader (``async for`` over a caller's stream, or a
+        handler's input): take the next buffered item of the stream whose
+        :class:`MuxState` is ``state`` and return its credit to the sender
+        (§8.4); None, having done nothing, when the stream's own code must run
+        (nothing buffered, the end marker, a stream ended or traced)."""
+        cdef MuxState s
         cdef uint32_t seq
-        items = st._items
-        if not items or st._done:
+        if type(state) is not MuxState:
+            raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
+        s = <MuxState>state
+        items = s.items
+        if not s.fast or not items:
             return None
         item = items[0]
-        state_obj = st._state
-        if not PyBytes_CheckExact(item) or type(state_obj) is not MuxState:
+        if not PyBytes_CheckExact(item):
             return None
         items.popleft()
-        state = <MuxState>state_obj
-        seq = state.send_seq
-        state.send_seq = seq + 1  # wraps at 2**32
-        self._send(encode_message_c(st.mux_id, seq, 0, 0, _UNBLOCK_SRV_MUX, self.base_flags,
-                                    None, None))
-        st._unflushed += 1
-        if st._unflushed >= st._flush_every:
-            st._unflushed = 0  # let credits flow back while the rest is read
+        seq = s.send_seq
+        s.send_seq = seq + 1  # wraps at 2**32
+        self._send(encode_message_c(s.mux_id, seq, 0, 0, s.credit_op, self.base_flags, None, None))
+        s.unflushed += 1
+        if s.unflushed >= s.flush_every:
+            s.unflushed = 0  # let credits flow back while the rest is read
             self.owner._flush()
         return item
 
-    def send_item(self, srv: Any, item: Any) -> bool:
-        """For a served stream's ``StreamOut.send``: queue ``item`` if it can
-        leave at once -- stream open, a credit in hand, ``bytes`` below
-        LARGE_MESSAGE, no trace to count it; False, having done nothing,
-        otherwise."""
-        cdef MuxState state
+    def send_item(self, state: MuxState, item: Any) -> bool:
+        """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue
+        ``item`` on the stream whose :class:`MuxState` is ``state`` if it can
+        leave at once -- stream open and untraced, a credit in hand, ``bytes``
+        below LARGE_MESSAGE; False, having done nothing, otherwise."""
+        cdef MuxState s
         cdef uint32_t seq
-        if srv.closed is not None or srv.trace is not None:
+        if type(state) is not MuxState:
+            raise TypeError(f"send_item() needs a MuxState, not {type(state).__name__}")
+        s = <MuxState>state
+        if not s.fast or s.credits <= 0:
             return False
         if not PyBytes_CheckExact(item) or PyBytes_GET_SIZE(item) >= LARGE_MESSAGE:
             return False
-        state_obj = srv.state
-        if type(state_obj) is not MuxState:
-            return False
-        state = <MuxState>state_obj
-        if state.credits <= 0:
-            return False
-        state.credits -= 1
-        seq = state.send_seq
-        state.send_seq = seq + 1
+        s.credits -= 1
+        seq = s.send_seq
+        s.send_seq = seq + 1
         flags = self.base_flags | _FLAG_ZERO if PyBytes_GET_SIZE(item) == 0 else self.base_flags
-        self._send(encode_message_c(srv.mux_id, seq, 0, 0, _MUX_SERVER_MSG, flags, item, None))
+        self._send(encode_message_c(s.mux_id, seq, 0, 0, s.item_op, flags, item, None))
         return True
 
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,

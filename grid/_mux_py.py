@@ -60,9 +60,20 @@ class MuxState:
     messages this side may still send before it must wait for an unblock;
     ``waiter`` is the future a sender out of credit waits on (None if none
     waits), resolved when credit arrives.
+
+    The stream layer also keeps a stream's receiving end here, so that the
+    compiled core reads it without attribute lookups: ``items`` (a deque of
+    received items, with room for ``capacity``; capacity 0 once no more may
+    arrive), ``item_waiter`` (the reader's future), ``received`` (a count for
+    the liveness check), ``unflushed``/``flush_every`` (returned credits are
+    written out every ``flush_every``), ``credit_op``/``item_op`` (the ops of
+    this side) and ``fast``: True while the stream is open and untraced, so
+    that :meth:`MuxCore.take_item`, :meth:`MuxCore.send_item` and the core's
+    dispatch may handle its steady traffic without the stream's own code.
     """
 
-    __slots__ = ("mux_id", "send_seq", "recv_seq", "credits", "waiter")
+    __slots__ = ("mux_id", "send_seq", "recv_seq", "credits", "waiter", "items", "item_waiter",
+                 "capacity", "received", "unflushed", "flush_every", "credit_op", "item_op", "fast")
 
     def __init__(self, mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
         # operator.index, like the compiled twin's conversions to fixed-width ints.
@@ -79,6 +90,15 @@ class MuxState:
         self.recv_seq = recv_seq
         self.credits = credits
         self.waiter: Any = None
+        self.items: Any = None
+        self.item_waiter: Any = None
+        self.capacity = 0
+        self.received = 0
+        self.unflushed = 0
+        self.flush_every = 1
+        self.credit_op = 0
+        self.item_op = 0
+        self.fast = False
 
     def next_send_seq(self) -> int:
         """Take the Seq for the next counted outgoing message."""
@@ -279,37 +299,40 @@ class MuxCore:
 
     # -- sending
 
-    def take_item(self, st: Any) -> bytes | None:
-        """For a caller's stream (``grid.Stream``): take its next buffered
-        item and return its credit to the handler (§8.4), as its
-        ``__anext__`` does; None, having done nothing, when the stream's own
-        code must run (nothing buffered, the end marker, a stream ended)."""
-        items = st._items
-        if not items or st._done or type(items[0]) is not bytes:
+    def take_item(self, state: MuxState) -> bytes | None:
+        """For a stream's reader (``async for`` over a caller's stream, or a
+        handler's input): take the next buffered item of the stream whose
+        :class:`MuxState` is ``state`` and return its credit to the sender
+        (§8.4); None, having done nothing, when the stream's own code must run
+        (nothing buffered, the end marker, a stream ended or traced)."""
+        if type(state) is not MuxState:
+            raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
+        items = state.items
+        if not state.fast or not items or type(items[0]) is not bytes:
             return None
         item = items.popleft()
-        self.send_message(st.mux_id, st._state.next_send_seq(), 0, 0, _UNBLOCK_SRV_MUX,
+        self.send_message(state.mux_id, state.next_send_seq(), 0, 0, state.credit_op,
                           self.base_flags)
-        st._unflushed += 1
-        if st._unflushed >= st._flush_every:
-            st._unflushed = 0  # let credits flow back while the rest is read
+        state.unflushed += 1
+        if state.unflushed >= state.flush_every:
+            state.unflushed = 0  # let credits flow back while the rest is read
             self.owner._flush()
         return item  # type: ignore[no-any-return]
 
-    def send_item(self, srv: Any, item: Any) -> bool:
-        """For a served stream's ``StreamOut.send``: queue ``item`` if it can
-        leave at once -- stream open, a credit in hand, ``bytes`` below
-        LARGE_MESSAGE, no trace to count it; False, having done nothing,
-        otherwise."""
-        if srv.closed is not None or srv.trace is not None:
+    def send_item(self, state: MuxState, item: Any) -> bool:
+        """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue
+        ``item`` on the stream whose :class:`MuxState` is ``state`` if it can
+        leave at once -- stream open and untraced, a credit in hand, ``bytes``
+        below LARGE_MESSAGE; False, having done nothing, otherwise."""
+        if type(state) is not MuxState:
+            raise TypeError(f"send_item() needs a MuxState, not {type(state).__name__}")
+        if not state.fast or state.credits <= 0:
             return False
         if type(item) is not bytes or len(item) >= LARGE_MESSAGE:
             return False
-        state = srv.state
-        if not state.take_credit():
-            return False
+        state.credits -= 1
         flags = self.base_flags | _FLAG_ZERO if len(item) == 0 else self.base_flags
-        self.send_message(srv.mux_id, state.next_send_seq(), 0, 0, _MUX_SERVER_MSG, flags, item)
+        self.send_message(state.mux_id, state.next_send_seq(), 0, 0, state.item_op, flags, item)
         return True
 
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,

@@ -132,6 +132,22 @@ def _item_flags(base: int, payload: bytes | None) -> int:
     return base | FLAG_PAYLOAD_IS_ZERO if payload is not None and len(payload) == 0 else base
 
 
+def _stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
+    """Set up ``st`` (a MuxState) as one side of a stream that receives up to
+    ``capacity`` items: the receiving end lives there, where the compiled core
+    reads it (MuxCore.take_item / send_item and its dispatch).  Returned
+    credits are written every quarter window, so the sender gets them back
+    while the rest is read.  ``fast`` stays True until the stream ends or is
+    traced."""
+    st.items = deque()
+    st.capacity = capacity
+    st.flush_every = max(1, capacity // 4)
+    st.credit_op = credit_op
+    st.item_op = item_op
+    st.fast = True
+    return st
+
+
 class _Credits:
     """Send credits of one side of a stream, with waiters.  The waiting
     sender's future is the MuxState's ``waiter``, where the compiled core
@@ -185,10 +201,10 @@ class Stream:
         self.mux_id = mux_id
         self.in_capacity = in_capacity
         self.out_capacity = max(out_capacity, 1)
-        self._state = MuxState(mux_id)
-        self._credits = _Credits(self._state, self._loop)
-        self._items: deque[Any] = deque()
-        self._item_waiter: asyncio.Future[None] | None = None
+        self._state = st = _stream_state(MuxState(mux_id), self.out_capacity, _UNBLOCK_SRV_MUX,
+                                         _MUX_CLIENT_MSG)
+        self._core = conn._core  # this connection's core (the stream ends with it)
+        self._credits = _Credits(st, self._loop)
         self._acked: asyncio.Future[None] = self._loop.create_future()
         self._ended: asyncio.Future[None] = self._loop.create_future()  # set by _finish
         self._error: BaseException | None = None
@@ -196,10 +212,7 @@ class Stream:
         self._eof_in = False  # EOF (or error) received from the callee
         self._eof_out = in_capacity == 0  # no more input will be sent
         self._heard = self._loop.time()
-        self._received = 0  # items delivered so far
-        self._received_at_tick = 0
-        self._unflushed = 0  # credits returned since the last forced flush
-        self._flush_every = max(1, self.out_capacity // 4)
+        self._received_at_tick = 0  # the state's `received` at the last ping tick
         self._timers: list[asyncio.TimerHandle] = []
         self._ping_interval = conn._mgr.stream_ping_interval
         self._trace: _StreamTrace | None = None  # set by open_stream while tracing
@@ -213,12 +226,17 @@ class Stream:
 
     async def send(self, item: bytes) -> None:
         """Send one item to the handler; waits for credit (two-way streams only)."""
+        st = self._state
+        core = self._core
+        # Open, untraced, acknowledged (credit only comes with the AckMux) and
+        # a credit in hand: queued in one step.
+        if core is not None and not self._eof_out and core.send_item(st, item):
+            return
         if self.in_capacity == 0:
             raise GridError("stream does not accept requests")
         if self._eof_out:
             raise GridError("send after close_send")
         self._raise_if_failed()
-        st = self._state
         # Fast path: acknowledged and a credit in hand, no coroutine to wait on.
         if not (self._acked.done() and st.take_credit()):
             if not self._acked.done():
@@ -269,38 +287,42 @@ class Stream:
     @property
     def done(self) -> bool:
         """True once the stream has ended, however it ended."""
-        return self._done and not self._items
+        return self._done and not self._state.items
 
     def __aiter__(self) -> Stream:
         return self
 
     async def __anext__(self) -> bytes:
+        st = self._state
+        core = self._core
         while True:
-            core = self._conn._core
             if core is not None:
                 # The next item with its credit returned (§8.4), in one step;
-                # every `_flush_every` credits are flushed at once, so both
+                # every `flush_every` credits are written at once, so both
                 # ends work while the rest of the window is read.
-                item = core.take_item(self)
+                item = core.take_item(st)
                 if item is not None:
                     return item  # type: ignore[no-any-return]
-            if self._items:  # the stream has ended or its connection is gone: no credit
-                item = self._items.popleft()
+            items = st.items
+            if items:  # the stream has ended (or is traced): no credit once ended
+                item = items.popleft()
                 if item is _EOF:
-                    self._items.appendleft(_EOF)
+                    items.appendleft(_EOF)
                     raise StopAsyncIteration
+                if not self._done:
+                    self._return_credit()
                 return item  # type: ignore[no-any-return]
             if self._error is not None:
                 raise self._error
             fut = self._loop.create_future()
-            self._item_waiter = fut
+            st.item_waiter = fut
             try:
                 await fut
             except asyncio.CancelledError:
                 self.cancel()
                 raise
             finally:
-                self._item_waiter = None
+                st.item_waiter = None
 
     async def __aenter__(self) -> Stream:
         return self
@@ -320,8 +342,15 @@ class Stream:
         if self._done:
             raise Disconnected("stream closed")
 
+    def _return_credit(self) -> None:
+        """An item of an open stream was taken outside MuxCore.take_item (a
+        traced stream): return its credit (§8.4)."""
+        st = self._state
+        self._conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _UNBLOCK_SRV_MUX,
+                                        self._conn._base, None))
+
     def _wake_reader(self) -> None:
-        w = self._item_waiter
+        w = self._state.item_waiter
         if w is not None and not w.done():
             w.set_result(None)
 
@@ -330,11 +359,12 @@ class Stream:
         if self._done:
             return
         self._done = True
+        self._state.fast = False
         self._eof_in = True
         if error is not None and self._error is None:
             self._error = error
         elif error is None:
-            self._items.append(_EOF)
+            self._state.items.append(_EOF)
         for t in self._timers:
             t.cancel()
         self._timers = []
@@ -363,8 +393,9 @@ class Stream:
     def _ping_tick(self) -> None:
         if self._done:
             return
-        if self._received != self._received_at_tick:  # items arrived since the last tick
-            self._received_at_tick = self._received
+        received = self._state.received
+        if received != self._received_at_tick:  # items arrived since the last tick
+            self._received_at_tick = received
             self._heard = self._loop.time()
         if self._loop.time() - self._heard > 2 * self._ping_interval:
             self._fail_and_disconnect(Disconnected())
@@ -395,18 +426,16 @@ class Stream:
                 if flags & FLAG_PAYLOAD_IS_ERR:
                     self._finish(RemoteError(_text(m.payload)))
                     return
-                items = self._items
+                items = st.items
                 if len(items) >= self.out_capacity:
                     self._fail_and_disconnect(GridError("INTERNAL ERROR: Response was blocked"))
                     return
                 items.append(m.payload)
-                self._received += 1  # "heard" for the ping check, without a clock read
+                st.received += 1  # "heard" for the ping check, without a clock read
                 tr = self._trace
                 if tr is not None:
                     tr.to_caller += len(m.payload)
-                w = self._item_waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
+                self._wake_reader()
             if flags & FLAG_EOF:
                 self._finish(None)
         elif op == _UNBLOCK_CL_MUX:
@@ -480,6 +509,7 @@ async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
     st = Stream(conn, mux_id, in_capacity, out_capacity, deadline)
     if conn._mgr._tracers.fns:
         st._trace = _StreamTrace(handler_id, route, payload)
+        st._state.fast = False  # every item must be counted by the stream's own code
     conn._callers[mux_id] = st
     flags = _item_flags(conn._base, payload)
     if in_capacity == 0:
@@ -510,8 +540,8 @@ class StreamOut:
     async def send(self, item: bytes) -> None:
         """Send one reply to the caller; waits for credit from it."""
         srv = self._srv
-        core = srv.conn._core
-        if core is not None and core.send_item(srv, item):  # open, credit in hand: sent
+        core = srv.core
+        if core is not None and core.send_item(srv.state, item):  # open, credit in hand: sent
             return
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
@@ -545,30 +575,36 @@ class _Inbound:
 
     async def __anext__(self) -> bytes:
         srv = self._srv
+        st = srv.state
+        core = srv.core
         while True:
-            if srv.inbox:
-                item = srv.inbox.popleft()
+            if core is not None:
+                # Handed to the handler with the caller's credit returned (§8.4).
+                item = core.take_item(st)
+                if item is not None:
+                    return item  # type: ignore[no-any-return]
+            items = st.items
+            if items:  # the end marker, or a stream that is closed or traced
+                item = items.popleft()
                 if item is _EOF:
-                    srv.inbox.appendleft(_EOF)
+                    items.appendleft(_EOF)
                     raise StopAsyncIteration
-                # Handed to the handler: return the caller's credit (§8.4).
                 conn = srv.conn
-                core = conn._core
-                if core is not None:
-                    core.send_message(srv.mux_id, srv.state.next_send_seq(), 0, 0,
-                                      _UNBLOCK_CL_MUX, conn._base)
-                srv.unflushed += 1
-                if srv.unflushed >= srv.flush_every:
-                    srv.unflushed = 0
+                if conn._core is not None:
+                    conn._core.send_message(srv.mux_id, st.next_send_seq(), 0, 0,
+                                            _UNBLOCK_CL_MUX, conn._base)
+                st.unflushed += 1
+                if st.unflushed >= st.flush_every:
+                    st.unflushed = 0
                     conn._flush()
                 return item  # type: ignore[no-any-return]
             srv.check_open()
             fut = srv.loop.create_future()
-            srv.inbox_waiter = fut
+            st.item_waiter = fut
             try:
                 await fut
             finally:
-                srv.inbox_waiter = None
+                st.item_waiter = None
 
 
 class _ServerStream:
@@ -580,13 +616,11 @@ class _ServerStream:
         self.mux_id = m.mux_id
         self.handler = handler
         # Callee counters start from the ConnectMux Seq (§8.2).
-        self.state = MuxState(m.mux_id, m.seq, (m.seq + 1) & 0xFFFFFFFF,
-                              max(handler.out_capacity, 1))
-        self.credits = _Credits(self.state, self.loop)
-        self.inbox: deque[Any] = deque()
-        self.unflushed = 0  # credits returned since the last forced flush
-        self.flush_every = max(1, handler.in_capacity // 4)
-        self.inbox_waiter: asyncio.Future[None] | None = None
+        self.state = st = _stream_state(
+            MuxState(m.mux_id, m.seq, (m.seq + 1) & 0xFFFFFFFF, max(handler.out_capacity, 1)),
+            handler.in_capacity, _UNBLOCK_CL_MUX, _MUX_SERVER_MSG)
+        self.core = conn._core  # this connection's core (the stream ends with it)
+        self.credits = _Credits(st, self.loop)
         self.input_done = handler.in_capacity == 0
         self.closed: str | None = None  # why the stream ended, once it has
         self.task: asyncio.Task[None] | None = None
@@ -600,7 +634,7 @@ class _ServerStream:
             raise asyncio.CancelledError(self.closed)
 
     def wake(self) -> None:
-        w = self.inbox_waiter
+        w = self.state.item_waiter
         if w is not None and not w.done():
             w.set_result(None)
 
@@ -609,6 +643,7 @@ class _ServerStream:
         if self.closed is not None:
             return
         self.closed = why
+        self.state.fast = False
         self.conn._callees.pop(self.mux_id, None)
         if self.trace is not None:
             self.trace.emit(self.conn, "callee", self.mux_id,
@@ -690,16 +725,17 @@ class _ServerStream:
             if m.flags & FLAG_EOF:
                 if not self.input_done:
                     self.input_done = True
-                    self.inbox.append(_EOF)
+                    self.state.capacity = 0  # nothing more for the core to take in
+                    self.state.items.append(_EOF)
                     self.wake()
                 return
             if self.input_done:
                 self.abort("did not expect inbound message")
                 return
-            if len(self.inbox) >= self.handler.in_capacity:
+            if len(self.state.items) >= self.handler.in_capacity:
                 self.abort("handler blocked")
                 return
-            self.inbox.append(m.payload if m.payload is not None else b"")
+            self.state.items.append(m.payload if m.payload is not None else b"")
             self.wake()
             tr = self.trace
             if tr is not None and m.payload is not None:
@@ -759,6 +795,7 @@ def serve_connect(conn: Connection, m: Any) -> None:
     srv = _ServerStream(conn, m, handler)
     if conn._mgr._tracers.fns:
         srv.trace = _StreamTrace(m.handler, handler.subroute or None, m.payload)
+        srv.state.fast = False  # every item must be counted by the stream's own code
     conn._callees[m.mux_id] = srv
     conn._send(encode_message(m.mux_id, srv.state.next_send_seq(), 0, 0, _ACK_MUX, conn._base,
                               None))

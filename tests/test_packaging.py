@@ -108,6 +108,7 @@ def test_wheel_from_sdist_has_compiled_core(built):
         assert [n for n in names if n.startswith(f"grid/{mod}.") and n.endswith((".so", ".pyd"))], \
             f"wheel lacks the compiled grid.{mod}"
     assert "grid/py.typed" in names
+    assert "grid/includes/LICENSE.xxhash" in names  # the compiled CRC is xxHash's code
     assert "grid/_codec.pyi" in names and "grid/_mux.pyi" in names  # editors' signatures
     assert "grid/_codec_py.py" in names and "grid/_mux_py.py" in names
     leaked = [n for n in names if n.endswith(WHEEL_FORBIDDEN)]

@@ -206,7 +206,7 @@ def test_slow_consumer_stalls_producer_within_credit(loop_kind: str) -> None:
             g.managers[0].register_single(1, lambda p: p)
             assert await c.request(1, b"x") == b"x"
             assert await g.conn(1, 0).request(1, b"y") == b"y"
-            assert obs.sent == 4 and len(s._items) == 4
+            assert obs.sent == 4 and len(s._state.items) == 4
             callee = g.conn(1, 0)._callees[s.mux_id]
             assert callee.state.credits == 0
             # Reading one item frees exactly one more send.

@@ -24,3 +24,7 @@ cdef extern from "includes/wire.h" nogil:
     uint8_t* grid_put_bin_header(uint8_t* w, uint64_t n)
     void grid_mask_copy(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t* key)
     uint64_t grid_ws_need(const uint8_t* p, size_t n)
+
+
+cdef extern from "includes/xxh3.h" nogil:
+    uint64_t grid_xxh3(const void* p, size_t n)
