@@ -1,4 +1,4 @@
-"""Build script: compiles grid._codec and grid._mux unless told not to.
+"""Build script: compiles grid._codec, grid._mux and grid._struct unless told not to.
 
 Set GRID_PURE=1 at build time (or build on a non-CPython interpreter) to skip
 the extensions; the package then runs on its pure-Python twins.  A build
@@ -32,7 +32,7 @@ def _extensions() -> list:
         Extension(name, [f"{name.replace('.', '/')}.pyx"], define_macros=macros,
                   extra_compile_args=cflags,
                   extra_link_args=["-fsanitize=address"] if _flag("GRID_ASAN") else [])
-        for name in ("grid._codec", "grid._mux")
+        for name in ("grid._codec", "grid._mux", "grid._struct")
     ]
     return cythonize(
         exts,

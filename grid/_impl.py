@@ -4,7 +4,7 @@
 empty or ``0`` uses the compiled modules when they import.  If they do not,
 grid falls back to pure mode with one logged warning, unless
 ``GRID_REQUIRE_ACCEL=1`` is set, which makes that an ImportError (CI sets it).
-Every other module imports the codec and mux names from here.
+Every other module imports the codec, mux and struct-codec names from here.
 """
 
 from __future__ import annotations
@@ -33,20 +33,28 @@ def _mux_names() -> list[str]:
 
     return list(_mux_py.__all__)
 
+
+def _struct_names() -> list[str]:
+    from grid import _struct_py
+
+    return list(_struct_py.__all__)
+
 ACCELERATED = False
 
 if TYPE_CHECKING or PURE_REQUESTED:
     from grid import _codec_py as codec
     from grid import _mux_py as mux
+    from grid import _struct_py as structs
 else:
     try:
         from grid import _codec as codec  # type: ignore[no-redef]
         from grid import _mux as mux  # type: ignore[no-redef]
+        from grid import _struct as structs  # type: ignore[no-redef]
 
         # A stale build can import yet lack names the pure twins have.
         missing = [n for n in _codec_names() if not hasattr(codec, n)] + [
             n for n in _mux_names() if not hasattr(mux, n)
-        ]
+        ] + [n for n in _struct_names() if not hasattr(structs, n)]
         if missing:
             raise ImportError(f"compiled grid core is stale (missing {', '.join(missing)})")
         ACCELERATED = True
@@ -60,6 +68,7 @@ else:
         )
         from grid import _codec_py as codec
         from grid import _mux_py as mux
+        from grid import _struct_py as structs
 
 IMPLEMENTATION = "cython" if ACCELERATED else "pure"
 
@@ -84,3 +93,4 @@ local_dials = codec.local_dials
 MuxIdAllocator = mux.MuxIdAllocator
 MuxState = mux.MuxState
 MuxCore = mux.MuxCore
+StructCodec = structs.StructCodec

@@ -17,6 +17,10 @@ Appendix A): :class:`NoPayload`, :class:`MSS`, :class:`Bytes`,
 Each type's codec is built once and cached (:func:`payload_codec`); a
 dataclass's is compiled from source generated for its fields, so a payload
 costs one msgpack call plus a few inline type tests, not a call per field.
+With the compiled core, a dataclass whose fields are all simple (str, int,
+float, bool, bytes, list[str], list[int], Optional of those) goes straight
+between instance and bytes in grid._struct, which hands anything off the
+common shape to the generated code: same bytes, values and errors.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from typing import Any, Generic, TypeVar, Union
 
 import msgpack
 
+from grid._impl import ACCELERATED as _ACCELERATED
+from grid._impl import StructCodec as _StructCodec
 from grid.errors import ProtocolError
 
 __all__ = [
@@ -169,6 +175,7 @@ _Codec = tuple[Callable[[Any], Union[bytes, None]], Callable[[Union[bytes, None]
 _conv_cache: dict[Any, _Conv] = {}
 _codec_cache: dict[Any, _Codec] = {}
 _dc_codecs: dict[Any, _Codec] = {}  # payload (encode, decode) of each dataclass built
+_py_codecs: dict[Any, _Codec] = {}  # ... as generated (what a StructCodec falls back to)
 _pending: dict[Any, _Conv] = {}  # dataclasses being built (under _build_lock)
 _build_lock = threading.RLock()
 
@@ -392,7 +399,9 @@ def _json_conv(item: Any) -> _Conv:
 # field, and the instance made as its __init__ would).  Anything off the
 # common shape (unknown, missing or bin keys; a wrong length) takes a general
 # path that behaves like msgp's decoder (unknown keys skipped, missing ones at
-# their defaults or zero values).
+# their defaults or zero values).  In accelerated mode a grid._struct
+# StructCodec takes the payload encode / decode of a dataclass of simple
+# fields (see _struct_codec), in front of the generated pair.
 
 
 class _Local(threading.local):
@@ -453,6 +462,71 @@ def _plain_init(tp: Any, fields: tuple[dataclasses.Field[Any], ...]) -> bool:
             and not hasattr(tp, "__post_init__")
             and len(getattr(tp, "__dataclass_fields__", ())) == len(fields)
             and all(f.init for f in fields))
+
+
+def _construct(tp: Any, fields: tuple[dataclasses.Field[Any], ...]) -> str:
+    """How a decoder makes an instance from its field values: ``"new"``
+    (``object.__new__``, then each field set, when :func:`_plain_init`),
+    ``"args"`` (``tp(*values)``) or ``"kwargs"`` (``tp(**values)``)."""
+    if _plain_init(tp, fields):
+        return "new"
+    if all(f.init and not getattr(f, "kw_only", False) for f in fields):
+        return "args"
+    return "kwargs"
+
+
+# The field kinds a StructCodec (grid._struct) takes, by type hint.
+_STRUCT_KINDS: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool",
+                                 bytes: "bytes", list[str]: "list[str]", list[int]: "list[int]",
+                                 typing.List[str]: "list[str]", typing.List[int]: "list[int]"}
+
+
+def _struct_kind(hint: Any) -> str | None:
+    """The StructCodec kind of a field's type hint, or None if it has none."""
+    optional = typing.get_origin(hint) in (Union, _types.UnionType)
+    if optional:
+        args = typing.get_args(hint)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1 or len(args) != 2:
+            return None
+        hint = rest[0]
+    try:
+        kind = _STRUCT_KINDS.get(hint)
+    except TypeError:  # an unhashable hint
+        return None
+    return f"Optional[{kind}]" if optional and kind is not None else kind
+
+
+def _struct_codec(tp: Any, codec_class: Any = _StructCodec) -> Any:
+    """A ``codec_class`` (the StructCodec of grid._struct or of its pure twin)
+    for dataclass ``tp``, in front of its generated codec; None when a field
+    is outside the kinds it takes (or wire names repeat, or do not encode)."""
+    fields = dataclasses.fields(tp)
+    hints = _hints(tp)
+    spec: list[tuple[str, str, str]] = []
+    for f in fields:
+        kind = _struct_kind(hints[f.name])
+        wire = f.metadata.get("msg", f.name)
+        if kind is None or type(wire) is not str:
+            return None
+        try:
+            wire.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        spec.append((f.name, wire, kind))
+    tuple_layout = bool(getattr(tp, "__grid_tuple__", False))
+    if not tuple_layout and len({w for _, w, _ in spec}) != len(spec):
+        return None
+    enc, dec = _py_codecs[tp]
+    return codec_class(tp, spec, tuple_layout=tuple_layout, construct=_construct(tp, fields),
+                       fallback_encode=enc, fallback_decode=dec)
+
+
+def _py_codec(tp: Any) -> _Codec:
+    """The generated payload (encode, decode) of dataclass ``tp``, whatever
+    :func:`payload_codec` uses (for tests and benchmarks)."""
+    converter(tp)
+    return _py_codecs[tp]
 
 
 def _indent(lines: list[str], n: int) -> list[str]:
@@ -526,12 +600,13 @@ def _dataclass_conv(tp: Any) -> _Conv:
     else:
         obj = "{" + ", ".join(f"{w!r}: {x}" for w, x in zip(wire, values)) + "}"
     fvars = [f"f{i}" for i in range(n_fields)]
-    if _plain_init(tp, fields):  # what its __init__ would do, without the call
+    how = _construct(tp, fields)
+    if how == "new":  # what its __init__ would do, without the call
         make = ["o = _new(_tp)"]
         make += [f"o.{n} = {f}" if _is_name(n) else f"_setattr(o, {n!r}, {f})"
                  for n, f in zip(names, fvars)]
         make.append("return o")
-    elif positional:
+    elif how == "args":
         make = [f"return _tp({', '.join(fvars)})"]
     else:
         make = ["return _tp(**{" + ", ".join(f"{n!r}: {f}" for n, f in zip(names, fvars)) + "})"]
@@ -580,7 +655,13 @@ def _dataclass_conv(tp: Any) -> _Conv:
             "        raise _PE('msgp: ' + str(exc)) from None"]
     code = "\n".join(src) + "\n"
     exec(compile(code, f"<grid codec {tp.__module__}.{tp.__qualname__}>", "exec"), ns)
-    _dc_codecs[tp] = (ns["encode"], ns["decode"])
+    _py_codecs[tp] = _dc_codecs[tp] = (ns["encode"], ns["decode"])
+    # The compiled StructCodec goes straight between instance and bytes; in
+    # pure mode the generated code (one C msgpack call) beats its pure twin.
+    if _ACCELERATED:
+        sc = _struct_codec(tp)
+        if sc is not None:
+            _dc_codecs[tp] = (sc.encode, sc.decode)
     return ns["to_obj"], ns["from_obj"]
 
 

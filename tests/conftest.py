@@ -32,6 +32,7 @@ def _optional(name: str) -> ModuleType | None:
 #: The compiled twins, or None when they are not built.
 codec_cy = _optional("grid._codec")
 mux_cy = _optional("grid._mux")
+struct_cy = _optional("grid._struct")
 
 CODEC_TWINS = [_codec_py] + ([codec_cy] if codec_cy is not None else [])
 MUX_TWINS = [_mux_py] + ([mux_cy] if mux_cy is not None else [])

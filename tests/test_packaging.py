@@ -26,7 +26,7 @@ pytestmark = [
 ]
 
 SDIST_REQUIRED = [
-    "grid/_codec.pyx", "grid/_codec.pxd", "grid/_mux.pyx", "grid/_mux.pxd",
+    "grid/_codec.pyx", "grid/_codec.pxd", "grid/_mux.pyx", "grid/_mux.pxd", "grid/_struct.pyx",
     "grid/py.typed", "grid/_codec_py.py", "grid/_mux_py.py", "setup.py", "pyproject.toml",
 ]
 SOURCE_SUFFIXES = (".pyx", ".pxd", ".pxi", ".h")
@@ -104,13 +104,13 @@ def test_wheel_from_sdist_has_compiled_core(built):
     assert not wheel.name.endswith("-none-any.whl"), f"{wheel.name} is not a platform wheel"
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    for mod in ("_codec", "_mux"):
+    for mod in ("_codec", "_mux", "_struct"):
         assert [n for n in names if n.startswith(f"grid/{mod}.") and n.endswith((".so", ".pyd"))], \
             f"wheel lacks the compiled grid.{mod}"
     assert "grid/py.typed" in names
     assert "grid/includes/LICENSE.xxhash" in names  # the compiled CRC is xxHash's code
-    assert "grid/_codec.pyi" in names and "grid/_mux.pyi" in names  # editors' signatures
-    assert "grid/_codec_py.py" in names and "grid/_mux_py.py" in names
+    for mod in ("_codec", "_mux", "_struct"):
+        assert f"grid/{mod}.pyi" in names and f"grid/{mod}_py.py" in names  # the twin's signatures
     leaked = [n for n in names if n.endswith(WHEEL_FORBIDDEN)]
     assert not leaked, f"wheel ships build sources: {leaked}"
 

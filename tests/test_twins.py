@@ -15,15 +15,16 @@ import pytest
 
 import grid
 import grid._impl
-from grid import _codec_py, _mux_py
+from grid import _codec_py, _mux_py, _struct_py
 
-from conftest import PURE, codec_cy, mux_cy
+from conftest import PURE, codec_cy, mux_cy, struct_cy
 
 ROOT = Path(__file__).resolve().parent.parent
 
 PAIRS = [
     pytest.param(_codec_py, codec_cy, id="codec"),
     pytest.param(_mux_py, mux_cy, id="mux"),
+    pytest.param(_struct_py, struct_cy, id="struct"),
 ]
 
 
