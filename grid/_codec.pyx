@@ -374,7 +374,7 @@ cdef int _write_envelope(uint8_t* start, const uint64_t* v, _Bytes* pb, _Bytes* 
         w += SUBROUTE_LEN
     if v[5] & FLAG_CRC:
         # §2.2: XXH3 over everything before, low 32 bits little-endian.
-        grid_store_le32(w, <uint32_t>(_xxh3(start, w - start) & 0xFFFFFFFF))
+        grid_store_le32(w, <uint32_t>_xxh3(start, w - start))
     return 0
 
 
@@ -660,7 +660,7 @@ cdef Py_ssize_t _trailers(const uint8_t* p, Py_ssize_t n, uint64_t flags, Py_ssi
             raise ProtocolError(f"want crc len 4, got {end - tail}")
         end -= CRC_LEN
         given = grid_load_le32(p + end)  # the 4 bytes after `end`, checked above
-        actual = <uint32_t>(_xxh3(p, end) & 0xFFFFFFFF)
+        actual = <uint32_t>_xxh3(p, end)
         if given != actual:
             raise ProtocolError(f"crc mismatch: 0x{given:08x} (given) != 0x{actual:08x} (bytes)")
     subroute[0] = -1
