@@ -13,7 +13,7 @@ import grid
 from grid.testing import TestGrid
 from support import PeerProcess, hosts_where_first_dials, run
 
-ECHO1, ECHO128, GEN, FAIL, HOLD, CRASH, SUB, NOINIT = 10, 11, 12, 13, 14, 15, 16, 17
+ECHO1, ECHO128, GEN, FAIL, HOLD, CRASH, SUB, NOINIT, SINK = 10, 11, 12, 13, 14, 15, 16, 17, 18
 
 
 class Observed:
@@ -71,7 +71,12 @@ def setup_streams(obs: Observed):  # type: ignore[no-untyped-def]
         await out.send(repr(payload).encode())
         await out.send(b"")
 
+    async def sink(ctx: grid.StreamContext, payload: bytes | None,
+                   inbound: AsyncIterator[bytes] | None, out: grid.StreamOut) -> None:
+        await asyncio.get_running_loop().create_future()  # takes input, never reads it
+
     def setup(m: grid.Manager) -> None:
+        m.register_stream(SINK, grid.StreamHandler(sink, in_capacity=1, out_capacity=1))
         m.register_stream(ECHO1, grid.StreamHandler(echo, in_capacity=1, out_capacity=1))
         m.register_stream(ECHO128, grid.StreamHandler(echo, in_capacity=128, out_capacity=128))
         m.register_stream(GEN, grid.StreamHandler(gen, in_capacity=0, out_capacity=4))
@@ -284,6 +289,58 @@ def test_out_of_sequence_ends_stream(loop_kind: str) -> None:
             callee._send(encode_message(s.mux_id, 9, 0, 0, 10, callee._base, b"x"))
             with pytest.raises(grid.IncorrectSequence):
                 await s.__anext__()
+            await settle(g)
+    run(loop_kind, main)
+
+
+def test_window_and_eof_violations_end_only_that_stream(loop_kind: str) -> None:
+    """A peer that sends past the credit window, or after its EOF, gets that
+    stream ended with a readable reason (the compiled core hands such items to
+    the stream's own checks); the connection and other streams go on."""
+    obs = Observed()
+
+    async def main() -> None:
+        from grid._impl import encode_message
+
+        async with TestGrid(2, setup=setup_streams(obs)) as g:
+            c, callee = g.conn(0, 1), g.conn(1, 0)
+            other = await c.new_stream(ECHO128)
+            await other.send(b"before")
+            assert await other.__anext__() == b"before"
+
+            # Two inputs on a window of one: the handler's buffer is full.
+            s = await c.new_stream(SINK)
+            await s.send(b"a")  # spends the one credit
+            c._send(encode_message(s.mux_id, s._state.next_send_seq(), 0, 0, 9, c._base, b"b"))
+            with pytest.raises(grid.RemoteError, match="handler blocked"):
+                await s.__anext__()
+
+            # An input after the caller's EOF.
+            s = await c.new_stream(SINK)
+            await s.close_send()
+            c._send(encode_message(s.mux_id, s._state.next_send_seq(), 0, 0, 9, c._base, b"late"))
+            with pytest.raises(grid.RemoteError, match="did not expect inbound message"):
+                await s.__anext__()
+
+            # Replies past the caller's window of one (none read meanwhile):
+            # what fits is delivered, then the stream fails on the caller.
+            s = await c.new_stream(HOLD)
+            srv = callee._callees[s.mux_id]
+            for _ in range(2):
+                callee._send(encode_message(s.mux_id, srv.state.next_send_seq(), 0, 0, 10,
+                                            callee._base, b"extra"))
+            await asyncio.wait_for(s._ended, 10)  # failed before anything was read
+            got = []
+            with pytest.raises(grid.GridError, match="Response was blocked"):
+                async for x in s:
+                    got.append(x)
+            assert len(got) == 1
+
+            await other.send(b"after")
+            assert await other.__anext__() == b"after"
+            await other.close_send()
+            assert [x async for x in other] == []
+            assert c.state is grid.State.CONNECTED
             await settle(g)
     run(loop_kind, main)
 
