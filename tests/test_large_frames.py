@@ -15,9 +15,7 @@ from __future__ import annotations
 import gc
 import os
 import random
-import statistics
 import struct
-import time
 import tracemalloc
 
 import pytest
@@ -553,28 +551,23 @@ def test_parser_split_frames_decode_without_copies(codec):
 # ---------------------------------------------------------------- the point of it all
 
 
-def _receive(codec, data: bytes, split: bool) -> tuple[list, list[float]]:
-    """Receive ``data`` as a socket would deliver it in 64 KiB reads; return
-    the events and the seconds each buffer_updated() call took."""
+def _receive(codec, data: bytes, split: bool) -> list:
+    """Receive ``data`` as a socket would deliver it in 64 KiB reads; return the events."""
     p = codec.FrameParser(True, split_large=split)
     view = memoryview(data)
     pos = 0
-    steps: list[float] = []
     events: list = []
-    clock = time.perf_counter
     while pos < len(data):
         buf = p.get_buffer(-1)
         n = min(len(buf), WINDOW, len(data) - pos)
         buf[:n] = view[pos:pos + n]
-        t0 = clock()
         events += p.buffer_updated(n)
-        steps.append(clock() - t0)
         pos += n
-    return events, steps
+    return events
 
 
 @pytest.mark.skipif(codec_cy is None, reason="the compiled twin is what must be fast")
-def test_large_frame_costs_one_pass_in_steps_of_read_size():
+def test_large_frame_is_received_in_place():
     size = 64 << 20
     rng = random.Random(9)
     payload = rng.randbytes(size)
@@ -589,26 +582,16 @@ def test_large_frame_costs_one_pass_in_steps_of_read_size():
     try:
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        events, _ = _receive(codec_cy, data, True)
+        events = _receive(codec_cy, data, True)
         (m,) = codec_cy.decode_messages(events[0][1])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert m.payload is events[0][1].payload and len(m.payload) == size
     assert peak - base < size + size // 8
-    del events, m
-    # Timing, with slack for a loaded machine: no read costs much more than
-    # a typical one (the old parser spent ~70 ms on the last read alone).
-    worst = None
-    for _ in range(3):
-        events, steps = _receive(codec_cy, data, True)
-        assert bytes(events[0][1]) == msg
-        del events
-        bound = max(20 * statistics.median(steps), 0.005)
-        worst = max(steps)
-        if worst <= bound:
-            break
-    assert worst <= bound, (worst, bound)
+    assert bytes(events[0][1]) == msg
+    # How long each read takes is for benchmarks/fairness.py (event-loop lag
+    # beside 64 MiB messages), not for a timed unit test.
 
 
 @pytest.mark.parametrize("where", ["none", "head", "payload", "last payload byte", "tail"])
