@@ -17,7 +17,10 @@ run, one per line, and exits.  Exits non-zero when a benchmark itself fails
 exit status).
 
 Each benchmark's output is framed by ``===== NAME =====`` and
-``===== NAME: exit RC, S s =====`` lines (``grid bench`` reads them).
+``===== NAME: exit RC, S s =====`` lines (``grid bench`` reads them);
+``--frame-stderr`` repeats them on stderr, so that a reader of both pipes can
+tell which benchmark wrote each error line (the two pipes are not ordered
+against each other).
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ def main() -> int:
                     help="short runs with few cells: checks the chain works, numbers are rough")
     ap.add_argument("--only", metavar="NAMES", help=f"comma list of benchmarks to run ({','.join(NAMES)})")
     ap.add_argument("--list", action="store_true", help="print the benchmarks that would run, and exit")
+    ap.add_argument("--frame-stderr", action="store_true",
+                    help="also frame each benchmark's stderr with its start and exit lines")
     args = ap.parse_args()
 
     steps, notes = plan(args)
@@ -101,10 +106,16 @@ def main() -> int:
 
     failed = []
     for name, cmd in steps:
-        print(f"\n===== {name} =====", flush=True)
+        start = f"===== {name} ====="
+        print("\n" + start, flush=True)
+        if args.frame_stderr:
+            print(start, file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call([sys.executable] + cmd)
-        print(f"===== {name}: exit {rc}, {time.perf_counter() - t0:.1f} s =====", flush=True)
+        end = f"===== {name}: exit {rc}, {time.perf_counter() - t0:.1f} s ====="
+        if args.frame_stderr:
+            print(end, file=sys.stderr, flush=True)
+        print(end, flush=True)
         if rc != 0:
             failed.append(f"{name} (exit {rc})")
     if failed:

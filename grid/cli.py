@@ -348,7 +348,10 @@ def run_benchmarks(bdir: Path, extra: Sequence[str], json_dir: str,
         raise CliError("no benchmark to run")
     bar = ProgressBar(len(names), err)
     bar.update(label=names[0], status="starting")
-    proc = subprocess.Popen([sys.executable, run_all, "--json", json_dir, *extra],
+    # --frame-stderr: run_all marks each benchmark's start and end on stderr
+    # too, which is how an error line is tied to its benchmark (the two pipes
+    # are read by two threads, so their lines interleave in no fixed order).
+    proc = subprocess.Popen([sys.executable, run_all, "--frame-stderr", "--json", json_dir, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             bufsize=1, env=env)
     assert proc.stdout is not None and proc.stderr is not None
@@ -358,10 +361,19 @@ def run_benchmarks(bdir: Path, extra: Sequence[str], json_dir: str,
     for t in readers:
         t.start()
     section: list[str] = []
-    errors: list[str] = []
+    errors: list[str] = []  # stderr lines since the last frame line on stderr
+    err_tails: dict[str, list[str]] = {}  # a finished benchmark's last stderr lines
+    unreported: set[str] = set()  # failed on stdout; its stderr not complete yet
     failed: list[str] = []
     done = 0
     open_pipes = 2
+
+    def report(name: str) -> None:
+        tail = err_tails.pop(name, None)
+        if tail:
+            err.write(f"grid bench: {name} failed; its last error output:\n")
+            err.write("\n".join(tail) + "\n")
+
     try:
         while open_pipes:
             try:
@@ -373,21 +385,29 @@ def run_benchmarks(bdir: Path, extra: Sequence[str], json_dir: str,
                 open_pipes -= 1
                 continue
             text = line.rstrip("\n")
+            frame = text.startswith("===== ") and text.endswith(" =====")
+            name, sep, rest = text[6:-6].partition(": exit ") if frame else ("", "", "")
             if tag == "err":
+                if frame:  # a benchmark starts or ends: its stderr lines are complete
+                    if sep:
+                        err_tails[name] = errors[-20:]
+                        if name in unreported:
+                            unreported.discard(name)
+                            report(name)
+                    errors = []
+                    continue
                 errors.append(text)
                 if text.strip():
                     bar.update(status=text.strip())
                 continue
-            if text.startswith("===== ") and text.endswith(" ====="):
-                inner = text[6:-6]
-                name, sep, rest = inner.partition(": exit ")
+            if frame:
                 if not sep:  # a benchmark starts
                     if any(x.strip() for x in section):  # run_all's own notes
                         bar.clear()
                         out.write("\n".join(x for x in section if x.strip()) + "\n")
                         out.flush()
-                    section, errors = [], []
-                    bar.update(label=inner, status="")
+                    section = []
+                    bar.update(label=name, status="")
                     continue
                 done += 1
                 status = rest.split(",", 1)[0].strip()
@@ -397,10 +417,12 @@ def run_benchmarks(bdir: Path, extra: Sequence[str], json_dir: str,
                 out.flush()
                 if status != "0":
                     failed.append(name)
-                    if errors:
-                        err.write(f"grid bench: {name} failed; its last error output:\n")
-                        err.write("\n".join(errors[-20:]) + "\n")
-                section, errors = [], []
+                    if name in err_tails:
+                        report(name)
+                    else:
+                        unreported.add(name)
+                err_tails.pop(name, None)  # a success's error output is not shown
+                section = []
                 bar.update(done=done, status="")
                 continue
             section.append(text)

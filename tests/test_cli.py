@@ -536,3 +536,34 @@ def test_bench_reports_a_failing_benchmark(tmp_path: Path) -> None:
     assert "codec failed; its last error output:" in out.stderr
     assert "boom: no codec here" in out.stderr
     assert "failed: codec" in out.stderr
+
+
+def test_bench_ties_error_lines_to_their_benchmark(tmp_path: Path) -> None:
+    """Whatever order the two pipes are read in, a failed benchmark's error
+    lines are the ones framed for it on stderr: here run_all writes the
+    failure's exit line on stdout before any of its stderr, and a passing
+    benchmark's error output is never shown."""
+    (tmp_path / "run_all.py").write_text(textwrap.dedent("""
+        import sys
+        if "--list" in sys.argv:
+            print("codec")
+            print("pool")
+            sys.exit(0)
+        assert "--frame-stderr" in sys.argv
+        out, err = sys.stdout, sys.stderr
+        print("===== codec =====", file=out, flush=True)
+        print("===== codec: exit 3, 0.1 s =====", file=out, flush=True)
+        print("===== pool =====", file=out, flush=True)
+        print("pool table", file=out, flush=True)
+        print("===== pool: exit 0, 0.1 s =====", file=out, flush=True)
+        for line in ("===== codec =====", "boom: no codec here", "===== codec: exit 3, 0.1 s =====",
+                     "===== pool =====", "pool: a warning only", "===== pool: exit 0, 0.1 s ====="):
+            print(line, file=err, flush=True)
+        sys.exit(1)
+    """))
+    out = cli("bench", "--dir", str(tmp_path), timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "== codec: exit 3" in out.stdout and "pool table" in out.stdout
+    assert "codec failed; its last error output:\nboom: no codec here\n" in out.stderr
+    assert "pool failed" not in out.stderr and out.stderr.count("its last error output") == 1
+    assert "failed: codec\n" in out.stderr
