@@ -21,6 +21,7 @@ import gc
 import os
 import signal
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -315,11 +316,16 @@ def test_sigstop_detected_by_keepalive_during_requests_and_streams(loop_kind: st
 
 STORM_RESTARTS = 50
 STORM_WARMUP = 5
-#: Allowed growth of this process's RSS from the end of the warm-up to the
-#: end of the storm.  A leak of one connection's worth of state per restart
+#: Allowed size of what the storm allocated and still holds at its end
+#: (tracemalloc, started at the end of the warm-up): the live connection, its
+#: buffers and caches.  A leak of one connection's worth of state per restart
 #: (the 20 requests + one stream in flight at each drop, the wire, its
-#: buffers: tens of KiB) would exceed it several times over.
-STORM_RSS_BOUND = 4 * 1024 * 1024
+#: buffers: tens of KiB) over 45 restarts would exceed it.
+STORM_TRACED_BOUND = 1024 * 1024
+#: Allowed growth of this process's RSS over the same span: a coarse check
+#: for leaks outside the Python allocators (RSS moves by a few MiB with the
+#: allocator's arenas alone, leak or not).
+STORM_RSS_BOUND = 16 * 1024 * 1024
 #: Allowed growth of the number of gc-tracked objects over the same span
 #: (leaked futures, streams, wires and tasks are all gc-tracked).
 STORM_OBJECTS_BOUND = 2000
@@ -399,6 +405,7 @@ def test_restart_storm_caller_memory_flat(loop_kind: str) -> None:
                 if n + 1 == STORM_WARMUP:
                     gc.collect()
                     mem["rss_warm"], mem["objects_warm"] = _rss(), len(gc.get_objects())
+                    tracemalloc.start()
             stop = True
             await asyncio.wait_for(worker, 10)
             s = await wait_stats(conn, lambda s: s.outstanding_requests == 0 and
@@ -407,11 +414,13 @@ def test_restart_storm_caller_memory_flat(loop_kind: str) -> None:
             assert s.reconnects == STORM_RESTARTS - 1
             gc.collect()
             mem["rss_end"], mem["objects_end"] = _rss(), len(gc.get_objects())
+            mem["traced_end"] = tracemalloc.get_traced_memory()[0]
             assert outcomes.get("wrong", 0) == 0, outcomes
             assert set(outcomes) <= {"ok", "Disconnected", "stream_ok", "stream_disconnected"}, \
                 outcomes
             assert outcomes["stream_ok"] >= STORM_RESTARTS
         finally:
+            tracemalloc.stop()
             stop = True
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
@@ -420,5 +429,6 @@ def test_restart_storm_caller_memory_flat(loop_kind: str) -> None:
         return mem
 
     mem = run(loop_kind, main, timeout=120)
+    assert mem["traced_end"] < STORM_TRACED_BOUND, mem
     assert mem["rss_end"] - mem["rss_warm"] < STORM_RSS_BOUND, mem
     assert mem["objects_end"] - mem["objects_warm"] < STORM_OBJECTS_BOUND, mem
