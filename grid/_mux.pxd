@@ -95,6 +95,7 @@ cdef class MuxCore:
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1
+    cdef int _return_credit(self, MuxState s) except -1
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1
     cdef object _request(self, object fut, object handler_id, object payload, object timeout,
                          object subroute)

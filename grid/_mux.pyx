@@ -567,7 +567,6 @@ cdef class MuxCore:
         (§8.4); None, having done nothing, when the stream's own code must run
         (nothing buffered, the end marker, a stream ended or traced)."""
         cdef MuxState s
-        cdef uint32_t seq
         if type(state) is not MuxState:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
         s = <MuxState>state
@@ -578,14 +577,26 @@ cdef class MuxCore:
         if not PyBytes_CheckExact(item):
             return None
         items.popleft()
-        seq = s.send_seq
+        self._return_credit(s)
+        return item
+
+    def return_credit(self, state: MuxState) -> None:
+        """One item left the buffer of the stream whose :class:`MuxState` is
+        ``state`` (taken by the stream's own code): return its credit to the
+        sender (§8.4), writing out every ``flush_every``-th at once."""
+        if type(state) is not MuxState:
+            raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
+        self._return_credit(<MuxState>state)
+
+    cdef int _return_credit(self, MuxState s) except -1:
+        cdef uint32_t seq = s.send_seq
         s.send_seq = seq + 1  # wraps at 2**32
         self._send(encode_message_c(s.mux_id, seq, 0, 0, s.credit_op, self.base_flags, None, None))
         s.unflushed += 1
         if s.unflushed >= s.flush_every:
             s.unflushed = 0  # let credits flow back while the rest is read
             self.owner._flush()
-        return item
+        return 0
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue

@@ -311,13 +311,21 @@ class MuxCore:
         if not state.fast or not items or type(items[0]) is not bytes:
             return None
         item = items.popleft()
+        self.return_credit(state)
+        return item  # type: ignore[no-any-return]
+
+    def return_credit(self, state: MuxState) -> None:
+        """One item left the buffer of the stream whose :class:`MuxState` is
+        ``state`` (taken by the stream's own code): return its credit to the
+        sender (§8.4), writing out every ``flush_every``-th at once."""
+        if type(state) is not MuxState:
+            raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
         self.send_message(state.mux_id, state.next_send_seq(), 0, 0, state.credit_op,
                           self.base_flags)
         state.unflushed += 1
         if state.unflushed >= state.flush_every:
             state.unflushed = 0  # let credits flow back while the rest is read
             self.owner._flush()
-        return item  # type: ignore[no-any-return]
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue

@@ -309,8 +309,9 @@ class Stream:
                 if item is _EOF:
                     items.appendleft(_EOF)
                     raise StopAsyncIteration
-                if not self._done:
-                    self._return_credit()
+                live = self._conn._core
+                if live is not None and not self._done:
+                    live.return_credit(st)
                 return item  # type: ignore[no-any-return]
             if self._error is not None:
                 raise self._error
@@ -341,13 +342,6 @@ class Stream:
             raise self._error
         if self._done:
             raise Disconnected("stream closed")
-
-    def _return_credit(self) -> None:
-        """An item of an open stream was taken outside MuxCore.take_item (a
-        traced stream): return its credit (§8.4)."""
-        st = self._state
-        self._conn._send(encode_message(self.mux_id, st.next_send_seq(), 0, 0, _UNBLOCK_SRV_MUX,
-                                        self._conn._base, None))
 
     def _wake_reader(self) -> None:
         w = self._state.item_waiter
@@ -555,8 +549,7 @@ class StreamOut:
                 if item is None:
                     item = b""
                 core.send_message(srv.mux_id, srv.state.next_send_seq(), 0, 0, _MUX_SERVER_MSG,
-                                  conn._base | FLAG_PAYLOAD_IS_ZERO if len(item) == 0
-                                  else conn._base, item)
+                                  _item_flags(conn._base, item), item)
         tr = srv.trace
         if tr is not None and item is not None:
             tr.to_caller += len(item)
@@ -589,14 +582,9 @@ class _Inbound:
                 if item is _EOF:
                     items.appendleft(_EOF)
                     raise StopAsyncIteration
-                conn = srv.conn
-                if conn._core is not None:
-                    conn._core.send_message(srv.mux_id, st.next_send_seq(), 0, 0,
-                                            _UNBLOCK_CL_MUX, conn._base)
-                st.unflushed += 1
-                if st.unflushed >= st.flush_every:
-                    st.unflushed = 0
-                    conn._flush()
+                live = srv.conn._core
+                if live is not None:
+                    live.return_credit(st)
                 return item  # type: ignore[no-any-return]
             srv.check_open()
             fut = srv.loop.create_future()
