@@ -4,52 +4,30 @@ mux connect error.  None of these is on the per-request hot path.
 
 msgp writes them as maps keyed by the Go field names, in declaration order;
 readers accept keys in any order (as str or bin), skip unknown keys and leave
-missing ones at their zero value.  Times use msgp's extension type 5.
+missing ones at their zero value.  Times are msgp's (grid._msgptime), held as
+nanoseconds since the Unix epoch.
 """
 
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from grid._msgptime import time_ext_ns, time_parts
 from grid.errors import ProtocolError
 
 # Go's zero time.Time: 0001-01-01 00:00:00 UTC.
 GO_ZERO_TIME_NS = -62135596800 * 1_000_000_000
-
-_TIME = struct.Struct(">qI")
-
-
-def time_ext(ns: int) -> msgpack.ExtType:
-    """msgp's time extension (type 5): int64 seconds then uint32 nanoseconds."""
-    sec, nsec = divmod(ns, 1_000_000_000)
-    return msgpack.ExtType(5, _TIME.pack(sec, nsec))
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == 5 and len(data) == 12:
-        sec, nsec = _TIME.unpack(data)
-        return _GoTime(sec * 1_000_000_000 + nsec)
-    if code == -1:  # the msgpack standard timestamp, which Go also reads
-        ts = msgpack.Timestamp.from_bytes(data)
-        return _GoTime(ts.seconds * 1_000_000_000 + ts.nanoseconds)
-    return msgpack.ExtType(code, data)
-
-
-class _GoTime(int):
-    """Marks a decoded time value (nanoseconds since the Unix epoch)."""
 
 
 def _unpack_map(payload: bytes | None, what: str) -> dict[str, Any]:
     if not payload:
         return {}
     try:
-        obj = msgpack.unpackb(payload, raw=False, ext_hook=_ext_hook, strict_map_key=False,
-                              timestamp=0)
+        obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, timestamp=0)
     except Exception as exc:  # msgpack raises a zoo of types on bad input
         raise ProtocolError(f"error parsing {what}: {exc}") from None
     if not isinstance(obj, dict):
@@ -78,9 +56,10 @@ def _time(d: dict[str, Any], key: str, what: str) -> int:
     v = d.get(key)
     if v is None:
         return GO_ZERO_TIME_NS
-    if not isinstance(v, _GoTime):
+    parts = time_parts(v)
+    if parts is None:
         raise ProtocolError(f"error parsing {what}: {key} is not a time")
-    return int(v)
+    return parts[0] * 1_000_000_000 + parts[1]
 
 
 def _bool(d: dict[str, Any], key: str, what: str) -> bool:
@@ -108,7 +87,7 @@ class ConnectRequest:
 
     def encode(self) -> bytes:
         return _pack({"ID": self.instance_id, "Host": self.host,
-                      "Time": time_ext(self.time_ns), "Token": self.token})
+                      "Time": time_ext_ns(self.time_ns), "Token": self.token})
 
     @classmethod
     def decode(cls, payload: bytes | None) -> ConnectRequest:
@@ -144,7 +123,7 @@ class ConnectResponse:
 
 def encode_ping(time_ns: int) -> bytes:
     """pingMsg (§9): ``{"t": time}``."""
-    return _pack({"t": time_ext(time_ns)})
+    return _pack({"t": time_ext_ns(time_ns)})
 
 
 def decode_ping(payload: bytes | None) -> int:
@@ -161,7 +140,7 @@ class Pong:
     time_ns: int = GO_ZERO_TIME_NS
 
     def encode(self) -> bytes:
-        return _pack({"nf": self.not_found, "e": self.error, "t": time_ext(self.time_ns)})
+        return _pack({"nf": self.not_found, "e": self.error, "t": time_ext_ns(self.time_ns)})
 
     @classmethod
     def decode(cls, payload: bytes | None) -> Pong:

@@ -1,8 +1,8 @@
 """grid._struct / grid._struct_py: the dataclass struct codec is the generated
-codec of grid.types, only faster.
+codec of grid._typecodec, only faster.
 
 Every check compares a StructCodec twin with that generated codec (what it
-falls back to, ``grid.types._py_codec``): the same bytes from ``encode``, the
+falls back to, ``grid._typecodec.py_codec``): the same bytes from ``encode``, the
 same objects (types, attribute order, float bits) or the same exception
 (class and text) from ``decode``, for valid, foreign-but-valid, truncated and
 corrupted inputs.  The pure twin always runs; the compiled one when built.
@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 import grid
 import grid._impl
-import grid.types
+import grid._typecodec
 from grid import _struct_py
-from grid.types import _py_codec, _struct_codec, payload_codec
+from grid._typecodec import py_codec, struct_codec
+from grid.types import payload_codec
 
 from conftest import PURE, struct_cy
 
@@ -216,7 +217,7 @@ def _sc(tp: Any, twin: ModuleType) -> Any:
     key = (tp, twin)
     if key not in _codecs:
         payload_codec(tp)
-        _codecs[key] = _struct_codec(tp, twin.StructCodec)
+        _codecs[key] = struct_codec(tp, twin.StructCodec)
     return _codecs[key]
 
 
@@ -232,23 +233,23 @@ def _strict(tp: Any, twin: ModuleType) -> Any:
             raise AssertionError(f"fell back on {x!r:.200}")
 
         payload_codec(tp)
-        saved = grid.types._py_codecs[tp]
-        grid.types._py_codecs[tp] = (fell_back, fell_back)
+        saved = grid._typecodec.py_codecs[tp]
+        grid._typecodec.py_codecs[tp] = (fell_back, fell_back)
         try:
-            _stricts[key] = _struct_codec(tp, twin.StructCodec)
+            _stricts[key] = struct_codec(tp, twin.StructCodec)
         finally:
-            grid.types._py_codecs[tp] = saved
+            grid._typecodec.py_codecs[tp] = saved
     return _stricts[key]
 
 
 def _check_decode(tp: Any, twin: ModuleType, data: Any) -> tuple[Any, ...]:
-    want = _outcome(_py_codec(tp)[1], data)
+    want = _outcome(py_codec(tp)[1], data)
     assert _outcome(_sc(tp, twin).decode, data) == want, data
     return want
 
 
 def _check_encode(tp: Any, twin: ModuleType, value: Any) -> tuple[Any, ...]:
-    want = _outcome(_py_codec(tp)[0], value)
+    want = _outcome(py_codec(tp)[0], value)
     assert _outcome(_sc(tp, twin).encode, value) == want
     return want
 
@@ -285,9 +286,9 @@ def test_payload_codec_uses_compiled_codec_when_accelerated() -> None:
     if grid.ACCELERATED:
         assert type(enc.__self__) is struct_cy.StructCodec and dec.__self__ is enc.__self__
     else:  # the generated code beats the pure twin
-        assert (enc, dec) == _py_codec(Small)
+        assert (enc, dec) == py_codec(Small)
     for tp in UNSUPPORTED:
-        assert payload_codec(tp) == _py_codec(tp)
+        assert payload_codec(tp) == py_codec(tp)
 
 
 @pytest.mark.parametrize("tp", SUPPORTED, ids=lambda t: t.__name__)
@@ -301,7 +302,7 @@ def test_other_dataclasses_keep_the_generated_codec(twin: ModuleType, tp: Any) -
 
 
 def test_constructor_errors_agree(twin: ModuleType) -> None:
-    enc, dec = _py_codec(Small)
+    enc, dec = py_codec(Small)
     good = [("A", "A", "int")]
     cases: list[tuple[Any, Any, dict[str, Any]]] = [
         (42, good, {}),
@@ -358,7 +359,7 @@ VALUES = st.one_of(EVERY, SMALL, TUP, OTHERS)
 
 def _round_trip(twin: ModuleType, v: Any) -> None:
     tp = type(v)
-    ref = _py_codec(tp)[0](v)
+    ref = py_codec(tp)[0](v)
     fields = dataclasses.fields(tp)
     if getattr(tp, "__grid_tuple__", False):
         obj: Any = [getattr(v, f.name) for f in fields]
@@ -601,7 +602,7 @@ SAMPLES = [
 @pytest.mark.parametrize("value", SAMPLES, ids=lambda v: type(v).__name__)
 def test_every_prefix(twin: ModuleType, value: Any) -> None:
     tp = type(value)
-    data = _py_codec(tp)[0](value)
+    data = py_codec(tp)[0](value)
     for k in range(len(data)):
         assert _check_decode(tp, twin, data[:k])[0] == ("ok" if k == 0 else "raise")
 
@@ -619,7 +620,7 @@ def test_random_bytes(twin: ModuleType, data: bytes) -> None:
     min_size=1, max_size=4))
 def test_corrupted_encodings(twin: ModuleType, which: int, edits: list[tuple[str, int, int]]) -> None:
     value = SAMPLES[which]
-    data = bytearray(_py_codec(type(value))[0](value))
+    data = bytearray(py_codec(type(value))[0](value))
     for op, at, byte in edits:
         at %= len(data) + 1
         if op == "insert":
@@ -633,7 +634,7 @@ def test_corrupted_encodings(twin: ModuleType, which: int, edits: list[tuple[str
 
 
 def test_every_single_byte_change_of_small(twin: ModuleType) -> None:
-    data = _py_codec(Small)[0](SAMPLES[0])
+    data = py_codec(Small)[0](SAMPLES[0])
     for at in range(len(data)):
         for byte in (0x00, 0x7F, 0x80, 0x90, 0xA0, 0xC0, 0xC1, 0xC4, 0xCA, 0xCB, 0xCC, 0xCF, 0xD3,
                      0xD9, 0xDB, 0xDC, 0xDE, 0xDF, 0xE0, 0xFF, data[at] ^ 1):

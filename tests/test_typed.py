@@ -136,7 +136,7 @@ def test_typed_calls_and_streams(loop_kind: str) -> None:
 
 
 # ---------------------------------------------------------------- the generated codecs
-# Each dataclass gets an encoder and a decoder compiled once (grid.types); a
+# Each dataclass gets an encoder and a decoder compiled once (grid._typecodec); a
 # payload of the common shape (exactly the declared str keys) takes the
 # generated fast path, anything else the general one.  Both must agree with
 # each other and with msgp's rules.
