@@ -26,6 +26,8 @@ PAIRS = [
     pytest.param(_mux_py, mux_cy, id="mux"),
     pytest.param(_struct_py, struct_cy, id="struct"),
 ]
+PURE_TWINS = [pytest.param(_codec_py, id="codec"), pytest.param(_mux_py, id="mux"),
+              pytest.param(_struct_py, id="struct")]
 
 
 def _compiled_or_skip(cy):
@@ -58,19 +60,24 @@ def _public(cls) -> set[str]:
     return {n for n in dir(cls) if not n.startswith("_")}
 
 
-def test_pure_twins_export_what_they_define():
-    for mod in (_codec_py, _mux_py):
-        for name in mod.__all__:
-            obj = getattr(mod, name)
-            if isinstance(obj, int):  # a constant (LARGE_FRAME): no __module__
-                continue
-            assert obj.__module__ == mod.__name__, name
+@pytest.mark.parametrize("mod", PURE_TWINS)
+def test_pure_twins_export_what_they_define(mod):
+    assert mod.__all__, mod.__name__
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if isinstance(obj, int):  # a constant (LARGE_FRAME): no __module__
+            continue
+        assert obj.__module__ == mod.__name__, name
 
 
-def test_impl_reexports_every_twin_name():
-    for mod in (_codec_py, _mux_py):
-        for name in mod.__all__:
-            assert getattr(grid._impl, name) is getattr(grid._impl.codec if mod is _codec_py else grid._impl.mux, name)
+@pytest.mark.parametrize("mod", PURE_TWINS)
+def test_impl_reexports_every_twin_name(mod):
+    # grid._impl re-exports each twin name from the selected twin.
+    selected = {_codec_py: grid._impl.codec, _mux_py: grid._impl.mux, _struct_py: grid._impl.structs}[mod]
+    assert selected.__name__ in (mod.__name__, mod.__name__.removesuffix("_py"))
+    for name in mod.__all__:
+        assert hasattr(grid._impl, name), name
+        assert getattr(grid._impl, name) is getattr(selected, name), name
 
 
 @pytest.mark.parametrize("py,cy", PAIRS)
@@ -104,16 +111,32 @@ def test_same_signatures(py, cy):
                 f"{name}.{attr}"
 
 
-def test_same_exception_classes():
-    # Both twins raise the shared classes of grid.errors, not look-alikes.
+def _exception_classes(mod) -> dict[str, type]:
+    """The exception classes a twin can raise: those it names, and those of
+    the other grid twin modules it calls."""
+    found: dict[str, type] = {}
+    for value in [mod] + [v for v in vars(mod).values() if inspect.ismodule(v)
+                          and v.__name__.startswith("grid._") and v is not mod]:
+        for name, obj in vars(value).items():
+            if inspect.isclass(obj) and issubclass(obj, BaseException) \
+                    and obj.__module__.startswith("grid"):
+                found[name] = obj
+    return found
+
+
+@pytest.mark.parametrize("py,cy", PAIRS)
+def test_same_exception_classes(py, cy):
+    # Both twins raise the shared classes of grid.errors, not look-alikes, and
+    # neither raises a class the other lacks.
     import grid.errors as errors
 
-    for cy in (codec_cy, mux_cy):
-        if cy is None:
-            continue
-        for attr in ("ProtocolError", "IncorrectSequence"):
-            if hasattr(cy, attr):
-                assert getattr(cy, attr) is getattr(errors, attr)
+    cy = _compiled_or_skip(cy)
+    p, c = _exception_classes(py), _exception_classes(cy)
+    assert p, f"{py.__name__} raises none of grid.errors' classes"
+    assert sorted(c) == sorted(p)
+    for name, cls in p.items():
+        assert cls is getattr(errors, name, None), f"{py.__name__}.{name} is not grid.errors.{name}"
+        assert c[name] is cls, f"{cy.__name__}.{name} is not grid.errors.{name}"
 
 
 @pytest.mark.skipif(PURE, reason="GRID_PURE=1 selects the pure twins on purpose")
@@ -128,6 +151,9 @@ def test_accelerated_loaded():
     assert grid._impl.mux is mux_cy
     assert grid._impl.FrameParser is codec_cy.FrameParser
     assert grid._impl.MuxState is mux_cy.MuxState
+    assert struct_cy is not None and struct_cy.__name__ == "grid._struct"
+    assert grid._impl.structs is struct_cy
+    assert grid._impl.StructCodec is struct_cy.StructCodec
 
 
 def test_pure_mode_selects_pure_twins():
@@ -137,6 +163,7 @@ def test_pure_mode_selects_pure_twins():
     assert grid.IMPLEMENTATION == "pure"
     assert grid._impl.codec is _codec_py
     assert grid._impl.mux is _mux_py
+    assert grid._impl.structs is _struct_py
 
 
 # ---------------------------------------------------------------- the switches, in fresh interpreters
@@ -166,7 +193,8 @@ PROBE = textwrap.dedent("""
         raise SystemExit(0)
     warnings = [r for r in records if r.levelno == logging.WARNING]
     print(grid._impl.PURE_REQUESTED, grid.ACCELERATED, grid.IMPLEMENTATION,
-          grid._impl.codec.__name__, grid._impl.mux.__name__, len(warnings))
+          grid._impl.codec.__name__, grid._impl.mux.__name__, grid._impl.structs.__name__,
+          len(warnings))
     for r in warnings:
         print("W", r.name, r.getMessage())
 """)
@@ -187,7 +215,7 @@ def _probe(env: dict[str, str], block: tuple[str, ...] = ()) -> list[str]:
 @pytest.mark.parametrize("value", ["1", "true", "yes", "TRUE", "Yes", " 1 "])
 def test_grid_pure_on(value):
     lines = _probe({"GRID_PURE": value, "GRID_REQUIRE_ACCEL": "1"})
-    assert lines == ["True False pure grid._codec_py grid._mux_py 0"]
+    assert lines == ["True False pure grid._codec_py grid._mux_py grid._struct_py 0"]
 
 
 @pytest.mark.parametrize("value", [None, "", "0", "false", "no", "off"])
@@ -195,24 +223,26 @@ def test_grid_pure_off(value):
     env = {} if value is None else {"GRID_PURE": value}
     first = _probe(env)[0].split()
     assert first[0] == "False"  # not requested
-    if codec_cy is not None and mux_cy is not None:
-        assert first[1:] == ["True", "cython", "grid._codec", "grid._mux", "0"]
+    if codec_cy is not None and mux_cy is not None and struct_cy is not None:
+        assert first[1:] == ["True", "cython", "grid._codec", "grid._mux", "grid._struct", "0"]
     else:  # nothing to load: the visible fallback
-        assert first[1:] == ["False", "pure", "grid._codec_py", "grid._mux_py", "1"]
+        assert first[1:] == ["False", "pure", "grid._codec_py", "grid._mux_py", "grid._struct_py", "1"]
 
 
-@pytest.mark.parametrize("block", [("grid._codec",), ("grid._mux",), ("grid._codec", "grid._mux")],
-                         ids=["codec", "mux", "both"])
+@pytest.mark.parametrize("block", [("grid._codec",), ("grid._mux",), ("grid._struct",),
+                                   ("grid._codec", "grid._mux", "grid._struct")],
+                         ids=["codec", "mux", "struct", "all"])
 def test_broken_extension_falls_back_with_one_warning(block):
     lines = _probe({}, block)
-    assert lines[0] == "False False pure grid._codec_py grid._mux_py 1"
+    assert lines[0] == "False False pure grid._codec_py grid._mux_py grid._struct_py 1"
     assert len(lines) == 2 and lines[1].startswith("W grid ")
     assert "compiled core unavailable" in lines[1]
     if "grid._codec" in block or codec_cy is not None:
         assert "simulated broken extension" in lines[1]
 
 
-@pytest.mark.parametrize("block", [("grid._codec",), ("grid._mux",)], ids=["codec", "mux"])
+@pytest.mark.parametrize("block", [("grid._codec",), ("grid._mux",), ("grid._struct",)],
+                         ids=["codec", "mux", "struct"])
 def test_require_accel_turns_fallback_into_import_error(block):
     lines = _probe({"GRID_REQUIRE_ACCEL": "1"}, block)
     assert len(lines) == 1 and lines[0].startswith("ImportError GRID_REQUIRE_ACCEL=1")
@@ -223,5 +253,5 @@ def test_require_accel_turns_fallback_into_import_error(block):
 
 
 def test_pure_request_wins_over_require_accel():
-    lines = _probe({"GRID_PURE": "1", "GRID_REQUIRE_ACCEL": "1"}, ("grid._codec", "grid._mux"))
-    assert lines == ["True False pure grid._codec_py grid._mux_py 0"]
+    lines = _probe({"GRID_PURE": "1", "GRID_REQUIRE_ACCEL": "1"}, ("grid._codec", "grid._mux", "grid._struct"))
+    assert lines == ["True False pure grid._codec_py grid._mux_py grid._struct_py 0"]
