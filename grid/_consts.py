@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 
+#: The HTTP path of MinIO's grid WebSocket endpoint (the default ``route_path``).
 ROUTE_PATH = "/minio/grid/v1"
+#: The HTTP path of MinIO's separate grid for lock traffic.
 LOCK_ROUTE_PATH = "/minio/grid/lock/v1"
 
 

@@ -39,6 +39,7 @@ def _struct_names() -> list[str]:
 
     return list(_struct_py.__all__)
 
+#: True when the compiled core (grid._codec, grid._mux, grid._struct) is in use.
 ACCELERATED = False
 
 if TYPE_CHECKING or PURE_REQUESTED:
@@ -70,6 +71,7 @@ else:
         from grid import _mux_py as mux
         from grid import _struct_py as structs
 
+#: Which core is in use: ``"cython"`` (compiled) or ``"pure"`` (the pure-Python twins).
 IMPLEMENTATION = "cython" if ACCELERATED else "pure"
 
 Message = codec.Message

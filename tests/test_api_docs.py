@@ -1,16 +1,85 @@
 """docs/API.md is generated from the public names' docstrings: every public
-name has one, and the committed reference matches the code (in both modes)."""
+name has an entry and a docstring, and the committed reference matches the
+code (in both modes)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import grid
 
 ROOT = Path(__file__).resolve().parent.parent
+API_MD = ROOT / "docs" / "API.md"
+
+
+def _gen_api() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _entries(text: str) -> dict[str, list[str]]:
+    """Each ``## `module``` section's entry names (``### <kind> `name...```)."""
+    out: dict[str, list[str]] = {}
+    section = None
+    for line in text.splitlines():
+        if m := re.match(r"^## `([\w.]+)`$", line):
+            section = m.group(1)
+            out[section] = []
+        elif (m := re.match(r"^### (class|def|constant|type) `(\w+)", line)) and section:
+            out[section].append(m.group(2))
+    return out
 
 
 def test_api_reference_is_current_and_complete() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_api.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_public_name_has_an_entry() -> None:
+    entries = _entries(API_MD.read_text())
+    modules = _gen_api().MODULES
+    assert modules[0] == "grid" and list(entries) == modules
+    # grid.__all__ in full, uppercase names (MSS, JSON, ROUTE_PATH) included.
+    assert entries["grid"] == list(grid.__all__)
+    for modname in modules:
+        assert entries[modname] == list(importlib.import_module(modname).__all__), modname
+
+
+def test_internal_constructors_are_hidden() -> None:
+    text = API_MD.read_text()
+    for cls in ("Connection", "Stream", "StreamOut", "Subroute", "TypedStream", "TypedStreamOut"):
+        assert f"### class `{cls}`\n" in text, cls
+    assert "### class `Manager(local: 'str'" in text  # a class users make keeps its signature
+    assert "_ServerStream" not in text and "(conn: 'Connection'" not in text
+
+
+def test_check_fails_on_a_missing_name_or_a_stale_file(tmp_path: Path) -> None:
+    gen = _gen_api()
+    text, problems = gen.generate()
+    assert problems == []
+    assert gen.undocumented(text) == []
+    for name in ("MSS", "JSON", "ROUTE_PATH"):
+        dropped = re.sub(rf"^### \w+ `{name}\b.*$", "", text, count=1, flags=re.M)
+        assert gen.undocumented(dropped) == [f"grid.{name}"]
+    # --check on a stale copy of the tree's docs/API.md fails and says why.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "gen_api.py").write_text((ROOT / "docs" / "gen_api.py").read_text())
+    (docs / "API.md").write_text(text.replace("### class `MSS`", "### class `Mss`"))
+    proc = subprocess.run([sys.executable, str(docs / "gen_api.py"), "--check"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1
+    assert "missing from docs/API.md: grid.MSS" in proc.stdout
+    assert "docs/API.md is stale" in proc.stdout
