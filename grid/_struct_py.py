@@ -1,7 +1,7 @@
 """Pure-Python twin of :mod:`grid._struct`: a dataclass payload straight to
 msgpack bytes and back, for dataclasses whose fields are of a few simple kinds.
 
-A :class:`StructCodec` sits in front of the codec :mod:`grid.types` generates
+A :class:`StructCodec` sits in front of the codec :mod:`grid._typecodec` generates
 for a dataclass (its *fallback*) and is indistinguishable from it, only
 faster in the compiled twin.  It handles the common shape itself: a map
 keyed by the wire names (or, with ``tuple_layout``, an array), each value of
