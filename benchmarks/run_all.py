@@ -132,7 +132,7 @@ def main() -> int:
         from _plot import PlotError, plot_results, require_matplotlib
 
         try:
-            require_matplotlib()  # fail now, not after minutes of benchmarks
+            require_matplotlib()  # fail before any benchmark runs, not after them
         except PlotError as exc:
             ap.error(str(exc))
     try:

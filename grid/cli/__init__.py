@@ -28,7 +28,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 import grid
-from grid._consts import ROUTE_PATH
 from grid.cli._common import (
     EXIT_FAILED,
     EXIT_LOST,
@@ -120,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", metavar="PEM", help="CA bundle to verify an https node")
     p.add_argument("--insecure", action="store_true", help="do not verify an https node's "
                    "certificate")
-    p.add_argument("--route-path", default=ROUTE_PATH, help=f"grid path (default {ROUTE_PATH})")
+    p.add_argument("--route-path", default=grid.ROUTE_PATH,
+                   help=f"grid path (default {grid.ROUTE_PATH})")
     return ap
 
 

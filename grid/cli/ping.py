@@ -29,7 +29,6 @@ from typing import Any
 
 import grid
 from grid import _http
-from grid._consts import ROUTE_PATH
 from grid.cli._common import (
     EXIT_FAILED,
     EXIT_LOST,
@@ -118,7 +117,7 @@ async def _first_dial(conn: grid.Connection, limit: float) -> str | None:
 
 async def ping(host: str, local: str, token: str, count: int = 4, interval: float = 0.5,
                timeout: float = 2.0, ssl_context: ssl.SSLContext | None = None,
-               route_path: str = ROUTE_PATH,
+               route_path: str = grid.ROUTE_PATH,
                on_pong: Callable[[int, float | None], Any] | None = None,
                on_accepted: Callable[[PingReport], Any] | None = None) -> PingReport:
     """Dial the node ``host`` as its peer ``local`` presenting ``token``, then
