@@ -13,6 +13,7 @@ import grid
 
 __all__ = ["demo", "Usage", "USAGE"]
 
+#: Handler ids of the demo's handlers.
 ECHO, LOOKUP, DISK_INFO, ECHO_STREAM = 1, 2, 9, 10
 
 
@@ -25,6 +26,7 @@ class Usage:
     Total: int = 0
 
 
+#: The demo's typed handler (id 11): a Usage in, a Usage out.
 USAGE: grid.SingleHandler[Usage, Usage] = grid.SingleHandler(11, Usage, Usage)
 
 
