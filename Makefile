@@ -44,9 +44,12 @@ test-pure:
 demo: build
 	$(PY) -m grid demo
 
+BENCH_ARGS ?=
+# Every benchmark under a progress bar, tables as each finishes (e.g.
+# BENCH_ARGS="--quick --plot bench.png"; options: benchmarks/run_all.py --help).
 bench: build
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 SOAK_ARGS ?=
 # Long run of a 3-node grid (default 30 min; SOAK_ARGS="--minutes 0.5" for a short one).

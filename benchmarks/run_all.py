@@ -1,7 +1,7 @@
 """Run every grid benchmark in turn (``make bench``).
 
-    python benchmarks/run_all.py [--json DIR] [--seconds S] [--pin none|split|same]
-                                 [--quick] [--only NAMES] [--list]
+    python benchmarks/run_all.py [--json DIR] [--plot PNG] [--seconds S]
+                                 [--pin none|split|same] [--quick] [--only NAMES] [--list]
 
 Runs ``benchmarks/codec.py`` (when present), ``benchmarks/pool.py``,
 ``benchmarks/requests.py``, ``benchmarks/streams.py`` and
@@ -12,27 +12,32 @@ to requests.py, streams.py and interop.py.  ``--quick`` makes every run short
 (a smoke test of the whole chain, not a measurement: fewer cells, shorter
 windows, a smaller memory check, the Python pairs of interop.py only);
 ``--only codec,requests`` runs a subset; ``--list`` prints the names it would
-run, one per line, and exits.  Exits non-zero when a benchmark itself fails
-(missed performance targets are reported in the output, not turned into an
-exit status).
+run, one per line, and exits.  ``--plot PNG`` draws the results with
+matplotlib (the ``plot`` extra; see ``_plot.py``).
 
-Each benchmark's output is framed by ``===== NAME =====`` and
-``===== NAME: exit RC, S s =====`` lines (``grid bench`` reads them);
-``--frame-stderr`` repeats them on stderr, so that a reader of both pipes can
-tell which benchmark wrote each error line (the two pipes are not ordered
-against each other).
+A progress bar on stderr shows the benchmark running and its latest status
+line (one line per step when stderr is not a terminal).  Each benchmark's
+tables are printed under ``== NAME: exit RC, S s ==`` once it finishes; a
+failed benchmark's last error lines follow on stderr.  Exits 1 when a
+benchmark itself fails (missed performance targets are reported in the
+output, not turned into an exit status), 2 on bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import shutil
 import sys
+import tempfile
 import time
 from typing import List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from _progress import Outcome, ProgressBar, run_child  # noqa: E402
 
 #: Every benchmark, in the order run.
 NAMES = ("codec", "pool", "requests", "streams", "interop")
@@ -49,11 +54,11 @@ QUICK_EXTRA = {
 
 def plan(args: argparse.Namespace) -> Tuple[List[Tuple[str, List[str]]], List[str]]:
     """(name, command after the interpreter) for each benchmark to run, and
-    notes on what was left out."""
+    notes on what was left out.  ValueError names unknown benchmarks."""
     wanted = NAMES if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in NAMES]
     if unknown:
-        raise SystemExit(f"run_all: unknown benchmark(s) {', '.join(unknown)}; "
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; "
                          f"choose from {', '.join(NAMES)}")
     steps: List[Tuple[str, List[str]]] = []
     notes: List[str] = []
@@ -81,48 +86,88 @@ def plan(args: argparse.Namespace) -> Tuple[List[Tuple[str, List[str]]], List[st
     return steps, notes
 
 
+def report(name: str, result: Outcome) -> None:
+    """Print a finished benchmark's tables, and a failure's last error lines."""
+    print(f"\n== {name}: exit {result.rc}, {result.seconds:.1f} s ==")
+    print("\n".join(result.out).strip("\n"), flush=True)
+    if result.rc != 0:
+        tail = result.err[-20:]
+        print(f"run_all: {name} failed; its last error output:", file=sys.stderr)
+        print("\n".join(tail) if tail else "(none)", file=sys.stderr, flush=True)
+
+
+def run(steps: List[Tuple[str, List[str]]]) -> List[str]:
+    """Run each step under one progress bar; returns the names that failed."""
+    bar = ProgressBar(len(steps))
+    failed: List[str] = []
+    for done, (name, cmd) in enumerate(steps):
+        bar.update(done=done, label=name, status="starting")
+        result = run_child([sys.executable] + cmd, bar)
+        bar.clear()
+        report(name, result)
+        if result.rc != 0:
+            failed.append(name)
+    bar.update(done=len(steps), status="")
+    bar.clear()
+    print(f"run_all: {len(steps)}/{len(steps)} benchmarks run in "
+          f"{time.monotonic() - bar.started:.1f} s"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return failed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="run all grid benchmarks")
     ap.add_argument("--json", metavar="DIR", help="write one JSON file per benchmark into DIR")
+    ap.add_argument("--plot", metavar="PNG", help="draw the results into this PNG (needs "
+                    "matplotlib: pip install 'grid[plot]')")
     ap.add_argument("--seconds", type=float, help="measured seconds per requests.py / streams.py cell")
     ap.add_argument("--pin", choices=["none", "split", "same"], help="requests.py / streams.py CPU placement")
     ap.add_argument("--quick", action="store_true",
                     help="short runs with few cells: checks the chain works, numbers are rough")
     ap.add_argument("--only", metavar="NAMES", help=f"comma list of benchmarks to run ({','.join(NAMES)})")
     ap.add_argument("--list", action="store_true", help="print the benchmarks that would run, and exit")
-    ap.add_argument("--frame-stderr", action="store_true",
-                    help="also frame each benchmark's stderr with its start and exit lines")
     args = ap.parse_args()
 
-    steps, notes = plan(args)
+    if args.plot:
+        from _plot import PlotError, plot_results, require_matplotlib
+
+        try:
+            require_matplotlib()  # fail before any benchmark runs, not after them
+        except PlotError as exc:
+            ap.error(str(exc))
+    try:
+        steps, notes = plan(args)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.list:
         for name, _ in steps:
             print(name)
         return 0
-    if args.json:
-        os.makedirs(args.json, exist_ok=True)
-    for n in notes:
-        print(n, flush=True)
-
-    failed = []
-    for name, cmd in steps:
-        start = f"===== {name} ====="
-        print("\n" + start, flush=True)
-        if args.frame_stderr:
-            print(start, file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable] + cmd)
-        end = f"===== {name}: exit {rc}, {time.perf_counter() - t0:.1f} s ====="
-        if args.frame_stderr:
-            print(end, file=sys.stderr, flush=True)
-        print(end, flush=True)
-        if rc != 0:
-            failed.append(f"{name} (exit {rc})")
-    if failed:
-        print("run_all: failed: " + ", ".join(failed), file=sys.stderr)
-        return 1
-    return 0
-
+    if not steps:
+        ap.error("no benchmark to run")
+    scratch = None  # a temporary JSON directory for --plot without --json
+    if args.plot and not args.json:
+        scratch = args.json = tempfile.mkdtemp(prefix="grid-bench-")
+        steps, notes = plan(args)
+    try:
+        if args.json:
+            os.makedirs(args.json, exist_ok=True)
+        for n in notes:
+            print(n, flush=True)
+        failed = run(steps)
+        if args.plot:
+            try:
+                drawn = plot_results(args.json, args.plot)
+            except PlotError as exc:
+                print(f"run_all: {exc}", file=sys.stderr)
+                return 1
+            print(f"\nplot of {', '.join(drawn)} written to {args.plot}")
+        if args.json and scratch is None:
+            print(f"JSON results in {args.json}")
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return 1 if failed else 0
 
 if __name__ == "__main__":
     sys.exit(main())

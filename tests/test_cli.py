@@ -1,10 +1,10 @@
-"""The command line (grid/cli.py): real processes over 127.0.0.1.
+"""The command line (grid/cli/): real processes over 127.0.0.1.
 
 ``grid serve`` runs as a child process (from a TOML file and from flags, with
 handler modules); an in-test Manager calls it, and ``grid ping`` (another
-child process) handshakes with it and times pings.  ``grid bench`` runs the
-codec benchmark in its quick mode end to end.  Every child inherits
-``GRID_PURE`` from the test run, so both modes are covered.
+child process) handshakes with it and times round trips.  Every child
+inherits ``GRID_PURE`` from the test run, so both modes are covered.  The
+benchmark runner is tested in tests/test_bench_runner.py.
 """
 
 from __future__ import annotations
@@ -133,6 +133,14 @@ async def _call_example_handlers(mgr: grid.Manager, node: str) -> None:
     await feeder
 
 
+def _dialer_of(node: str) -> str:
+    """A loopback host string that dials ``node`` (ping only dials as one)."""
+    port = 1
+    while not local_dials(f"http://127.0.0.1:{port}", node):
+        port += 1
+    return f"http://127.0.0.1:{port}"
+
+
 def _example_module() -> object:
     spec = importlib.util.spec_from_file_location("cli_test_example", EXAMPLES / "serve_handlers.py")
     assert spec is not None and spec.loader is not None
@@ -148,10 +156,9 @@ def _example_module() -> object:
 def test_help_and_version() -> None:
     out = cli("--help", timeout=30)
     assert out.returncode == 0, out.stderr
-    for cmd in ("demo", "bench", "serve", "ping"):
+    for cmd in ("demo", "serve", "ping"):
         assert cmd in out.stdout
-    for cmd, words in (("demo", "--nodes"), ("bench", "--quick"), ("serve", "--config"),
-                       ("ping", "--as")):
+    for cmd, words in (("demo", "--nodes"), ("serve", "--config"), ("ping", "--as")):
         sub = cli(cmd, "--help", timeout=30)
         assert sub.returncode == 0, sub.stderr
         assert words in sub.stdout
@@ -160,6 +167,8 @@ def test_help_and_version() -> None:
     assert ver.stdout.startswith(f"grid {grid.__version__} (")
     bad = cli("nosuchcommand", timeout=30)
     assert bad.returncode == 2
+    gone = cli("bench", "--quick", timeout=30)  # the benchmarks live in benchmarks/
+    assert gone.returncode == 2 and "invalid choice: 'bench'" in gone.stderr
 
 
 def test_main_returns_status_in_process(capsys: pytest.CaptureFixture[str]) -> None:
@@ -330,8 +339,7 @@ def test_serve_port_in_use_fails_cleanly() -> None:
 
 def test_ping_against_served_node(tmp_path: Path) -> None:
     """Success (RTTs and min/avg/max), then every kind of refusal, against one
-    `grid serve` node; and ping claiming a live node's identity hands that
-    identity back when it closes (the node takes the real node again)."""
+    `grid serve` node."""
     me, node = hosts_where_first_dials()  # me dials node: the node accepts me
     other = f"http://127.0.0.1:{free_port()}"
     while local_dials(other, node):  # a host the node dials: it refuses that one from us
@@ -344,7 +352,7 @@ def test_ping_against_served_node(tmp_path: Path) -> None:
             rc, out, err = await acli("ping", node, "--as", me, "--token-file",
                                       str(tmp_path / "tok"), "-c", "3", "-i", "0.05")
             assert rc == 0, out + err
-            assert "handshake: accepted by node instance" in out
+            assert f"handshake: accepted by {node} (connect, upgrade and handshake " in out
             assert sum(line.startswith(f"pong {i} from {node}: time=") for i in (1, 2, 3)
                        for line in out.splitlines()) == 3
             assert "3 pings sent, 3 pongs received, 0% lost" in out
@@ -357,10 +365,13 @@ def test_ping_against_served_node(tmp_path: Path) -> None:
 
             rc, out, err = await acli("ping", node, "--as", other, "--token", TOKEN, "-c", "1")
             assert rc == 1, out + err
+            assert f"handshake: not attempted: {node} would refuse {other}" in out
             assert "expected to be client side" in out
             assert f"the node dials {other} itself" in out
 
             stranger = f"http://127.0.0.1:{free_port()}"
+            while not local_dials(stranger, node):  # ping dials only as a host that dials
+                stranger = f"http://127.0.0.1:{free_port()}"
             rc, out, err = await acli("ping", node, "--as", stranger, "--token", TOKEN, "-c", "1")
             assert rc == 1, out + err
             assert f"unknown incoming host: {stranger}" in out
@@ -387,11 +398,18 @@ def test_ping_against_in_test_manager(loop_kind: str) -> None:
             if token != TOKEN:
                 raise PermissionError("invalid token")
 
+        from grid.cli.ping import PING_HANDLER
+
+        ran: list[bytes | None] = []
         async with grid.Manager(node, [node, me], lambda: TOKEN, check) as mgr:
+            # A handler at ping's id without its subroute: ping's round trips
+            # are answered without running it.
+            mgr.register_single(PING_HANDLER, lambda p: ran.append(p))
             rc, out, err = await acli("ping", node, "--as", me, "--token", TOKEN, "-c", "2",
                                       "-i", "0")
             assert rc == 0, out + err
             assert "2 pings sent, 2 pongs received" in out
+            assert ran == []
             assert seen == [TOKEN, TOKEN]  # the HTTP upgrade and the grid handshake
             conn = mgr.connection(me)
             assert conn is not None
@@ -406,7 +424,8 @@ def test_ping_unreachable_is_quick() -> None:
     import time
 
     t0 = time.monotonic()
-    out = cli("ping", f"http://127.0.0.1:{port}", "--as", "http://127.0.0.1:1", "--token", "t",
+    node = f"http://127.0.0.1:{port}"
+    out = cli("ping", node, "--as", _dialer_of(node), "--token", "t",
               timeout=30)
     assert out.returncode == 3, out.stdout + out.stderr
     assert "unreachable" in out.stderr and "refused" in out.stderr.lower()
@@ -414,16 +433,18 @@ def test_ping_unreachable_is_quick() -> None:
 
 
 def test_ping_silent_server_times_out(tmp_path: Path) -> None:
-    """A listener that never answers the upgrade: exit 3 after --timeout."""
+    """A listener that never answers the upgrade: exit 3 once the dial's
+    --timeout has passed."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        out = cli("ping", f"http://127.0.0.1:{s.getsockname()[1]}", "--as", "http://127.0.0.1:1",
+        node = f"http://127.0.0.1:{s.getsockname()[1]}"
+        out = cli("ping", node, "--as", _dialer_of(node),
                   "--token", "t", "--timeout", "0.5", timeout=30)
     assert out.returncode == 3, out.stdout + out.stderr
-    assert "no answer to the HTTP upgrade within 0.5 s" in out.stderr
+    assert "no answer within 0.5 s (TCP connect, TLS, HTTP upgrade or grid handshake)" in out.stderr
 
 
 def test_serve_and_ping_over_tls(tmp_path: Path) -> None:
@@ -449,121 +470,3 @@ def test_serve_and_ping_over_tls(tmp_path: Path) -> None:
             assert "TLS handshake" in err and "certificate verify failed" in err
 
     run("asyncio", main, 60)
-
-
-# ----------------------------------------------------------------------- bench
-
-
-def test_bench_quick_codec() -> None:
-    out = cli("bench", "--quick", "--only", "codec", timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "grid codec, pure vs cython" in out.stdout
-    assert "envelope encode+decode" in out.stdout
-    assert "[########################] 1/1" in out.stderr  # the progress bar, finished
-    assert "1/1 benchmarks run" in out.stderr
-
-
-def test_bench_json_kept(tmp_path: Path) -> None:
-    import json
-
-    out = cli("bench", "--quick", "--only", "codec", "--json", str(tmp_path / "j"), timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    data = json.loads((tmp_path / "j" / "codec.json").read_text())
-    assert data["benchmark"] == "codec" and data["repeat"] == 1
-    assert {r["id"] for r in data["results"]} >= {"envelope_roundtrip", "mask_64k"}
-
-
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                    reason="matplotlib is not installed (the 'plot' extra)")
-def test_bench_plot(tmp_path: Path) -> None:
-    png = tmp_path / "bench.png"
-    out = cli("bench", "--quick", "--only", "codec", "--plot", str(png), timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"plot of codec written to {png}" in out.stdout
-
-
-def test_bench_plot_without_matplotlib(tmp_path: Path) -> None:
-    """A missing matplotlib is reported before any benchmark runs."""
-    fake = tmp_path / "fake" / "matplotlib"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
-    env = _env()
-    env["PYTHONPATH"] = str(tmp_path / "fake") + os.pathsep + env["PYTHONPATH"]
-    out = cli("bench", "--only", "codec", "--plot", str(tmp_path / "x.png"), env=env, timeout=30)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert "--plot needs matplotlib" in out.stderr and "grid[plot]" in out.stderr
-    assert "grid codec" not in out.stdout  # nothing ran
-
-
-def test_bench_without_benchmarks(tmp_path: Path) -> None:
-    out = cli("bench", "--dir", str(tmp_path), timeout=30)
-    assert out.returncode == 2
-    assert "no benchmarks in" in out.stderr
-    out = cli("bench", "--only", "nosuch", "--quick", timeout=30)
-    assert out.returncode == 2
-    assert "unknown benchmark(s) nosuch" in out.stderr
-
-
-def test_bench_outside_a_checkout(tmp_path: Path) -> None:
-    """Run against a copy of the package with no benchmarks/ beside it, as an
-    installed wheel is: a clear error pointing to a checkout or --dir."""
-    import shutil
-
-    shutil.copytree(ROOT / "grid", tmp_path / "grid",
-                    ignore=shutil.ignore_patterns("*.c", "*.html", "__pycache__"))
-    env = _env()
-    env["PYTHONPATH"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "grid", "bench", "--quick"], capture_output=True,
-                         text=True, env=env, timeout=30, cwd=tmp_path)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert "no benchmarks found next to the grid package" in out.stderr
-    assert "--dir" in out.stderr
-
-
-def test_bench_reports_a_failing_benchmark(tmp_path: Path) -> None:
-    """--dir with run_all.py and a benchmark that fails: its error output is
-    shown and the exit status is 1."""
-    import shutil
-
-    shutil.copy(ROOT / "benchmarks" / "run_all.py", tmp_path / "run_all.py")
-    (tmp_path / "codec.py").write_text(
-        "import sys\nprint('partial table')\nprint('boom: no codec here', file=sys.stderr)\n"
-        "sys.exit(3)\n")
-    out = cli("bench", "--dir", str(tmp_path), "--only", "codec", timeout=60)
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert "== codec: exit 3" in out.stdout and "partial table" in out.stdout
-    assert "codec failed; its last error output:" in out.stderr
-    assert "boom: no codec here" in out.stderr
-    assert "failed: codec" in out.stderr
-
-
-def test_bench_ties_error_lines_to_their_benchmark(tmp_path: Path) -> None:
-    """Whatever order the two pipes are read in, a failed benchmark's error
-    lines are the ones framed for it on stderr: here run_all writes the
-    failure's exit line on stdout before any of its stderr, and a passing
-    benchmark's error output is never shown."""
-    (tmp_path / "run_all.py").write_text(textwrap.dedent("""
-        import sys
-        if "--list" in sys.argv:
-            print("codec")
-            print("pool")
-            sys.exit(0)
-        assert "--frame-stderr" in sys.argv
-        out, err = sys.stdout, sys.stderr
-        print("===== codec =====", file=out, flush=True)
-        print("===== codec: exit 3, 0.1 s =====", file=out, flush=True)
-        print("===== pool =====", file=out, flush=True)
-        print("pool table", file=out, flush=True)
-        print("===== pool: exit 0, 0.1 s =====", file=out, flush=True)
-        for line in ("===== codec =====", "boom: no codec here", "===== codec: exit 3, 0.1 s =====",
-                     "===== pool =====", "pool: a warning only", "===== pool: exit 0, 0.1 s ====="):
-            print(line, file=err, flush=True)
-        sys.exit(1)
-    """))
-    out = cli("bench", "--dir", str(tmp_path), timeout=60)
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert "== codec: exit 3" in out.stdout and "pool table" in out.stdout
-    assert "codec failed; its last error output:\nboom: no codec here\n" in out.stderr
-    assert "pool failed" not in out.stderr and out.stderr.count("its last error output") == 1
-    assert "failed: codec\n" in out.stderr
