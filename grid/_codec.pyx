@@ -40,8 +40,8 @@ from grid.includes.wire cimport (
     grid_bin_header_size, grid_load_be, grid_load_be16, grid_load_be32, grid_load_be64,
     grid_load_le32, grid_mask_copy, grid_negative, grid_put_bin_header, grid_put_uint,
     grid_sign_bit, grid_store_be16, grid_store_be64, grid_store_le32, grid_uint_size, grid_ws_need,
-    grid_xxh3,
 )
+from grid.includes.crc cimport GRID_CRC_INLINE, grid_xxh3
 
 import hashlib
 import inspect as _inspect
@@ -51,7 +51,6 @@ from xxhash import xxh3_64 as _xxh3_hasher_type
 from xxhash import xxh3_64_intdigest
 
 from grid import _consts
-from grid._consts import DEFAULT_MAX_MESSAGE_SIZE, MERGE_MAX_BYTES, MERGE_MAX_MESSAGES, WS_BINARY
 from grid.errors import ProtocolError
 
 __all__ = [
@@ -83,33 +82,26 @@ cdef extern from "Python.h":
     object PyUnicode_FromFormat(const char* fmt, ...)
 
 
-# Wire constants as C values.  grid/_consts.py is the one source of truth;
-# the import-time check below refuses to load if the two ever disagree.
+# The wire constants (FLAG_*, OP_*, WS_*, SUBROUTE_LEN, LARGE_MESSAGE, ...) as
+# C values, generated from grid/_consts.py by tools/gen_consts.py.
+include "_consts.pxi"
+
+# A build older than grid/_consts.py refuses to load.
+if (_consts.FLAG_CRC, _consts.FLAG_PAYLOAD_IS_ZERO, _consts.FLAG_SUBROUTE, int(_consts.Op.MERGED),
+        _consts.SUBROUTE_LEN, _consts.CRC_LEN, _consts.WS_CONTINUATION, _consts.WS_BINARY,
+        _consts.LARGE_MESSAGE, _consts.DEFAULT_MAX_MESSAGE_SIZE, _consts.MERGE_MAX_MESSAGES,
+        _consts.MERGE_MAX_BYTES) != (
+        FLAG_CRC, FLAG_PAYLOAD_IS_ZERO, FLAG_SUBROUTE, OP_MERGED, SUBROUTE_LEN, CRC_LEN,
+        WS_CONTINUATION, WS_BINARY, LARGE_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE, MERGE_MAX_MESSAGES,
+        MERGE_MAX_BYTES):
+    raise ImportError("grid._codec was built against other wire constants than grid._consts")
+
+# The codec's own sizes.
 cdef enum:
-    FLAG_CRC = 0x01
-    FLAG_PAYLOAD_IS_ZERO = 0x10
-    FLAG_SUBROUTE = 0x20
-    OP_MERGED = 17
-    SUBROUTE_LEN = 32
-    CRC_LEN = 4
-    WS_CONTINUATION = 0x0
-    WS_BINARY_OP = 0x2
     RECV_SIZE = 262144          # FrameParser's read window, as the pure twin's
     ACC_KEEP = 1 << 20          # free parser buffers above this once they drain
     LARGE_FRAME_C = 262144      # LARGE_FRAME
     HEAD_MAX = 64               # the pure twin's _HEAD_MAX: the longest envelope head
-
-if (_consts.FLAG_CRC, _consts.FLAG_PAYLOAD_IS_ZERO, _consts.FLAG_SUBROUTE, int(_consts.Op.MERGED),
-        _consts.SUBROUTE_LEN, _consts.CRC_LEN, _consts.WS_CONTINUATION, _consts.WS_BINARY) != (
-        FLAG_CRC, FLAG_PAYLOAD_IS_ZERO, FLAG_SUBROUTE, OP_MERGED, SUBROUTE_LEN, CRC_LEN,
-        WS_CONTINUATION, WS_BINARY_OP):
-    raise ImportError("grid._codec was built against other wire constants than grid._consts")
-
-cdef enum:
-    LARGE_MESSAGE = 1 << 20     # payload size copied without the GIL (grid._consts)
-
-if _consts.LARGE_MESSAGE != LARGE_MESSAGE:
-    raise ImportError("grid._codec was built against another LARGE_MESSAGE than grid._consts")
 
 Buffer = object  # the pure twin's alias (bytes | bytearray | memoryview), for introspection
 
@@ -118,7 +110,7 @@ LARGE_FRAME = LARGE_FRAME_C
 
 # XXH3-64 from the xxhash package (§2.3), looked up once: the public hash
 # functions and the streaming hash of large frames.  A message's own CRC is
-# computed in C (_xxh3).
+# computed by _xxh3: in C when the build found the system's xxHash header.
 cdef object _xxh3_64_intdigest = xxh3_64_intdigest
 cdef object _xxh3_hasher = _xxh3_hasher_type  # streaming XXH3-64, for SplitFrame CRCs
 
@@ -186,12 +178,12 @@ cdef inline int _release(_Bytes* b) except -1:
 cdef class _Span:
     """A read-only buffer exporter for a borrowed (pointer, length) range.
 
-    FrameParser hands the part of a large frame received so far to its
-    streaming xxhash object with one, without a copy and without a
-    memoryview.  It is pointed at a range right before the call; xxhash
-    acquires its Py_buffer first thing in the call and releases it before
-    returning, and the parser's buffer outlives the call, so nothing can
-    observe a stale range.
+    The xxhash package reads a borrowed range through one, without a copy
+    and without a memoryview: FrameParser's streaming hash of a large frame,
+    and message CRCs in a build without the xxHash header.  It is pointed at
+    a range right before the call; xxhash acquires its Py_buffer first thing
+    in the call and releases it before returning, and the range outlives the
+    call, so nothing can observe a stale range.
     """
     cdef const uint8_t* p
     cdef Py_ssize_t n
@@ -203,10 +195,21 @@ cdef class _Span:
         pass
 
 
-cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) noexcept:
+# Where message CRCs come from: "xxh3-inline" (the system's xxHash header,
+# compiled in) or "xxhash-package" (the build found no header).
+CRC_BACKEND = "xxh3-inline" if GRID_CRC_INLINE else "xxhash-package"
+
+
+cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) except? 0:
     """XXH3-64 of p[0:n], which the caller keeps alive during the call; a
     large input is hashed with the GIL released (as the xxhash package does)."""
     cdef uint64_t h
+    cdef _Span span
+    if not GRID_CRC_INLINE:
+        span = _Span()
+        span.p = p
+        span.n = n
+        return _xxh3_64_intdigest(span)
     if n >= LARGE_MESSAGE:
         with nogil:
             h = grid_xxh3(p, <size_t>n)
@@ -489,7 +492,7 @@ def encode_message_frame(
             key = kb.p
         hdr = _frame_header_size(size)
         out = PyBytes_FromStringAndSize(NULL, hdr + (4 if key != NULL else 0) + size)
-        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), 0x80 | WS_BINARY_OP, size,
+        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), 0x80 | WS_BINARY, size,
                               key != NULL)
         if key != NULL:
             memcpy(w, key, 4)
@@ -1956,7 +1959,7 @@ def encode_frames(
         for j in range(nb):
             i = ends[j] - 1  # the batch is messages[start:i+1]
             body = bodies[j]
-            w = _put_frame_header(w, 0x80 | WS_BINARY_OP, body, masked)  # FIN, binary (§1.5)
+            w = _put_frame_header(w, 0x80 | WS_BINARY, body, masked)  # FIN, binary (§1.5)
             key = NULL
             if masked:
                 if random_key:

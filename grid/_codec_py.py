@@ -54,6 +54,10 @@ __all__ = [
 
 Buffer = Union[bytes, bytearray, memoryview]
 
+#: Where message CRCs come from: always the xxhash package here; the compiled
+#: twin says "xxh3-inline" when its build compiled in the system's xxHash header.
+CRC_BACKEND = "xxhash-package"
+
 _OP_MERGED = int(Op.MERGED)
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
