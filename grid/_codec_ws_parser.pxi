@@ -1,5 +1,8 @@
-# FrameParser: incoming WebSocket frames (RFC 6455 §5) parsed in place, as an
-# explicit state machine.  Included by grid/_codec.pyx.
+# FrameParser: incoming WebSocket frames (RFC 6455 §5) parsed in place.  An
+# explicit state machine: _state (ParserState, declared in _codec.pxd) says
+# whether the parser is between messages, inside a fragmented message,
+# receiving a large frame in place, or failed; each transition assigns it.
+# Included by grid/_codec.pyx.
 
 
 @cython.annotation_typing(False)
@@ -145,6 +148,7 @@ cdef class FrameParser:
     __signature__ = _inspect.signature(_parser_signature)
 
     def __cinit__(self):
+        self._state = PARSER_FRAMES
         self._frag_op = -1
         self._big_op = -1
         self._limit_kind = _LIMIT_C
@@ -161,8 +165,8 @@ cdef class FrameParser:
         self._split_large = split_large
         self._set_limit(max_message_size)
         self._release_buffers()
-        self._frag_op = -1
         self._failed = None
+        self._state = PARSER_FRAMES
 
     def __dealloc__(self):
         PyMem_Free(self._acc)
@@ -197,7 +201,7 @@ cdef class FrameParser:
     @property
     def failed(self) -> bool:
         """True once the parser has raised; it then refuses further input."""
-        return self._failed is not None
+        return self._state == PARSER_FAILED
 
     cdef int _set_limit(self, object value) except -1:
         cdef int overflow = 0
@@ -244,7 +248,6 @@ cdef class FrameParser:
         self._big = None
         self._big_ptr = NULL
         self._big_len = 0
-        self._big_op = -1
         self._flen = self._fgot = self._head_len = 0
         self._head = None
         self._hasher = None
@@ -264,6 +267,7 @@ cdef class FrameParser:
     cdef object _fail(self, str text):
         self._failed = text
         self._release_buffers()
+        self._state = PARSER_FAILED
         return ProtocolError(text)
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -273,7 +277,7 @@ cdef class FrameParser:
         cdef _Fill fill
         cdef Py_ssize_t end
         self._drop_view()
-        if self._big_op >= 0:
+        if self._state == PARSER_LARGE:
             end = self._head_len + self._big_len
             if self._fgot < end:
                 fill = _Fill.__new__(_Fill)
@@ -312,7 +316,7 @@ cdef class FrameParser:
                 raise ValueError(f"nbytes {nbytes} is outside the buffer")
             window = slice(None, nbytes)  # a generic slice, not Cython's C-index one
             k = len((self._view if in_place else memoryview(self._recv))[window])
-        if self._failed is not None:
+        if self._state == PARSER_FAILED:
             raise ProtocolError(f"parser failed earlier: {self._failed}")
         if in_place:
             return self._process(NULL, k)  # 0 <= k <= what the frame still needs in _big
@@ -321,7 +325,7 @@ cdef class FrameParser:
 
     cdef list _feed(self, object data):
         cdef Py_buffer view
-        if self._failed is not None:
+        if self._state == PARSER_FAILED:
             raise ProtocolError(f"parser failed earlier: {self._failed}")
         if PyBytes_CheckExact(data):
             return self._process(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
@@ -349,7 +353,7 @@ cdef class FrameParser:
         except BaseException as exc:
             # Not a protocol violation (MemoryError, say), but the position in
             # the stream is lost all the same: stay failed, like the pure twin.
-            if self._failed is None:
+            if self._state != PARSER_FAILED:
                 self._fail(f"{type(exc).__name__}: {exc}")
             raise
         finally:
@@ -371,7 +375,7 @@ cdef class FrameParser:
                 events.append(self._big_event())
             return events
         while True:
-            if self._big_op >= 0:
+            if self._state == PARSER_LARGE:
                 # A large frame in progress takes what it still needs first;
                 # whatever follows it in this input is parsed as usual.
                 ip += self._big_take(data + ip, n - ip)
@@ -440,7 +444,7 @@ cdef class FrameParser:
                 break
             if ipp[0] == n or take == 0:
                 break
-        return self._big_op >= 0
+        return self._state == PARSER_LARGE
 
     cdef uint64_t _acc_need(self):
         """grid_ws_need() for the frame pending in _acc, except that a large
@@ -450,7 +454,7 @@ cdef class FrameParser:
         cdef const uint8_t* p = self._acc
         cdef uint64_t need = grid_ws_need(p, <size_t>self._acc_len)
         cdef uint64_t hdr
-        if (self._acc_len < 10 or self._frag_op >= 0 or not (p[0] & 0x80)
+        if (self._acc_len < 10 or self._state != PARSER_FRAMES or not (p[0] & 0x80)
                 or (p[0] & 0x0F) not in (1, 2) or (p[1] & 0x7F) != 127):
             return need  # large frames have the 64-bit length form
         hdr = 14 if p[1] & 0x80 else 10
@@ -505,11 +509,11 @@ cdef class FrameParser:
                     raise self._fail(f"invalid 64-bit frame length {length}")
             if not control:
                 if opcode == WS_CONTINUATION:
-                    if self._frag_op < 0:
+                    if self._state != PARSER_FRAGMENTED:
                         raise self._fail("stray continuation frame")
                     total = <uint64_t>self._frag_len + length  # both < 2**63: no wrap
                 else:
-                    if self._frag_op >= 0:
+                    if self._state == PARSER_FRAGMENTED:
                         raise self._fail("new data frame inside a fragmented message")
                     total = length
                 self._check_size(total)
@@ -536,7 +540,7 @@ cdef class FrameParser:
                 if fin:
                     events.append((self._frag_op, PyBytes_FromStringAndSize(
                         <const char*>self._frag, self._frag_len)))
-                    self._frag_op = -1
+                    self._state = PARSER_FRAMES
                     self._frag_len = 0
                     if self._frag_cap > ACC_KEEP:
                         PyMem_Free(self._frag)
@@ -551,6 +555,7 @@ cdef class FrameParser:
                 self._frag_len = 0
                 self._frag_append(buf + start, <Py_ssize_t>length, key)
                 self._frag_op = opcode
+                self._state = PARSER_FRAGMENTED
         return pos
 
     cdef int _frag_append(self, const uint8_t* src, Py_ssize_t n, const uint8_t* key) except -1:
@@ -603,6 +608,7 @@ cdef class FrameParser:
         self._big_ptr = <uint8_t*>PyBytes_AS_STRING(big)
         self._big_len = <Py_ssize_t>size
         self._big_op = opcode
+        self._state = PARSER_LARGE
         self._flen = <Py_ssize_t>length  # < 2**63, checked by _parse
         self._fgot = self._head_len = head_len
         self._head = head
@@ -668,6 +674,7 @@ cdef class FrameParser:
                 s._crc_known = True
             payload = s
         self._big_clear()
+        self._state = PARSER_FRAMES
         return (op, payload)
 
 

@@ -20,6 +20,15 @@ from grid._envelope_py import (
 from grid._ws_py import apply_mask
 from grid.errors import ProtocolError
 
+# FrameParser's states (the compiled twin's ParserState enum): what it is in
+# the middle of between two reads, held in its one _state field and assigned
+# by every transition.
+PARSER_FRAMES = 0       # between data messages; _buf may hold an unfinished frame
+PARSER_FRAGMENTED = 1   # inside a fragmented data message (_frag, _frag_op)
+PARSER_LARGE = 2        # receiving a large frame in place (_big, _flen, _fgot, _head, _tail, _key)
+PARSER_FAILED = 3       # refused all further input (_failed); buffers released
+
+
 class FrameParser:
     """Incremental RFC 6455 frame parser for one side of a connection.
 
@@ -44,7 +53,7 @@ class FrameParser:
     stay plain ``bytes``.
     """
 
-    __slots__ = ("server", "max_message_size", "split_large", "_buf", "_frag_op", "_frag",
+    __slots__ = ("server", "max_message_size", "split_large", "_state", "_buf", "_frag_op", "_frag",
                  "_failed", "_recv", "_big", "_big_op", "_flen", "_fgot", "_head_len", "_head",
                  "_tail", "_key", "_view")
 
@@ -56,12 +65,13 @@ class FrameParser:
         self.max_message_size = max_message_size
         #: Deliver large one-message frames as SplitFrame (see the class docstring).
         self.split_large = split_large
+        self._state = PARSER_FRAMES
         self._buf = bytearray()
         self._frag_op = -1  # opcode of the data message being reassembled
         self._frag = bytearray()
         self._failed: str | None = None
         self._recv = bytearray(262144)
-        # The large frame in progress (_big_op >= 0): its payload of _flen
+        # The large frame in progress (PARSER_LARGE): its payload of _flen
         # bytes, _fgot of which are in, is _head (split only) + _big + _tail.
         self._big: bytearray | None = None
         self._big_op = -1
@@ -78,15 +88,16 @@ class FrameParser:
     @property
     def failed(self) -> bool:
         """True once the parser has raised; it then refuses further input."""
-        return self._failed is not None
+        return self._state == PARSER_FAILED
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
         unfilled part of a large frame's buffer while one is incomplete, else
         a 256 KiB read window."""
         self._drop_view()
-        big = self._big
-        if big is not None:
+        if self._state == PARSER_LARGE:
+            big = self._big
+            assert big is not None
             at = self._fgot - self._head_len
             if at < len(big):
                 self._view = memoryview(big)[at:]
@@ -125,11 +136,12 @@ class FrameParser:
         self._buf = bytearray()
         self._frag = bytearray()
         self._big_clear()
+        self._state = PARSER_FAILED
         return ProtocolError(text)
 
     def feed(self, data: Buffer) -> list[tuple[int, bytes | SplitFrame]]:
         """Add received bytes; return the events they complete."""
-        if self._failed is not None:
+        if self._state == PARSER_FAILED:
             raise ProtocolError(f"parser failed earlier: {self._failed}")
         self._drop_view()
         buf = self._buf
@@ -137,7 +149,7 @@ class FrameParser:
         events: list[tuple[int, bytes | SplitFrame]] = []
         try:
             while True:
-                if self._big is not None:
+                if self._state == PARSER_LARGE:
                     # A large frame in progress takes what it still needs first.
                     k = min(len(buf), self._flen - self._fgot)
                     if k:
@@ -150,7 +162,7 @@ class FrameParser:
                 events += more
                 if pos:
                     del buf[:pos]
-                if self._big is None:
+                if self._state != PARSER_LARGE:
                     break
         except ProtocolError:
             raise  # _fail() already ran
@@ -191,6 +203,7 @@ class FrameParser:
         tail = bytearray(length - head_len - size)
         self._big, self._tail, self._head, self._key = big, tail, head, key
         self._big_op = opcode
+        self._state = PARSER_LARGE
         self._flen = length
         self._fgot = self._head_len = head_len
         self._big_put(bytes(buf[start + head_len:start + have]))
@@ -220,12 +233,12 @@ class FrameParser:
             payload = SplitFrame(self._head, body, bytes(self._tail))
         op = self._big_op
         self._big_clear()
+        self._state = PARSER_FRAMES
         return op, payload
 
     def _big_clear(self) -> None:
         self._drop_view()
         self._big = None
-        self._big_op = -1
         self._flen = self._fgot = self._head_len = 0
         self._head = None
         self._tail = bytearray()
@@ -283,11 +296,11 @@ class FrameParser:
                     raise self._fail(f"invalid 64-bit frame length {length}")
             if not control:
                 if opcode == WS_CONTINUATION:
-                    if self._frag_op < 0:
+                    if self._state != PARSER_FRAGMENTED:
                         raise self._fail("stray continuation frame")
                     total = len(self._frag) + length
                 else:
-                    if self._frag_op >= 0:
+                    if self._state == PARSER_FRAGMENTED:
                         raise self._fail("new data frame inside a fragmented message")
                     total = length
                 if total > self.max_message_size:
@@ -314,7 +327,7 @@ class FrameParser:
                 self._frag += payload
                 if fin:
                     events.append((self._frag_op, bytes(self._frag)))
-                    self._frag_op = -1
+                    self._state = PARSER_FRAMES
                     self._frag = bytearray()
             elif fin:
                 if self.split_large and length >= LARGE_FRAME:
@@ -324,4 +337,5 @@ class FrameParser:
             else:
                 self._frag_op = opcode
                 self._frag = bytearray(payload)
+                self._state = PARSER_FRAGMENTED
         return events, pos
