@@ -594,7 +594,7 @@ cdef class FrameParser:
                 head = PyBytes_FromStringAndSize(<const char*>first, head_len)
                 _probe_tuple(first, nfirst, &t, &announced)  # OK, as _split_point found
                 if t.f[5] & FLAG_CRC:
-                    # Hash as the bytes arrive: the CRC check at the end costs nothing.
+                    # Hash as the bytes arrive: the CRC check at the end needs no second pass.
                     self._hasher = _xxh3_hasher()
                     self._hasher.update(head)
                     self._hashed = 0

@@ -65,7 +65,7 @@ def xxhash_include() -> Optional[str]:
 
 
 def crc_backend() -> str:
-    """The CRC path a build made now takes: INLINE or PACKAGE."""
+    """The CRC path a build takes on this machine: INLINE or PACKAGE."""
     return PACKAGE if xxhash_include() is None else INLINE
 
 
