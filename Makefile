@@ -79,7 +79,8 @@ asan-test: $(STAMP)
 	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 GRID_REQUIRE_ACCEL=1 \
 		$(PY) -m pytest -q -p no:cacheprovider tests/test_codec_vectors.py tests/test_frames.py \
 		tests/test_codec_properties.py tests/test_mux.py tests/test_fuzz_smoke.py \
-		tests/test_large_frames.py tests/test_struct_codec.py tests/test_streams.py
+		tests/test_large_frames.py tests/test_struct_codec.py tests/test_streams.py \
+		tests/test_crc_backend.py tests/test_parser_states.py
 	$(PY) setup.py -q build_ext --inplace --force
 
 dist: $(STAMP)
