@@ -80,7 +80,7 @@ asan-test: $(STAMP)
 		$(PY) -m pytest -q -p no:cacheprovider tests/test_codec_vectors.py tests/test_frames.py \
 		tests/test_codec_properties.py tests/test_mux.py tests/test_fuzz_smoke.py \
 		tests/test_large_frames.py tests/test_struct_codec.py tests/test_streams.py \
-		tests/test_crc_backend.py tests/test_parser_states.py
+		tests/test_crc_backend.py
 	$(PY) setup.py -q build_ext --inplace --force
 
 dist: $(STAMP)
