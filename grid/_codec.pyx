@@ -124,9 +124,9 @@ cdef object _xxh3_hasher = _xxh3_hasher_type  # streaming XXH3-64, for SplitFram
 # Field names and bounds of the 7-tuple (§2.1): MuxID, Seq, DeadlineMS,
 # Handler, Op, Flags.  The Python ints are for error texts.
 cdef tuple _FIELD_NAMES = ("MuxID", "Seq", "DeadlineMS", "Handler", "Op", "Flags")
-cdef tuple _FIELD_MAX = (2**64 - 1, 2**32 - 1, 2**32 - 1, 255, 255, 255)
-cdef uint64_t[6] _FIELD_MAX_C = [UINT64_MAX, 0xFFFFFFFF, 0xFFFFFFFF, 0xFF, 0xFF, 0xFF]
-cdef object _U64_MAX = 2**64 - 1
+cdef uint64_t[6] _FIELD_MAX_C = [MAX_UINT64, MAX_UINT32, MAX_DEADLINE_MS, 0xFF, 0xFF, 0xFF]
+cdef tuple _FIELD_MAX = (MAX_UINT64, MAX_UINT32, MAX_DEADLINE_MS, 0xFF, 0xFF, 0xFF)
+cdef object _U64_MAX = MAX_UINT64
 cdef str _NEED_SUBROUTE = "FlagSubroute needs a 32-byte subroute id"
 
 

@@ -27,8 +27,8 @@ from grid._consts import (
     WS_CONTINUATION,
     Op,
 )
+from grid._envelope_py import CRC_BACKEND as CRC_BACKEND  # where message CRCs come from
 from grid._envelope_py import (
-    CRC_BACKEND,
     LARGE_FRAME,
     Buffer,
     Message,
