@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.grid-installed
-SOURCES := $(wildcard grid/*.pyx grid/*.pxd)
+SOURCES := $(wildcard grid/*.pyx grid/*.pxd grid/*.pxi grid/includes/* tools/*.py) grid/_consts.py
 
-.PHONY: all install build test test-accel test-pure typecheck demo bench soak fuzz asan-test clean dist
+.PHONY: all install build xxhash-header test test-accel test-pure typecheck demo bench soak fuzz asan-test clean dist
 
 all: build
 
@@ -15,15 +15,29 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# The compiled codec's XXH3 comes from the system's xxHash header, inlined
+# (tools/buildcfg.py).  Where the header is missing and apt-get can install
+# it (root on Debian/Ubuntu), this installs libxxhash-dev; where it cannot,
+# the build uses the xxhash package instead and says so.  Never fails.
+xxhash-header:
+	@if [ -z "$$GRID_XXHASH_INCLUDE" ] && [ "$$($(PYTHON) tools/buildcfg.py)" = xxhash-package ] \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "grid: installing libxxhash-dev (apt-get) for the compiled XXH3"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q libxxhash-dev >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libxxhash-dev >/dev/null 2>&1; } \
+		|| echo "grid: could not install libxxhash-dev; the build uses the xxhash package"; \
+	fi
+
 # Installs the project (editable) with its test extras into .venv.
-$(STAMP): $(PY) pyproject.toml setup.py
+$(STAMP): $(PY) pyproject.toml setup.py | xxhash-header
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
 install: $(STAMP)
 
-# Compiles grid._codec and grid._mux in place (warnings are errors).
-build: $(STAMP) $(SOURCES)
+# Compiles grid._codec, grid._mux and grid._struct in place (warnings are errors).
+build: xxhash-header $(STAMP) $(SOURCES)
 	$(PY) setup.py -q build_ext --inplace
 
 test: build
@@ -68,11 +82,12 @@ asan-test: $(STAMP)
 	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 GRID_REQUIRE_ACCEL=1 \
 		$(PY) -m pytest -q -p no:cacheprovider tests/test_codec_vectors.py tests/test_frames.py \
 		tests/test_codec_properties.py tests/test_mux.py tests/test_fuzz_smoke.py \
-		tests/test_large_frames.py tests/test_struct_codec.py tests/test_streams.py
+		tests/test_large_frames.py tests/test_struct_codec.py tests/test_streams.py \
+		tests/test_crc_backend.py
 	$(PY) setup.py -q build_ext --inplace --force
 
 dist: $(STAMP)
 	$(PY) -m build
 
 clean:
-	rm -rf build dist *.egg-info grid/*.so grid/*.c grid/*.html
+	rm -rf build dist *.egg-info grid/*.so grid/*.c grid/*.html grid/_consts.pxi

@@ -298,6 +298,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print_table("grid codec, pure vs cython (higher is better; best of "
                 f"{args.repeat})", ["op", "pure", "cython", "cy/py"], rows)
+    # Where the compiled codec's message CRCs come from (the envelope rows
+    # depend on it): "xxh3-inline" or "xxhash-package" (tools/buildcfg.py).
+    crc_backend = getattr(twins["cython"], "CRC_BACKEND", None)
+    if crc_backend is not None:
+        print(f"compiled codec message CRC: {crc_backend}")
 
     large = large_frame_section(twins, args.repeat)
     print_table(f"large frame receive: {LARGE_SIZE >> 20} MiB in {CHUNK >> 10} KiB reads, masked, CRC "
@@ -326,6 +331,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cython_twin": twins["cython"] is not None,
+            "crc_backend": crc_backend,
             "repeat": args.repeat,
             "min_time": args.min_time,
             "results": results,

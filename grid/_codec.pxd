@@ -41,14 +41,26 @@ cdef class SplitFrame:
     cdef bint _crc_known
 
 
+cdef enum ParserState:
+    # What FrameParser is in the middle of, between two reads (its _state).
+    # Every transition assigns _state; the fields a state uses are valid in it.
+    PARSER_FRAMES = 0       # between data messages: whole frames are parsed where they lie;
+                            # _acc may hold the start of an unfinished frame
+    PARSER_FRAGMENTED = 1   # inside a fragmented data message (_frag, _frag_op): continuation
+                            # and control frames expected; _acc as in PARSER_FRAMES
+    PARSER_LARGE = 2        # receiving a large frame in place (_big..., _flen, _fgot, _head, _tail)
+    PARSER_FAILED = 3       # refused all further input (_failed); every buffer released
+
+
 @cython.final
 cdef class FrameParser:
+    cdef ParserState _state     # see ParserState
     cdef object _server         # `server` exactly as given (what the property returns)
     cdef bint _is_server        # its truth value: True means frames must be masked
     cdef object _max_size       # `max_message_size` exactly as given (property, error text)
     cdef uint64_t _limit        # ... as a C bound, when _limit_kind is _LIMIT_C
     cdef int _limit_kind        # _LIMIT_C, _LIMIT_NEGATIVE or _LIMIT_PY (see _set_limit)
-    cdef object _failed         # None, or the text of the violation that failed the parser
+    cdef object _failed         # PARSER_FAILED: the text of the violation, else None
     cdef bytearray _recv        # fixed 256 KiB read window of get_buffer; never resized
     cdef uint8_t* _acc          # PyMem buffer: unparsed bytes, always a prefix of one frame
     cdef Py_ssize_t _acc_len    # bytes used in _acc
@@ -56,15 +68,15 @@ cdef class FrameParser:
     cdef uint8_t* _frag         # PyMem buffer: the fragmented data message so far (unmasked)
     cdef Py_ssize_t _frag_len
     cdef Py_ssize_t _frag_cap
-    cdef int _frag_op           # opcode of that message's first frame, -1 when none
+    cdef int _frag_op           # PARSER_FRAGMENTED: opcode of the message's first frame
     cdef bint _busy             # inside _process (guards the raw pointers against re-entry)
     cdef bint _split_large      # split_large: large one-message frames arrive as SplitFrame
-    # The large frame in progress (_big_op >= 0), received in place: its
+    # PARSER_LARGE: the large frame in progress, received in place: its
     # payload of _flen bytes, _fgot of which are in, is _head (split only)
     # + _big + _tail[:_flen - _head_len - _big_len].
     cdef object _hasher         # split frames with FlagCRC: XXH3 over what has arrived, else None
     cdef Py_ssize_t _hashed     # bytes of _big fed to _hasher so far
-    cdef int _big_op            # its opcode, -1 when none is in progress
+    cdef int _big_op            # its opcode
     cdef object _big            # bytes of _big_len, filled in place, referenced by nobody else
     cdef uint8_t* _big_ptr      # ... its storage
     cdef Py_ssize_t _big_len

@@ -581,9 +581,9 @@ def test_dial_rule_tie_break(monkeypatch):
     # Equal hashes fall back to a bytewise compare (§1.2).  No real collision is
     # known, so the pure twin's hash is stubbed; the compiled twin's C call
     # cannot be, and is held to the pure twin by the cross-twin properties.
-    from grid import _codec_py
+    from grid import _codec_py, _routing_py
 
-    monkeypatch.setattr(_codec_py, "xxh3_64_intdigest", lambda data: 7)
+    monkeypatch.setattr(_routing_py, "xxh3_64_intdigest", lambda data: 7)
     assert _codec_py.local_dials("http://a:9000", "http://b:9000") is True
     assert _codec_py.local_dials("http://b:9000", "http://a:9000") is False
     assert _codec_py.local_dials("http://a:9000", "http://a:9000/") is True

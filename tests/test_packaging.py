@@ -19,6 +19,9 @@ import pytest
 from conftest import PURE
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import buildcfg  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -28,6 +31,7 @@ pytestmark = [
 SDIST_REQUIRED = [
     "grid/_codec.pyx", "grid/_codec.pxd", "grid/_mux.pyx", "grid/_mux.pxd", "grid/_struct.pyx",
     "grid/py.typed", "grid/_codec_py.py", "grid/_mux_py.py", "setup.py", "pyproject.toml",
+    "grid/includes/crc.h", "grid/_consts.pxi", "tools/gen_consts.py", "tools/buildcfg.py",
 ]
 SOURCE_SUFFIXES = (".pyx", ".pxd", ".pxi", ".h")
 WHEEL_FORBIDDEN = (".pyx", ".pxd", ".pxi", ".c", ".h", ".html")
@@ -97,6 +101,8 @@ def test_sdist_has_sources(built):
     sources = [f for f in built["files"] if f.startswith("grid/") and f.endswith(SOURCE_SUFFIXES)]
     assert not [f for f in sources if f not in names]
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
+    # Third-party code is a dependency, never a copy: no xxHash header ships.
+    assert not [n for n in names if Path(n).name.startswith(("xxhash", "xxh3", "LICENSE."))]
 
 
 def test_wheel_from_sdist_has_compiled_core(built):
@@ -108,7 +114,7 @@ def test_wheel_from_sdist_has_compiled_core(built):
         assert [n for n in names if n.startswith(f"grid/{mod}.") and n.endswith((".so", ".pyd"))], \
             f"wheel lacks the compiled grid.{mod}"
     assert "grid/py.typed" in names
-    assert "grid/includes/LICENSE.xxhash" in names  # the compiled CRC is xxHash's code
+    assert not [n for n in names if "xxhash" in n.lower()]  # XXH3 is compiled in or imported
     for mod in ("_codec", "_mux", "_struct"):
         assert f"grid/{mod}.pyi" in names and f"grid/{mod}_py.py" in names  # the twin's signatures
     leaked = [n for n in names if n.endswith(WHEEL_FORBIDDEN)]
@@ -122,10 +128,12 @@ def test_wheel_imports_accelerated(built):
     env = {k: v for k, v in os.environ.items() if k != "GRID_PURE"}
     env.update(PYTHONPATH=str(site), GRID_REQUIRE_ACCEL="1")
     out = subprocess.run(
-        [sys.executable, "-c", "import grid, grid._impl; print(grid.ACCELERATED, grid._impl.codec.__file__)"],
+        [sys.executable, "-c",
+         "import grid, grid._impl; print(grid.ACCELERATED, grid._impl.codec.__file__, grid._impl.codec.CRC_BACKEND)"],
         cwd=built["tmp"], env=env, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    accelerated, path = out.stdout.split()
+    accelerated, path, crc = out.stdout.split()
     assert accelerated == "True"
+    assert crc == buildcfg.crc_backend()  # the wheel took the CRC path this machine offers
     assert Path(path).is_relative_to(site)

@@ -25,6 +25,3 @@ cdef extern from "includes/wire.h" nogil:
     void grid_mask_copy(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t* key)
     uint64_t grid_ws_need(const uint8_t* p, size_t n)
 
-
-cdef extern from "includes/xxh3.h" nogil:
-    uint64_t grid_xxh3(const void* p, size_t n)

@@ -1,0 +1,340 @@
+# WebSocket framing and masking (RFC 6455 §5.2, §5.3) for the writer side:
+# single frames, one message as one frame, and queued messages batched into
+# frames as the Go writer does (§4).  Included by grid/_codec.pyx.
+
+
+# ---------------------------------------------------------------- WebSocket
+
+
+def apply_mask(data: Buffer, key: Buffer) -> bytes:
+    """XOR ``data`` with the repeating 4-byte ``key`` (RFC 6455 §5.3)."""
+    cdef _Bytes kb, db
+    cdef bytes out
+    kb.held = db.held = False
+    try:
+        _acquire(key, &kb)
+        if kb.n != 4:
+            raise ValueError("a WebSocket mask key is 4 bytes")
+        _acquire(data, &db)
+        if db.n == 0:
+            return b""
+        out = PyBytes_FromStringAndSize(NULL, db.n)
+        grid_mask_copy(<uint8_t*>PyBytes_AS_STRING(out), db.p, <size_t>db.n, kb.p)
+        return out
+    finally:
+        _release(&kb)
+        _release(&db)
+
+
+cdef object _mask_key(object mask_key, _Bytes* kb):
+    """Borrow a client mask key into ``kb`` (the caller releases it): a fresh
+    random one for ``b""``, else exactly 4 bytes.  Returns the object ``kb``
+    borrows from, which the caller must keep."""
+    _acquire(mask_key, kb)
+    if kb.n == 0:
+        _release(kb)
+        mask_key = os.urandom(4)
+        _acquire(mask_key, kb)
+    if kb.n != 4:
+        raise ValueError("a WebSocket mask key is 4 bytes")
+    return mask_key
+
+
+def encode_frame(
+    payload: Buffer,
+    opcode: int = WS_BINARY,
+    mask_key: Buffer | None = None,
+    fin: bool = True,
+) -> bytes:
+    """Encode one WebSocket frame.  With ``mask_key`` (4 bytes) the frame is
+    masked, as a client must; without it, unmasked, as a server must.
+    ``mask_key=b""`` draws a random key."""
+    cdef _Bytes pb, kb
+    cdef int overflow = 0
+    cdef long long op
+    cdef Py_ssize_t hdr
+    cdef uint8_t first
+    cdef bytes out
+    cdef uint8_t* w
+    opcode = PyNumber_Index(opcode)
+    op = PyLong_AsLongLongAndOverflow(opcode, &overflow)
+    if overflow or not 0 <= op <= 0xF:
+        raise ValueError(f"opcode {opcode} is outside 0..15")
+    pb.held = kb.held = False
+    pb.n = kb.n = 0
+    pb.p = kb.p = NULL
+    try:
+        _acquire(payload, &pb)
+        first = (0x80 if fin else 0) | <uint8_t>op
+        hdr = _frame_header_size(pb.n)
+        if mask_key is not None:
+            mask_key = _mask_key(mask_key, &kb)  # kept alive: kb borrows from it
+        out = PyBytes_FromStringAndSize(NULL, hdr + kb.n + pb.n)
+        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), first, pb.n, kb.n != 0)
+        if kb.n:
+            memcpy(w, kb.p, 4)
+            grid_mask_copy(w + 4, pb.p, <size_t>pb.n, kb.p)
+        elif pb.n:
+            memcpy(w, pb.p, pb.n)
+        return out
+    finally:
+        _release(&pb)
+        _release(&kb)
+
+
+def encode_message_frame(
+    mux_id: int,
+    seq: int,
+    deadline_ms: int,
+    handler: int,
+    op: int,
+    flags: int,
+    payload: Buffer | None = None,
+    subroute: Buffer | None = None,
+    mask_key: Buffer | None = None,
+) -> bytes:
+    """One grid message as one complete binary WebSocket frame:
+    ``encode_frame(encode_message(...), WS_BINARY, mask_key)`` in a single
+    buffer.  Meant for large messages on a worker thread: the payload copy,
+    the CRC and the mask run with the GIL released, so the caller's event
+    loop keeps going.  ``mask_key`` as for :func:`encode_frame` (``b""``
+    draws a random key)."""
+    cdef uint64_t v[6]
+    cdef _Bytes pb, sb, kb
+    cdef Py_ssize_t size, hdr
+    cdef bytes out
+    cdef uint8_t* w
+    cdef const uint8_t* key = NULL
+    _fields(v, mux_id, seq, deadline_ms, handler, op, flags)
+    pb.held = sb.held = kb.held = False
+    pb.n = sb.n = kb.n = 0
+    pb.p = sb.p = kb.p = NULL
+    try:
+        size = _envelope_size(v, payload, subroute, &pb, &sb)
+        if mask_key is not None:
+            mask_key = _mask_key(mask_key, &kb)  # kept alive: kb borrows from it
+            key = kb.p
+        hdr = _frame_header_size(size)
+        out = PyBytes_FromStringAndSize(NULL, hdr + (4 if key != NULL else 0) + size)
+        w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), 0x80 | WS_BINARY, size,
+                              key != NULL)
+        if key != NULL:
+            memcpy(w, key, 4)
+            w += 4
+        _write_envelope(w, v, &pb, &sb)
+        if key != NULL:
+            with nogil:
+                grid_mask_copy(w, w, <size_t>size, key)  # in place
+        return out
+    finally:
+        _release(&pb)
+        _release(&sb)
+        _release(&kb)
+
+
+# ---------------------------------------------------------------- writer batches
+
+
+cdef struct _Limit:
+    # A batching bound of encode_frames: an int as a C value (clamped, it is
+    # only compared), anything else compared with Python semantics.
+    long long c
+    bint is_c
+
+
+cdef int _set_bound(_Limit* lim, object value) except -1:
+    cdef int overflow = 0
+    lim.is_c = PyLong_Check(value)
+    if lim.is_c:
+        lim.c = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow:
+            lim.c = LLONG_MAX if overflow > 0 else LLONG_MIN
+    return 0
+
+
+cdef inline bint _below(Py_ssize_t v, _Limit* lim, object value) except -1:
+    if lim.is_c:
+        return v < lim.c
+    return v < value
+
+
+cdef inline Py_ssize_t _frame_header_size(Py_ssize_t body):
+    return 2 if body < 126 else (4 if body < 0x10000 else 10)
+
+
+cdef uint8_t* _put_frame_header(uint8_t* w, uint8_t first, Py_ssize_t body,
+                               bint masked) noexcept:
+    """A frame header: ``first`` (FIN and opcode), then the length of a
+    ``body``-byte payload with the MASK bit set if ``masked`` (the key itself
+    is the caller's); returns where the key or the payload goes."""
+    cdef Py_ssize_t hdr = _frame_header_size(body)
+    w[0] = first
+    if hdr == 2:
+        w[1] = <uint8_t>body
+    elif hdr == 4:
+        w[1] = 126
+        grid_store_be16(w + 2, <uint64_t>body)
+    else:
+        w[1] = 127
+        grid_store_be64(w + 2, <uint64_t>body)
+    if masked:
+        w[1] |= 0x80
+    return w + hdr
+
+
+def encode_batches(
+    messages: Sequence[Buffer],
+    max_messages: int = MERGE_MAX_MESSAGES,
+    max_bytes: int = MERGE_MAX_BYTES,
+) -> list[Buffer]:
+    """The WebSocket message payloads :func:`encode_frames` frames, for a
+    server that does the WebSocket framing itself: ``messages`` batched as
+    the Go writer does (§4), each batch of one as that message, each larger
+    batch as an OpMerged container."""
+    # The limits stay Python objects: compared with Python semantics, as the
+    # pure twin compares them (encode_frames's C limits are a speed-up).
+    cdef Py_ssize_t n = len(messages)
+    cdef Py_ssize_t i, start = 0, size = 0, ln
+    cdef list out = []
+    for i in range(n):
+        ln = len(messages[i])
+        if i + 1 < n and i - start < max_messages and size + ln < max_bytes:
+            size += ln
+            continue
+        out.append(messages[start] if i == start else encode_merged(messages[start:i + 1]))
+        start = i + 1
+        size = 0
+    return out
+
+
+def encode_frames(
+    messages: Sequence[Buffer],
+    mask_key: Buffer | None = None,
+    max_messages: int = MERGE_MAX_MESSAGES,
+    max_bytes: int = MERGE_MAX_BYTES,
+) -> bytes:
+    """Encode queued grid messages as binary WebSocket frames, ready to write.
+
+    Messages are batched as the Go writer does (§4): a message joins the
+    current batch while fewer than ``max_messages`` precede it and the batch
+    stays below ``max_bytes``; a batch of one leaves as a plain message, a
+    larger one as an OpMerged container.  With ``mask_key`` (4 bytes) every
+    frame is masked with it, as a client must.
+    """
+    # Two passes, one allocation: the first decides the batches exactly as
+    # the pure twin's loop (len() of each message, the same comparisons) and
+    # borrows every message's bytes, raising what the pure twin raises in
+    # the order it would; the second writes all frames into one bytes.
+    cdef Py_ssize_t n
+    cdef Py_ssize_t i, j, start = 0, size = 0, ln, got = 0, nb = 0, body, total = 0, hdr
+    cdef Py_ssize_t* ends = NULL     # ends[b]: one past the last message of batch b
+    cdef Py_ssize_t* bodies = NULL   # bodies[b]: payload size of batch b's frame
+    cdef _Bytes* spans = NULL
+    cdef _Bytes kb
+    cdef _Limit lim_n, lim_b
+    cdef bint masked = mask_key is not None, random_key = False, key_checked = False
+    cdef list items
+    cdef bytes out, rnd
+    cdef uint8_t* w
+    cdef uint8_t* frame_body
+    cdef const uint8_t* key
+    if mask_key is not None and len(mask_key) != 4:
+        raise ValueError("a WebSocket mask key is 4 bytes")
+    n = len(messages)
+    if n == 0:
+        return b""
+    _set_bound(&lim_n, max_messages)
+    _set_bound(&lim_b, max_bytes)
+    items = []  # holds every message while we keep pointers into it
+    kb.held = False
+    kb.n = 0
+    kb.p = NULL
+    spans = <_Bytes*>PyMem_Realloc(NULL, <size_t>n * sizeof(_Bytes))
+    ends = <Py_ssize_t*>PyMem_Realloc(NULL, <size_t>n * sizeof(Py_ssize_t))
+    bodies = <Py_ssize_t*>PyMem_Realloc(NULL, <size_t>n * sizeof(Py_ssize_t))
+    try:
+        if spans == NULL or ends == NULL or bodies == NULL:
+            raise MemoryError()
+        for i in range(n):
+            item = messages[i]
+            items.append(item)
+            ln = len(item)
+            if i + 1 < n and _below(i - start, &lim_n, max_messages) and _below(size + ln, &lim_b, max_bytes):
+                size += ln
+                continue
+            # Batch messages[start:i+1], checked as encode_merged/encode_frame would.
+            for j in range(start, i + 1):
+                _acquire(items[j], &spans[j])
+                got = j + 1
+                if i > start and <uint64_t>spans[j].n > 0xFFFFFFFF:
+                    raise ValueError(f"payload of {spans[j].n} bytes is over the 4 GiB bin limit")
+            if i == start:
+                body = spans[i].n
+            else:
+                body = 8 + <Py_ssize_t>grid_uint_size(<uint64_t>(i + 1 - start))
+                for j in range(start, i + 1):
+                    body += <Py_ssize_t>grid_bin_header_size(<uint64_t>spans[j].n) + spans[j].n
+            if masked and not key_checked:
+                _acquire(mask_key, &kb)
+                if kb.n == 0:
+                    random_key = True  # a fresh key per frame, drawn below
+                elif kb.n != 4:
+                    raise ValueError("a WebSocket mask key is 4 bytes")
+                key_checked = True
+            total += _frame_header_size(body) + (4 if masked else 0) + body
+            ends[nb] = i + 1
+            bodies[nb] = body
+            nb += 1
+            start = i + 1
+            size = 0
+
+        out = PyBytes_FromStringAndSize(NULL, total)
+        w = <uint8_t*>PyBytes_AS_STRING(out)
+        # Each frame below takes exactly the size counted for it above.
+        start = 0
+        for j in range(nb):
+            i = ends[j] - 1  # the batch is messages[start:i+1]
+            body = bodies[j]
+            w = _put_frame_header(w, 0x80 | WS_BINARY, body, masked)  # FIN, binary (§1.5)
+            key = NULL
+            if masked:
+                if random_key:
+                    rnd = os.urandom(4)
+                    key = <const uint8_t*>PyBytes_AS_STRING(rnd)
+                else:
+                    key = kb.p
+                memcpy(w, key, 4)
+                w += 4
+            frame_body = w
+            if i == start:
+                if body:
+                    memcpy(w, spans[i].p, body)
+                    w += body
+            else:
+                # OpMerged container (§4), as encode_merged writes it.
+                w[0] = 0x97
+                w[1] = 0x00
+                w = grid_put_uint(w + 2, <uint64_t>(i + 1 - start))
+                w[0] = 0x00
+                w[1] = 0x00
+                w[2] = OP_MERGED
+                w[3] = 0x00
+                w[4] = 0xC4
+                w[5] = 0x00
+                w += 6
+                for ln in range(start, i + 1):
+                    w = grid_put_bin_header(w, <uint64_t>spans[ln].n)
+                    if spans[ln].n:
+                        memcpy(w, spans[ln].p, spans[ln].n)
+                        w += spans[ln].n
+            if key != NULL and body:
+                grid_mask_copy(frame_body, frame_body, <size_t>body, key)  # in place
+            start = i + 1
+        return out
+    finally:
+        for j in range(got):
+            _release(&spans[j])
+        _release(&kb)
+        PyMem_Free(spans)
+        PyMem_Free(ends)
+        PyMem_Free(bodies)

@@ -1,0 +1,681 @@
+# FrameParser: incoming WebSocket frames (RFC 6455 §5) parsed in place.  An
+# explicit state machine: _state (ParserState, declared in _codec.pxd) says
+# whether the parser is between messages, inside a fragmented message,
+# receiving a large frame in place, or failed; each transition assigns it.
+# Included by grid/_codec.pyx.
+
+
+@cython.annotation_typing(False)
+def _parser_signature(server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
+                      split_large: bool = False) -> None:
+    pass
+
+
+cdef enum:
+    # How FrameParser compares a message size with max_message_size.
+    _LIMIT_C = 0         # an int >= 0: against _limit
+    _LIMIT_NEGATIVE = 1  # an int < 0: every data message exceeds it
+    _LIMIT_PY = 2        # not an int: Python's `>`, as the pure twin does
+
+
+cdef int _reserve(uint8_t** buf, Py_ssize_t* cap, Py_ssize_t need) except -1:
+    """Grow a PyMem buffer to hold at least ``need`` bytes (geometrically)."""
+    cdef Py_ssize_t new_cap = cap[0] if cap[0] else 4096
+    cdef void* p
+    if need <= cap[0]:
+        return 0
+    while new_cap < need:
+        if new_cap > (<Py_ssize_t>1 << 61):
+            raise MemoryError()
+        new_cap *= 2
+    p = PyMem_Realloc(buf[0], <size_t>new_cap)
+    if p == NULL:
+        raise MemoryError()
+    buf[0] = <uint8_t*>p
+    cap[0] = new_cap
+    return 0
+
+
+cdef inline bytes _payload(const uint8_t* src, Py_ssize_t n, const uint8_t* key):
+    """A frame payload as owned bytes, unmasked if ``key`` is not NULL."""
+    cdef bytes out
+    if key == NULL:
+        return PyBytes_FromStringAndSize(<const char*>src, n)
+    out = PyBytes_FromStringAndSize(NULL, n)
+    grid_mask_copy(<uint8_t*>PyBytes_AS_STRING(out), src, <size_t>n, key)
+    return out
+
+
+cdef inline void _mask_at(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* key,
+                          Py_ssize_t phase) noexcept:
+    """dst[0:n] = src[0:n] unmasked with ``key`` (if not NULL) as it applies
+    from payload offset ``phase`` on; dst == src is fine."""
+    cdef uint8_t rk[4]
+    cdef int i
+    if n <= 0:
+        return
+    if key == NULL:
+        if dst != src:
+            memcpy(dst, src, <size_t>n)
+        return
+    for i in range(4):
+        rk[i] = key[(phase + i) & 3]
+    grid_mask_copy(dst, src, <size_t>n, rk)
+
+
+cdef object _split_whole(const uint8_t* src, Py_ssize_t n, const uint8_t* key):
+    """A complete large frame's event payload under split_large: the pure
+    twin's FrameParser._whole_large().  n >= LARGE_FRAME_C > HEAD_MAX."""
+    cdef uint8_t first[HEAD_MAX]
+    cdef Py_ssize_t head_len = 0
+    cdef uint64_t size = 0
+    cdef SplitFrame s
+    cdef bytes part
+    _mask_at(first, src, HEAD_MAX, key, 0)
+    if _split_point(first, HEAD_MAX, <uint64_t>n, &head_len, &size) != _PROBE_OK:
+        return _payload(src, n, key)
+    s = SplitFrame.__new__(SplitFrame)
+    s.head = PyBytes_FromStringAndSize(<const char*>first, head_len)
+    part = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+    _mask_at(<uint8_t*>PyBytes_AS_STRING(part), src + head_len, <Py_ssize_t>size, key, head_len)
+    s.payload = part
+    head_len += <Py_ssize_t>size  # where the tail starts
+    part = PyBytes_FromStringAndSize(NULL, n - head_len)
+    _mask_at(<uint8_t*>PyBytes_AS_STRING(part), src + head_len, n - head_len, key, head_len)
+    s.tail = part
+    return s
+
+
+@cython.final
+cdef class _Fill:
+    """A writable buffer exporter for the unfilled part of a large frame's
+    buffer, which FrameParser.get_buffer() hands out as a memoryview.  It
+    holds a reference to that bytes object, so the memory stays valid for as
+    long as any view of it exists, even if the parser lets go of the frame
+    (fails, completes) in the meantime."""
+    cdef object owner
+    cdef uint8_t* p
+    cdef Py_ssize_t n
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, <void*>self.p, self.n, 0, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+@cython.final
+cdef class FrameParser:
+    """Incremental RFC 6455 frame parser for one side of a connection.
+
+    ``server=True`` parses what a client sends (frames must be masked);
+    ``server=False`` parses what a server sends (frames must not be masked).
+    Feed it bytes in any split with :meth:`feed`, or let an
+    ``asyncio.BufferedProtocol`` read straight into it with
+    :meth:`get_buffer` / :meth:`buffer_updated`.  Each returns a list of
+    ``(opcode, payload)`` events: complete data messages (fragments
+    reassembled, opcode of the first frame) and control frames (ping, pong,
+    close) as they arrive.  A violation raises ProtocolError, after which the
+    parser stays failed.
+
+    An unfragmented data frame of :data:`LARGE_FRAME` bytes or more is
+    received into its final buffer as it arrives: while one is incomplete,
+    :meth:`get_buffer` hands out that buffer's unfilled part (exactly what
+    the frame still needs, so a read never runs into the next frame), and
+    the work per read stays proportional to the read.  ``split_large=True``
+    (keyword only) makes such a frame arrive as a :class:`SplitFrame` when
+    it holds one grid message with a non-nil payload, so that the message
+    payload is received in place and decodes without a copy; other frames
+    stay plain ``bytes``.
+    """
+
+    # Input is parsed where it lies: in the bytes given to feed(), or in the
+    # fixed 256 KiB window that get_buffer() hands out (uvloop/asyncio read
+    # into it directly).  Only the unfinished frame at the end of a read is
+    # copied, into _acc; the next read first tops _acc up to exactly one
+    # frame (never more), then parsing continues in place again.  The window
+    # never moves or shrinks, so a memoryview of it stays valid, like the
+    # pure twin's bytearray; payloads are copied out as bytes, so events
+    # never alias it.
+    #
+    # A large frame (see _parse) is the exception: once its header is in,
+    # its payload (or, split, the grid payload inside it) gets its final
+    # bytes object at once, and every later read lands there: copied (and
+    # unmasked) from the input, or read straight into it through the view
+    # get_buffer() hands out and unmasked in place by buffer_updated().
+    # The finished frame's event is that object itself.
+
+    __signature__ = _inspect.signature(_parser_signature)
+
+    def __cinit__(self):
+        self._state = PARSER_FRAMES
+        self._frag_op = -1
+        self._big_op = -1
+        self._limit_kind = _LIMIT_C
+        # Here rather than in __init__: buffer_updated() dereferences it, so
+        # it must exist even on an instance made with __new__ alone.
+        self._recv = bytearray(RECV_SIZE)
+
+    def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
+                 split_large: bool = False) -> None:
+        if max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
+        self._server = server
+        self._is_server = server
+        self._split_large = split_large
+        self._set_limit(max_message_size)
+        self._release_buffers()
+        self._failed = None
+        self._state = PARSER_FRAMES
+
+    def __dealloc__(self):
+        PyMem_Free(self._acc)
+        PyMem_Free(self._frag)
+
+    @property
+    def server(self):
+        return self._server
+
+    @server.setter
+    def server(self, value):
+        self._is_server = value
+        self._server = value
+
+    @property
+    def max_message_size(self):
+        return self._max_size
+
+    @property
+    def split_large(self):
+        """Deliver large one-message frames as SplitFrame (see the class docstring)."""
+        return self._split_large
+
+    @split_large.setter
+    def split_large(self, value):
+        self._split_large = value
+
+    @max_message_size.setter
+    def max_message_size(self, value):
+        self._set_limit(value)
+
+    @property
+    def failed(self) -> bool:
+        """True once the parser has raised; it then refuses further input."""
+        return self._state == PARSER_FAILED
+
+    cdef int _set_limit(self, object value) except -1:
+        cdef int overflow = 0
+        cdef long long x
+        if PyLong_Check(value):
+            x = PyLong_AsLongLongAndOverflow(value, &overflow)
+            if overflow < 0 or (overflow == 0 and x < 0):
+                self._limit_kind = _LIMIT_NEGATIVE
+            elif overflow > 0:
+                # Totals stay below 2**63 + memory size, so 2**64-1 is "no limit".
+                self._limit = value if value <= _U64_MAX else UINT64_MAX
+                self._limit_kind = _LIMIT_C
+            else:
+                self._limit = <uint64_t>x
+                self._limit_kind = _LIMIT_C
+        else:
+            self._limit_kind = _LIMIT_PY
+        self._max_size = value
+        return 0
+
+    cdef int _check_size(self, uint64_t total) except -1:
+        if self._limit_kind == _LIMIT_C:
+            if total <= self._limit:
+                return 0
+        elif self._limit_kind == _LIMIT_PY:
+            if not total > self._max_size:
+                return 0
+        raise self._fail(
+            f"message of {total} bytes exceeds the limit of {self._max_size} bytes"
+        )
+
+    cdef int _release_buffers(self) except -1:
+        PyMem_Free(self._acc)
+        self._acc = NULL
+        self._acc_len = self._acc_cap = 0
+        PyMem_Free(self._frag)
+        self._frag = NULL
+        self._frag_len = self._frag_cap = 0
+        self._big_clear()
+        return 0
+
+    cdef int _big_clear(self) except -1:
+        self._drop_view()
+        self._big = None
+        self._big_ptr = NULL
+        self._big_len = 0
+        self._flen = self._fgot = self._head_len = 0
+        self._head = None
+        self._hasher = None
+        self._hashed = 0
+        return 0
+
+    cdef int _drop_view(self) except -1:
+        cdef object view = self._view
+        if view is not None:
+            self._view = None
+            try:
+                view.release()
+            except BufferError:
+                pass  # still exported (a read in progress); _Fill keeps its memory valid
+        return 0
+
+    cdef object _fail(self, str text):
+        self._failed = text
+        self._release_buffers()
+        self._state = PARSER_FAILED
+        return ProtocolError(text)
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
+        unfilled part of a large frame's buffer while one is incomplete, else
+        a 256 KiB read window."""
+        cdef _Fill fill
+        cdef Py_ssize_t end
+        self._drop_view()
+        if self._state == PARSER_LARGE:
+            end = self._head_len + self._big_len
+            if self._fgot < end:
+                fill = _Fill.__new__(_Fill)
+                fill.owner = self._big
+                fill.p = self._big_ptr + (self._fgot - self._head_len)
+                fill.n = end - self._fgot
+                self._view = PyMemoryView_FromObject(fill)
+                return self._view
+            return memoryview(self._recv)[:self._flen - self._fgot]
+        return memoryview(self._recv)
+
+    def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes | SplitFrame]]:
+        """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer."""
+        return self._updated(nbytes)
+
+    def feed(self, data: Buffer) -> list[tuple[int, bytes | SplitFrame]]:
+        """Add received bytes; return the events they complete."""
+        return self._feed(data)
+
+    cdef list _updated(self, object nbytes):
+        cdef int overflow = 0
+        cdef long long x = -1
+        cdef Py_ssize_t k
+        # A current view of _big (get_buffer handed it out; the frame has
+        # not moved since): the bytes are already in place.
+        cdef bint in_place = self._view is not None
+        cdef Py_ssize_t limit = (self._head_len + self._big_len - self._fgot) if in_place else RECV_SIZE
+        if PyLong_Check(nbytes):
+            x = PyLong_AsLongLongAndOverflow(nbytes, &overflow)
+            if overflow or not 0 <= x <= limit:
+                raise ValueError(f"nbytes {nbytes} is outside the buffer")
+            k = <Py_ssize_t>x
+        else:
+            # Not an int: the pure twin's own steps, for its exact behaviour.
+            if not 0 <= nbytes <= limit:
+                raise ValueError(f"nbytes {nbytes} is outside the buffer")
+            window = slice(None, nbytes)  # a generic slice, not Cython's C-index one
+            k = len((self._view if in_place else memoryview(self._recv))[window])
+        if self._state == PARSER_FAILED:
+            raise ProtocolError(f"parser failed earlier: {self._failed}")
+        if in_place:
+            return self._process(NULL, k)  # 0 <= k <= what the frame still needs in _big
+        # 0 <= k <= RECV_SIZE == len(self._recv)
+        return self._process(<const uint8_t*>PyByteArray_AS_STRING(self._recv), k)
+
+    cdef list _feed(self, object data):
+        cdef Py_buffer view
+        if self._state == PARSER_FAILED:
+            raise ProtocolError(f"parser failed earlier: {self._failed}")
+        if PyBytes_CheckExact(data):
+            return self._process(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        if _get_buffer_or_fail(data, &view, PyBUF_SIMPLE) != 0:
+            # The pure twin's `bytearray += data` refusal, text included.
+            PyErr_Clear()
+            raise TypeError(PyUnicode_FromFormat(
+                "can't concat %.100s to bytearray", Py_TYPE(data).tp_name))
+        try:
+            return self._process(<const uint8_t*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef list _process(self, const uint8_t* data, Py_ssize_t n):
+        # _parse reads _acc through a raw pointer; a re-entrant call (from a
+        # finalizer run by the GC during an allocation, say) could move it.
+        if self._busy:
+            raise RuntimeError("FrameParser re-entered while parsing")
+        self._busy = True
+        try:
+            self._drop_view()  # the frame moves on: a view handed out earlier is stale
+            return self._consume(data, n)
+        except ProtocolError:
+            raise  # already failed by _fail()
+        except BaseException as exc:
+            # Not a protocol violation (MemoryError, say), but the position in
+            # the stream is lost all the same: stay failed, like the pure twin.
+            if self._state != PARSER_FAILED:
+                self._fail(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._busy = False
+
+    cdef list _consume(self, const uint8_t* data, Py_ssize_t n):
+        cdef list events = []
+        cdef Py_ssize_t ip = 0, used
+        if data == NULL:
+            # buffer_updated() into the view of _big that get_buffer() handed
+            # out: the n bytes are in place at the frame's fill position.
+            _mask_at(self._big_ptr + (self._fgot - self._head_len),
+                     self._big_ptr + (self._fgot - self._head_len), n,
+                     self._big_key if self._big_masked else NULL, self._fgot)
+            self._fgot += n
+            if self._hasher is not None:
+                self._hash_filled()
+            if self._fgot == self._flen:
+                events.append(self._big_event())
+            return events
+        while True:
+            if self._state == PARSER_LARGE:
+                # A large frame in progress takes what it still needs first;
+                # whatever follows it in this input is parsed as usual.
+                ip += self._big_take(data + ip, n - ip)
+                if self._fgot < self._flen:
+                    return events
+                events.append(self._big_event())
+            if self._acc_len > 0 and self._top_up(data, n, &ip, events):
+                continue  # _acc held the start of a large frame: the rest is its
+            break
+        if ip == n:
+            return events
+        if self._acc_len == 0:
+            # The common case: whole frames straight from the input (the last
+            # one may be a large frame that takes all the rest).
+            ip += self._parse(data + ip, n - ip, events)
+            if ip < n:
+                _reserve(&self._acc, &self._acc_cap, n - ip)
+                memcpy(self._acc, data + ip, <size_t>(n - ip))
+                self._acc_len = n - ip
+        else:
+            # Unreachable while _acc_need() and _parse() agree; if they
+            # ever did not, fall back to the pure twin's way: append all,
+            # parse all, keep the rest.
+            _reserve(&self._acc, &self._acc_cap, self._acc_len + (n - ip))
+            memcpy(self._acc + self._acc_len, data + ip, <size_t>(n - ip))
+            self._acc_len += n - ip
+            used = self._parse(self._acc, self._acc_len, events)
+            memmove(self._acc, self._acc + used, <size_t>(self._acc_len - used))
+            self._acc_len -= used
+        return events
+
+    cdef bint _top_up(self, const uint8_t* data, Py_ssize_t n, Py_ssize_t* ipp,
+                      list events) except -1:
+        """Finish the frame pending in _acc from data[ipp[0]:n], advancing
+        ipp[0]; True if that started a large frame (which then holds all of
+        _acc and wants the rest of the input first)."""
+        cdef Py_ssize_t used
+        cdef uint64_t need, take
+        # Top the pending frame up from the new input, never past its end
+        # (_acc_need() is exactly what _parse waits for), and re-parse it
+        # with everything known so far, as the pure twin re-parses its
+        # buffer: a violation shows on the same byte in both.
+        while True:
+            need = self._acc_need()
+            take = 0
+            if need > <uint64_t>self._acc_len:
+                take = need - <uint64_t>self._acc_len
+                if take > <uint64_t>(n - ipp[0]):
+                    take = <uint64_t>(n - ipp[0])
+            if take:
+                _reserve(&self._acc, &self._acc_cap, self._acc_len + <Py_ssize_t>take)
+                memcpy(self._acc + self._acc_len, data + ipp[0], <size_t>take)
+                self._acc_len += <Py_ssize_t>take
+                ipp[0] += <Py_ssize_t>take
+            used = self._parse(self._acc, self._acc_len, events)
+            if used:
+                if used < self._acc_len:  # cannot happen; keep the bytes anyway
+                    memmove(self._acc, self._acc + used, <size_t>(self._acc_len - used))
+                    self._acc_len -= used
+                    continue
+                self._acc_len = 0
+                if self._acc_cap > ACC_KEEP:
+                    PyMem_Free(self._acc)
+                    self._acc = NULL
+                    self._acc_cap = 0
+                break
+            if ipp[0] == n or take == 0:
+                break
+        return self._state == PARSER_LARGE
+
+    cdef uint64_t _acc_need(self):
+        """grid_ws_need() for the frame pending in _acc, except that a large
+        frame (see _parse) is wanted only up to the end of its header, plus
+        HEAD_MAX payload bytes under split_large: the rest goes straight to
+        its final buffer."""
+        cdef const uint8_t* p = self._acc
+        cdef uint64_t need = grid_ws_need(p, <size_t>self._acc_len)
+        cdef uint64_t hdr
+        if (self._acc_len < 10 or self._state != PARSER_FRAMES or not (p[0] & 0x80)
+                or (p[0] & 0x0F) not in (1, 2) or (p[1] & 0x7F) != 127):
+            return need  # large frames have the 64-bit length form
+        hdr = 14 if p[1] & 0x80 else 10
+        if need - hdr < LARGE_FRAME_C:
+            return need
+        return hdr + (HEAD_MAX if self._split_large else 0)
+
+    cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events) except -1:
+        """Parse the complete frames in buf[0:n]; return how many bytes they
+        span.  Same checks, in the same order, as the pure twin's loop."""
+        cdef Py_ssize_t pos = 0, avail, hdr, start
+        cdef int b0, b1, opcode
+        cdef bint fin, masked, control
+        cdef uint64_t length, total
+        cdef const uint8_t* key
+        while True:
+            avail = n - pos
+            if avail < 2:
+                break
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            fin = (b0 & 0x80) != 0
+            opcode = b0 & 0x0F
+            if b0 & 0x70:
+                raise self._fail("reserved bits set in frame header")
+            if 3 <= opcode <= 7 or opcode >= 0xB:
+                raise self._fail(f"reserved opcode 0x{opcode:x}")
+            masked = (b1 & 0x80) != 0
+            if self._is_server and not masked:
+                raise self._fail("unmasked client frame")
+            if not self._is_server and masked:
+                raise self._fail("masked server frame")
+            length = <uint64_t>(b1 & 0x7F)
+            control = opcode >= 0x8
+            if control:
+                if not fin:
+                    raise self._fail("fragmented control frame")
+                if length > 125:
+                    raise self._fail("oversized control frame")
+            hdr = 2
+            if length == 126:
+                hdr = 4
+                if avail < hdr:
+                    break
+                length = grid_load_be16(buf + pos + 2)
+            elif length == 127:
+                hdr = 10
+                if avail < hdr:
+                    break
+                length = grid_load_be64(buf + pos + 2)
+                if length >> 63:
+                    raise self._fail(f"invalid 64-bit frame length {length}")
+            if not control:
+                if opcode == WS_CONTINUATION:
+                    if self._state != PARSER_FRAGMENTED:
+                        raise self._fail("stray continuation frame")
+                    total = <uint64_t>self._frag_len + length  # both < 2**63: no wrap
+                else:
+                    if self._state == PARSER_FRAGMENTED:
+                        raise self._fail("new data frame inside a fragmented message")
+                    total = length
+                self._check_size(total)
+            if masked:
+                hdr += 4
+            if avail < hdr or <uint64_t>(avail - hdr) < length:
+                # An incomplete unfragmented data frame of LARGE_FRAME or
+                # more whose header is in: receive it into its final buffer
+                # from here on (it takes all the rest of buf).
+                if (avail >= hdr and fin and not control and opcode != WS_CONTINUATION
+                        and length >= LARGE_FRAME_C
+                        and self._begin_large(buf + pos + hdr, avail - hdr, opcode, length, masked)):
+                    pos = n
+                break
+            # From here on the whole frame is inside buf[0:n]: the mask key is
+            # buf[start-4:start] and the payload buf[start:start+length].
+            start = pos + hdr
+            key = buf + start - 4 if masked else NULL
+            pos = start + <Py_ssize_t>length
+            if control:
+                events.append((opcode, _payload(buf + start, <Py_ssize_t>length, key)))
+            elif opcode == WS_CONTINUATION:
+                self._frag_append(buf + start, <Py_ssize_t>length, key)
+                if fin:
+                    events.append((self._frag_op, PyBytes_FromStringAndSize(
+                        <const char*>self._frag, self._frag_len)))
+                    self._state = PARSER_FRAMES
+                    self._frag_len = 0
+                    if self._frag_cap > ACC_KEEP:
+                        PyMem_Free(self._frag)
+                        self._frag = NULL
+                        self._frag_cap = 0
+            elif fin:
+                if self._split_large and length >= LARGE_FRAME_C:
+                    events.append((opcode, _split_whole(buf + start, <Py_ssize_t>length, key)))
+                else:
+                    events.append((opcode, _payload(buf + start, <Py_ssize_t>length, key)))
+            else:
+                self._frag_len = 0
+                self._frag_append(buf + start, <Py_ssize_t>length, key)
+                self._frag_op = opcode
+                self._state = PARSER_FRAGMENTED
+        return pos
+
+    cdef int _frag_append(self, const uint8_t* src, Py_ssize_t n, const uint8_t* key) except -1:
+        _reserve(&self._frag, &self._frag_cap, self._frag_len + n)
+        if n:
+            if key != NULL:
+                grid_mask_copy(self._frag + self._frag_len, src, <size_t>n, key)
+            else:
+                memcpy(self._frag + self._frag_len, src, <size_t>n)
+            self._frag_len += n
+        return 0
+
+    # -- large frames
+
+    cdef int _begin_large(self, const uint8_t* payload, Py_ssize_t have, int opcode, uint64_t length,
+                          bint masked) except -1:
+        """Start receiving the data frame whose payload begins at
+        payload[0:have] (have < length; the mask key, if any, is the 4 bytes
+        before it) into its final buffer: 1 when started, 0 when
+        split_large first needs more of the envelope head."""
+        cdef uint8_t first[HEAD_MAX]
+        cdef Py_ssize_t nfirst, head_len = 0
+        cdef uint64_t size = length
+        cdef const uint8_t* key = payload - 4 if masked else NULL
+        cdef object head = None
+        cdef bytes big
+        cdef _Tuple t
+        cdef uint64_t announced
+        if self._split_large:
+            nfirst = have if have < HEAD_MAX else HEAD_MAX
+            _mask_at(first, payload, nfirst, key, 0)
+            verdict = _split_point(first, nfirst, length, &head_len, &size)
+            if verdict == _PROBE_MORE:
+                return 0
+            if verdict == _PROBE_OK:
+                head = PyBytes_FromStringAndSize(<const char*>first, head_len)
+                _probe_tuple(first, nfirst, &t, &announced)  # OK, as _split_point found
+                if t.f[5] & FLAG_CRC:
+                    # Hash as the bytes arrive: the CRC check at the end needs no second pass.
+                    self._hasher = _xxh3_hasher()
+                    self._hasher.update(head)
+                    self._hashed = 0
+            else:
+                head_len = 0
+                size = length
+        if size > <uint64_t>(PY_SSIZE_T_MAX - 64):
+            raise MemoryError()  # as the pure twin's bytearray(size) (no OverflowError)
+        big = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        self._big = big
+        self._big_ptr = <uint8_t*>PyBytes_AS_STRING(big)
+        self._big_len = <Py_ssize_t>size
+        self._big_op = opcode
+        self._state = PARSER_LARGE
+        self._flen = <Py_ssize_t>length  # < 2**63, checked by _parse
+        self._fgot = self._head_len = head_len
+        self._head = head
+        self._big_masked = masked
+        if masked:
+            memcpy(self._big_key, key, 4)
+        self._big_take(payload + head_len, have - head_len)
+        return 1
+
+    cdef Py_ssize_t _big_take(self, const uint8_t* src, Py_ssize_t n) except -1:
+        """Add what of src[0:n] the large frame still needs (still masked);
+        return how many bytes that took."""
+        cdef Py_ssize_t k = self._flen - self._fgot, m, end = self._head_len + self._big_len
+        cdef const uint8_t* key = self._big_key if self._big_masked else NULL
+        if k > n:
+            k = n
+        n = k
+        if self._fgot < end:
+            m = end - self._fgot
+            if m > k:
+                m = k
+            _mask_at(self._big_ptr + (self._fgot - self._head_len), src, m, key, self._fgot)
+            self._fgot += m
+            src += m
+            k -= m
+            if self._hasher is not None:
+                self._hash_filled()
+        if k:
+            # Split only: the tail, at most SPLIT_TAIL_MAX bytes (_split_point).
+            _mask_at(self._tail + (self._fgot - end), src, k, key, self._fgot)
+            self._fgot += k
+        return n
+
+    cdef int _hash_filled(self) except -1:
+        """Feed the payload bytes received since the last call to _hasher."""
+        cdef Py_ssize_t filled = self._fgot - self._head_len
+        cdef _Span span
+        if filled > self._big_len:
+            filled = self._big_len
+        if filled > self._hashed:
+            span = _Span()
+            span.p = self._big_ptr + self._hashed
+            span.n = filled - self._hashed
+            self._hasher.update(span)
+            self._hashed = filled
+        return 0
+
+    cdef tuple _big_event(self):
+        """The completed large frame's event; the parser lets go of it."""
+        cdef SplitFrame s
+        cdef object payload = self._big
+        cdef int op = self._big_op
+        cdef Py_ssize_t ntail
+        if self._head is not None:
+            s = SplitFrame.__new__(SplitFrame)
+            s.head = self._head
+            s.payload = payload
+            ntail = self._flen - self._head_len - self._big_len
+            s.tail = PyBytes_FromStringAndSize(<const char*>self._tail, ntail)
+            if self._hasher is not None and ntail >= CRC_LEN and self._hashed == self._big_len:
+                self._hasher.update(s.tail[:ntail - CRC_LEN])
+                s._crc = <uint32_t>(self._hasher.intdigest() & 0xFFFFFFFF)
+                s._crc_known = True
+            payload = s
+        self._big_clear()
+        self._state = PARSER_FRAMES
+        return (op, payload)
+
+
+del _parser_signature

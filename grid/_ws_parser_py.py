@@ -1,0 +1,341 @@
+"""The WebSocket frame parser, pure-Python twin (RFC 6455 §5): incoming frames
+parsed incrementally, fragments reassembled, large frames received in place.
+Part of :mod:`grid._codec_py`, which re-exports :class:`FrameParser`.
+"""
+
+from __future__ import annotations
+
+from grid._consts import DEFAULT_MAX_MESSAGE_SIZE, WS_CONTINUATION
+from grid._envelope_py import (
+    _HEAD_MAX,
+    _MORE,
+    _OK,
+    _U16,
+    _U64,
+    LARGE_FRAME,
+    Buffer,
+    SplitFrame,
+    _split_point,
+)
+from grid._ws_py import apply_mask
+from grid.errors import ProtocolError
+
+# FrameParser's states (the compiled twin's ParserState enum): what it is in
+# the middle of between two reads, held in its one _state field and assigned
+# by every transition.
+PARSER_FRAMES = 0       # between data messages; _buf may hold an unfinished frame
+PARSER_FRAGMENTED = 1   # inside a fragmented data message (_frag, _frag_op)
+PARSER_LARGE = 2        # receiving a large frame in place (_big, _flen, _fgot, _head, _tail, _key)
+PARSER_FAILED = 3       # refused all further input (_failed); buffers released
+
+
+class FrameParser:
+    """Incremental RFC 6455 frame parser for one side of a connection.
+
+    ``server=True`` parses what a client sends (frames must be masked);
+    ``server=False`` parses what a server sends (frames must not be masked).
+    Feed it bytes in any split with :meth:`feed`, or let an
+    ``asyncio.BufferedProtocol`` read straight into it with
+    :meth:`get_buffer` / :meth:`buffer_updated`.  Each returns a list of
+    ``(opcode, payload)`` events: complete data messages (fragments
+    reassembled, opcode of the first frame) and control frames (ping, pong,
+    close) as they arrive.  A violation raises ProtocolError, after which the
+    parser stays failed.
+
+    An unfragmented data frame of :data:`LARGE_FRAME` bytes or more is
+    received into its final buffer as it arrives: while one is incomplete,
+    :meth:`get_buffer` hands out that buffer's unfilled part (exactly what
+    the frame still needs, so a read never runs into the next frame), and
+    the work per read stays proportional to the read.  ``split_large=True``
+    (keyword only) makes such a frame arrive as a :class:`SplitFrame` when
+    it holds one grid message with a non-nil payload, so that the message
+    payload is received in place and decodes without a copy; other frames
+    stay plain ``bytes``.
+    """
+
+    __slots__ = ("server", "max_message_size", "split_large", "_state", "_buf", "_frag_op", "_frag",
+                 "_failed", "_recv", "_big", "_big_op", "_flen", "_fgot", "_head_len", "_head",
+                 "_tail", "_key", "_view")
+
+    def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
+                 split_large: bool = False) -> None:
+        if max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
+        self.server = server
+        self.max_message_size = max_message_size
+        #: Deliver large one-message frames as SplitFrame (see the class docstring).
+        self.split_large = split_large
+        self._state = PARSER_FRAMES
+        self._buf = bytearray()
+        self._frag_op = -1  # opcode of the data message being reassembled
+        self._frag = bytearray()
+        self._failed: str | None = None
+        self._recv = bytearray(262144)
+        # The large frame in progress (PARSER_LARGE): its payload of _flen
+        # bytes, _fgot of which are in, is _head (split only) + _big + _tail.
+        self._big: bytearray | None = None
+        self._big_op = -1
+        self._flen = 0
+        self._fgot = 0
+        self._head_len = 0
+        self._head: bytes | None = None
+        self._tail = bytearray()
+        self._key: bytes | None = None
+        # The view of _big that get_buffer() handed out; only ever the
+        # current one (dropped whenever the frame moves on).
+        self._view: memoryview | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True once the parser has raised; it then refuses further input."""
+        return self._state == PARSER_FAILED
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
+        unfilled part of a large frame's buffer while one is incomplete, else
+        a 256 KiB read window."""
+        self._drop_view()
+        if self._state == PARSER_LARGE:
+            big = self._big
+            assert big is not None
+            at = self._fgot - self._head_len
+            if at < len(big):
+                self._view = memoryview(big)[at:]
+                return self._view
+            return memoryview(self._recv)[:self._flen - self._fgot]
+        return memoryview(self._recv)
+
+    def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes | SplitFrame]]:
+        """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer."""
+        view = self._view
+        if not 0 <= nbytes <= (len(self._recv) if view is None else len(view)):
+            raise ValueError(f"nbytes {nbytes} is outside the buffer")
+        if view is None:
+            return self.feed(memoryview(self._recv)[:nbytes])
+        # The bytes are in place in _big (the parser cannot have failed: that drops the view).
+        k = len(view[:nbytes])
+        self._drop_view()
+        if self._key is not None and k:
+            at = self._fgot - self._head_len
+            assert self._big is not None
+            self._big[at:at + k] = apply_mask(self._big[at:at + k], self._rotated_key())
+        self._fgot += k
+        return [self._big_event()] if self._fgot == self._flen else []
+
+    def _drop_view(self) -> None:
+        view = self._view
+        if view is not None:
+            self._view = None
+            try:
+                view.release()
+            except BufferError:
+                pass  # still exported (a read in progress); it stays valid
+
+    def _fail(self, text: str) -> ProtocolError:
+        self._failed = text
+        self._buf = bytearray()
+        self._frag = bytearray()
+        self._big_clear()
+        self._state = PARSER_FAILED
+        return ProtocolError(text)
+
+    def feed(self, data: Buffer) -> list[tuple[int, bytes | SplitFrame]]:
+        """Add received bytes; return the events they complete."""
+        if self._state == PARSER_FAILED:
+            raise ProtocolError(f"parser failed earlier: {self._failed}")
+        self._drop_view()
+        buf = self._buf
+        buf += data
+        events: list[tuple[int, bytes | SplitFrame]] = []
+        try:
+            while True:
+                if self._state == PARSER_LARGE:
+                    # A large frame in progress takes what it still needs first.
+                    k = min(len(buf), self._flen - self._fgot)
+                    if k:
+                        self._big_put(bytes(buf[:k]))
+                        del buf[:k]
+                    if self._fgot < self._flen:
+                        break
+                    events.append(self._big_event())
+                more, pos = self._frames(buf)
+                events += more
+                if pos:
+                    del buf[:pos]
+                if self._state != PARSER_LARGE:
+                    break
+        except ProtocolError:
+            raise  # _fail() already ran
+        except BaseException as exc:
+            # Not a protocol violation (MemoryError, an incomparable
+            # max_message_size), but the place in the stream is lost all the
+            # same: stay failed, as the compiled twin does.
+            self._fail(f"{type(exc).__name__}: {exc}")
+            raise
+        return events
+
+    # -- large frames
+
+    def _rotated_key(self) -> bytes:
+        """The mask key as it applies from the frame offset _fgot on."""
+        assert self._key is not None
+        r = self._fgot & 3
+        return self._key[r:] + self._key[:r]
+
+    def _begin_large(self, buf: bytearray, start: int, have: int, opcode: int, length: int,
+                     masked: int) -> bool:
+        """Start receiving the data frame whose payload begins at
+        ``buf[start:start+have]`` (``have < length``) into its final buffer;
+        False when split_large first needs more of the envelope head."""
+        key = bytes(buf[start - 4:start]) if masked else None
+        head: bytes | None = None
+        head_len, size = 0, length
+        if self.split_large:
+            first = bytes(buf[start:start + min(have, _HEAD_MAX)])
+            if key is not None:
+                first = apply_mask(first, key)
+            verdict, at, n = _split_point(first, length)
+            if verdict == _MORE:
+                return False
+            if verdict == _OK:
+                head, head_len, size = first[:at], at, n
+        big = bytearray(size)
+        tail = bytearray(length - head_len - size)
+        self._big, self._tail, self._head, self._key = big, tail, head, key
+        self._big_op = opcode
+        self._state = PARSER_LARGE
+        self._flen = length
+        self._fgot = self._head_len = head_len
+        self._big_put(bytes(buf[start + head_len:start + have]))
+        return True
+
+    def _big_put(self, chunk: bytes) -> None:
+        """Add the next ``chunk`` of the large frame's payload (still masked)."""
+        big = self._big
+        assert big is not None
+        if self._key is not None:
+            chunk = apply_mask(chunk, self._rotated_key())
+        at = self._fgot - self._head_len
+        m = min(len(chunk), len(big) - at) if at < len(big) else 0
+        if m:
+            big[at:at + m] = chunk[:m]
+        if m < len(chunk):
+            t = at + m - len(big)
+            self._tail[t:t + len(chunk) - m] = chunk[m:]
+        self._fgot += len(chunk)
+
+    def _big_event(self) -> tuple[int, bytes | SplitFrame]:
+        """The completed large frame's event; the parser lets go of it."""
+        assert self._big is not None
+        body = bytes(self._big)  # the pure twin's one copy; the compiled one has none
+        payload: bytes | SplitFrame = body
+        if self._head is not None:
+            payload = SplitFrame(self._head, body, bytes(self._tail))
+        op = self._big_op
+        self._big_clear()
+        self._state = PARSER_FRAMES
+        return op, payload
+
+    def _big_clear(self) -> None:
+        self._drop_view()
+        self._big = None
+        self._flen = self._fgot = self._head_len = 0
+        self._head = None
+        self._tail = bytearray()
+        self._key = None
+
+    def _whole_large(self, payload: bytes) -> bytes | SplitFrame:
+        """A complete large frame's event payload under split_large."""
+        verdict, at, n = _split_point(payload[:_HEAD_MAX], len(payload))
+        if verdict != _OK:
+            return payload
+        return SplitFrame(payload[:at], payload[at:at + n], payload[at + n:])
+
+    def _frames(self, buf: bytearray) -> tuple[list[tuple[int, bytes | SplitFrame]], int]:
+        """Parse the complete frames at the start of ``buf``; return their
+        events and how many bytes they span (all of ``buf`` when it ends in a
+        large frame, which is then in progress)."""
+        events: list[tuple[int, bytes | SplitFrame]] = []
+        pos = 0
+        n = len(buf)
+        while True:
+            if n - pos < 2:
+                break
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            fin = b0 & 0x80
+            opcode = b0 & 0x0F
+            if b0 & 0x70:
+                raise self._fail("reserved bits set in frame header")
+            if 3 <= opcode <= 7 or opcode >= 0xB:
+                raise self._fail(f"reserved opcode 0x{opcode:x}")
+            masked = b1 & 0x80
+            if self.server and not masked:
+                raise self._fail("unmasked client frame")
+            if not self.server and masked:
+                raise self._fail("masked server frame")
+            length = b1 & 0x7F
+            control = opcode >= 0x8
+            if control:
+                if not fin:
+                    raise self._fail("fragmented control frame")
+                if length > 125:
+                    raise self._fail("oversized control frame")
+            hdr = 2
+            if length == 126:
+                hdr = 4
+                if n - pos < hdr:
+                    break
+                length = _U16.unpack_from(buf, pos + 2)[0]
+            elif length == 127:
+                hdr = 10
+                if n - pos < hdr:
+                    break
+                length = _U64.unpack_from(buf, pos + 2)[0]
+                if length >> 63:
+                    raise self._fail(f"invalid 64-bit frame length {length}")
+            if not control:
+                if opcode == WS_CONTINUATION:
+                    if self._state != PARSER_FRAGMENTED:
+                        raise self._fail("stray continuation frame")
+                    total = len(self._frag) + length
+                else:
+                    if self._state == PARSER_FRAGMENTED:
+                        raise self._fail("new data frame inside a fragmented message")
+                    total = length
+                if total > self.max_message_size:
+                    raise self._fail(
+                        f"message of {total} bytes exceeds the limit of "
+                        f"{self.max_message_size} bytes"
+                    )
+            if masked:
+                hdr += 4
+            if n - pos < hdr + length:
+                if (n - pos >= hdr and fin and not control and opcode != WS_CONTINUATION
+                        and length >= LARGE_FRAME
+                        and self._begin_large(buf, pos + hdr, n - pos - hdr, opcode, length, masked)):
+                    pos = n
+                break
+            start = pos + hdr
+            payload = bytes(buf[start:start + length])
+            if masked:
+                payload = apply_mask(payload, buf[start - 4:start])
+            pos = start + length
+            if control:
+                events.append((opcode, payload))
+            elif opcode == WS_CONTINUATION:
+                self._frag += payload
+                if fin:
+                    events.append((self._frag_op, bytes(self._frag)))
+                    self._state = PARSER_FRAMES
+                    self._frag = bytearray()
+            elif fin:
+                if self.split_large and length >= LARGE_FRAME:
+                    events.append((opcode, self._whole_large(payload)))
+                else:
+                    events.append((opcode, payload))
+            else:
+                self._frag_op = opcode
+                self._frag = bytearray(payload)
+                self._state = PARSER_FRAGMENTED
+        return events, pos

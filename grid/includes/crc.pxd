@@ -1,0 +1,12 @@
+# The message CRC's C side (see crc.h): XXH3-64 from the system's xxHash
+# header compiled inline, when setup.py found it.  GRID_CRC_INLINE is 1 then
+# and grid_xxh3() is the real hash; it is 0 otherwise and grid_xxh3() must not
+# be called (the codec uses the xxhash package).  The header path is relative
+# to grid/, where the generated _codec.c lives.
+
+from libc.stdint cimport uint64_t
+
+
+cdef extern from "includes/crc.h" nogil:
+    const int GRID_CRC_INLINE
+    uint64_t grid_xxh3(const void* p, size_t n)
