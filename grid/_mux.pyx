@@ -1,12 +1,12 @@
 # cython: language_level=3, annotation_typing=False
 """Compiled twin of :mod:`grid._mux_py`: the per-mux bookkeeping a connection
 needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4), and
-:class:`MuxCore`, the per-connection dispatch between the socket and the
-asyncio layer.
+:class:`ConnCore`, the connection's core between the socket and the asyncio
+layer.
 
 Same names, signatures, results and exception texts as the pure twin; the
 counters are C integers that wrap exactly where the wire fields do.
-MuxCore drives the compiled codec through its C entry points (cimported from
+ConnCore drives the compiled codec through its C entry points (cimported from
 grid._codec): parser input straight into frames, frames into Messages.
 """
 
@@ -42,9 +42,17 @@ from contextvars import ContextVar as _ContextVar
 import time as _time
 
 from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
-from grid.errors import GridError, IncorrectSequence, ProtocolError, RemoteError
+from grid.errors import (
+    OUT_OF_SEQUENCE_TEXT,
+    REQUEST_TIMEOUT_TEXT,
+    GridError,
+    IncorrectSequence,
+    ProtocolError,
+    RemoteError,
+    bad_reply_text,
+)
 
-__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
+__all__ = ["MuxIdAllocator", "MuxState", "ConnCore"]
 
 cdef object _U32_MASK = 0xFFFFFFFF
 cdef object _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -111,7 +119,7 @@ cdef class MuxState:
     the liveness check), ``unflushed``/``flush_every`` (returned credits are
     written out every ``flush_every``), ``credit_op``/``item_op`` (the ops of
     this side) and ``fast``: True while the stream is open and untraced, so
-    that :meth:`MuxCore.take_item`, :meth:`MuxCore.send_item` and the core's
+    that :meth:`ConnCore.take_item`, :meth:`ConnCore.send_item` and the core's
     dispatch may handle its steady traffic without the stream's own code.
     """
 
@@ -237,15 +245,14 @@ cdef object _encode_batches = encode_batches
 
 
 @cython.annotation_typing(False)
-def _core_signature(owner: Any, server: bool, base_flags: int, max_message_size: int,
-                    caller: str, singles: dict, singles_sub: dict, context_var: Any,
-                    clock: Any, ids: MuxIdAllocator) -> None:
+def _core_signature(owner: CoreOwner, server: bool, max_message_size: int,
+                    context_var: Any) -> None:
     pass
 
 
 @cython.final
-cdef class MuxCore:
-    """The hot path of one live connection, below the asyncio layer.
+cdef class ConnCore:
+    """The core of one live connection, below the asyncio layer.
 
     Incoming bytes (``get_buffer``/``buffer_updated``, or ``feed``) are
     parsed into frames and grid messages and dispatched at once: a Response
@@ -257,11 +264,15 @@ cdef class MuxCore:
     ``owner._schedule_flush()``) and leave through :meth:`take_frames` as
     one WebSocket frame or OpMerged containers (§4).
 
-    ``singles`` / ``singles_sub`` are the manager's live registration dicts
-    (handler id -> entry, subroute id -> entry); an entry has ``fn``,
-    ``is_async`` and ``route``.  ``context_var`` receives a
-    ``(caller, handler_id, route, mux_id, deadline)`` tuple while an inline
-    handler runs.  Request deadlines are tracked on ``time.monotonic()``.
+    A core is made by its wire when the WebSocket starts, owned by the wire
+    until the handshake attaches it to its connection with one
+    :meth:`attach` call, and handed back to the wire by :meth:`detach` when
+    the connection lets go of it.  ``singles`` / ``singles_sub`` are the
+    manager's live registration dicts (handler id -> entry, subroute id ->
+    entry); an entry has ``fn``, ``is_async`` and ``route``.
+    ``context_var`` receives a ``(caller, handler_id, route, mux_id,
+    deadline)`` tuple while an inline handler runs.  Request deadlines are
+    tracked on ``time.monotonic()``.
     """
 
     # The pure twin's slots, as public attributes; `parser` and `ids` are the
@@ -270,24 +281,23 @@ cdef class MuxCore:
     # statement, so that callbacks, futures and errors behave the same.
     __signature__ = _inspect.signature(_core_signature)
 
-    def __init__(self, owner: Any, server: bool, base_flags: int, max_message_size: int,
-                 caller: str, singles: dict, singles_sub: dict, context_var: Any,
-                 clock: Any, ids: MuxIdAllocator) -> None:
+    def __init__(self, owner: CoreOwner, server: bool, max_message_size: int,
+                 context_var: Any) -> None:
         self.owner = owner
         self.parser = FrameParser(server, max_message_size, split_large=True)
-        self.ids = ids
+        self.context_var = context_var
         self.pending = {}
         self.queue = []
         self.queued_bytes = 0
-        self.base_flags = base_flags
-        self.caller = caller
-        self.singles = singles
-        self.singles_sub = singles_sub
-        self.context_var = context_var
-        self.clock = clock  # the event loop's time(), for handler deadlines
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
+        self.ids = None
+        self.base_flags = 0
+        self.caller = ""
+        self.singles = {}
+        self.singles_sub = {}
+        self.clock = None
         self.callers = None
         self.callees = None
         self.open_calls = False
@@ -296,6 +306,37 @@ cdef class MuxCore:
         self.queue_limit = 65535
         self.sweep_at = float("inf")
         self._deadlines = []
+
+    def attach(self, owner: CoreOwner, *, caller: str, base_flags: int, ids: MuxIdAllocator,
+               loop: Any, singles: dict, singles_sub: dict, callers: dict, callees: dict,
+               default_timeout: float, queue_limit: int, sweep_at: float) -> None:
+        """Serve the connection ``owner``: its peer's name (``caller``, for
+        handler contexts), its base flags (§1.6), its mux ids, its event
+        loop, the handlers to run inline, its stream tables and its request
+        settings.  ``open_calls`` stays the owner's to switch."""
+        self.owner = owner
+        self.caller = caller
+        self.base_flags = base_flags
+        self.ids = ids
+        self.loop = loop
+        self.clock = loop.time
+        self.singles = singles
+        self.singles_sub = singles_sub
+        self.callers = callers
+        self.callees = callees
+        self.default_timeout = default_timeout
+        self.queue_limit = queue_limit
+        self.sweep_at = sweep_at
+
+    def detach(self, owner: CoreOwner) -> None:
+        """The connection lets go: hand the core back to ``owner`` (its
+        wire); what the socket still delivers is no longer dispatched to
+        streams, nothing queued is sent, and no call starts here."""
+        self.owner = owner
+        self.callers = self.callees = None
+        self.open_calls = False
+        self.queue = []
+        self.queued_bytes = 0
 
     def __dealloc__(self):
         PyMem_Free(self._fifo)
@@ -439,7 +480,7 @@ cdef class MuxCore:
         else:
             body = None
         if e.t.f[1] != 0:
-            fut.set_exception(GridError("out-of-sequence item received"))
+            fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
         elif flags & _FLAG_ERR:
             fut.set_exception(RemoteError(body.decode("utf-8", "replace") if body else ""))
         else:
@@ -490,7 +531,7 @@ cdef class MuxCore:
         # it takes nothing else (the pure core duck-types; grid only ever
         # hands a core messages decoded by its own twin).
         if type(m) is not Message:
-            raise TypeError(f"MuxCore.dispatch() needs a grid._codec.Message, not {type(m).__name__}")
+            raise TypeError(f"ConnCore.dispatch() needs a grid._codec.Message, not {type(m).__name__}")
         self._dispatch(<Message>m)
 
     cdef int _dispatch(self, Message m) except -1:
@@ -500,7 +541,7 @@ cdef class MuxCore:
             if fut is None or fut.done():
                 return 0  # late or unknown: dropped (§3.4)
             if m.seq != 0:
-                fut.set_exception(GridError("out-of-sequence item received"))
+                fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
             elif m.flags & _FLAG_ERR:
                 fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
                                               if m.payload else ""))
@@ -666,7 +707,7 @@ cdef class MuxCore:
         flags = self.base_flags | _FLAG_EOF
         if err is None and result is not None:
             if not isinstance(result, (bytes, bytearray, memoryview)):
-                err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
+                err = bad_reply_text(result)
             elif len(result) == 0:
                 flags |= _FLAG_ZERO
         if err is not None:
@@ -848,7 +889,7 @@ cdef class MuxCore:
                 break
             fut = pending.pop(mux_id, None)
             if fut is not None and not fut.done():
-                fut.set_exception(TimeoutError("grid request deadline exceeded"))
+                fut.set_exception(TimeoutError(REQUEST_TIMEOUT_TEXT))
         if self._fifo_len + len(dl) > 2 * len(pending) + 1024:
             self._compact()
             dl = self._deadlines

@@ -174,7 +174,7 @@ def test_example_trace(mux):
 
 
 class _FlushCounter:
-    """A MuxCore owner that records when the core asks for writes."""
+    """A ConnCore owner that records when the core asks for writes."""
 
     def __init__(self) -> None:
         self.scheduled = 0
@@ -197,7 +197,7 @@ def test_a_full_write_leaves_early(mux, size, every):
     from grid._consts import EARLY_FLUSH_BYTES, EARLY_FLUSH_MESSAGES
 
     owner = _FlushCounter()
-    core = mux.MuxCore(owner, False, 0, 1 << 20, "", {}, {}, None, None, mux.MuxIdAllocator())
+    core = mux.ConnCore(owner, False, 1 << 20, None)
     owner.core = core
     msg = grid._impl.encode_message(1, 0, 0, 1, 14, 0, b"x" * size)
     for _ in range(200):
