@@ -104,24 +104,9 @@ cdef class MuxIdAllocator:
 
 @cython.final
 cdef class MuxState:
-    """Sequence numbers and credits of one mux, seen from one side (§8.3, §8.4).
-
-    ``send_seq`` is the Seq the next counted message takes; ``recv_seq`` the
-    Seq the next checked message must carry.  ``credits`` counts the data
-    messages this side may still send before it must wait for an unblock;
-    ``waiter`` is the future a sender out of credit waits on (None if none
-    waits), resolved when credit arrives.
-
-    The stream layer also keeps a stream's receiving end here, so that the
-    compiled core reads it without attribute lookups: ``items`` (a deque of
-    received items, with room for ``capacity``; capacity 0 once no more may
-    arrive), ``item_waiter`` (the reader's future), ``received`` (a count for
-    the liveness check), ``unflushed``/``flush_every`` (returned credits are
-    written out every ``flush_every``), ``credit_op``/``item_op`` (the ops of
-    this side) and ``fast``: True while the stream is open and untraced, so
-    that :meth:`ConnCore.take_item`, :meth:`ConnCore.send_item` and the core's
-    dispatch may handle its steady traffic without the stream's own code.
-    """
+    """Sequence numbers and credits of one mux, seen from one side (§8.3, §8.4),
+    and a stream's receiving end for ConnCore's fast paths: the pure twin's
+    :class:`grid._mux_py.MuxState`, with fixed-width C counters."""
 
     __signature__ = _inspect.signature(_state_signature)
 
@@ -252,28 +237,9 @@ def _core_signature(owner: CoreOwner, server: bool, max_message_size: int,
 
 @cython.final
 cdef class ConnCore:
-    """The core of one live connection, below the asyncio layer.
-
-    Incoming bytes (``get_buffer``/``buffer_updated``, or ``feed``) are
-    parsed into frames and grid messages and dispatched at once: a Response
-    resolves its pending request future, a Request for a registered *sync*
-    single handler runs that handler inline and queues the reply; everything
-    else goes to ``owner._on_message(msg)``, and WebSocket control frames to
-    ``owner._on_control(opcode, payload)``.  Outgoing messages are queued
-    with :meth:`send` (the first one in a batch calls
-    ``owner._schedule_flush()``) and leave through :meth:`take_frames` as
-    one WebSocket frame or OpMerged containers (§4).
-
-    A core is made by its wire when the WebSocket starts, owned by the wire
-    until the handshake attaches it to its connection with one
-    :meth:`attach` call, and handed back to the wire by :meth:`detach` when
-    the connection lets go of it.  ``singles`` / ``singles_sub`` are the
-    manager's live registration dicts (handler id -> entry, subroute id ->
-    entry); an entry has ``fn``, ``is_async`` and ``route``.
-    ``context_var`` receives a ``(caller, handler_id, route, mux_id,
-    deadline)`` tuple while an inline handler runs.  Request deadlines are
-    tracked on ``time.monotonic()``.
-    """
+    """The core of one live connection, below the asyncio layer: the pure
+    twin's :class:`grid._mux_py.ConnCore`, driving the compiled codec through
+    its C entry points; its owner interface is declared in grid/_mux.pxd."""
 
     # The pure twin's slots, as public attributes; `parser` and `ids` are the
     # compiled FrameParser / MuxIdAllocator (called through C), the counters
@@ -370,9 +336,7 @@ cdef class ConnCore:
         self._on_events(self.parser._feed(data))
 
     def feed_message(self, payload: Any) -> None:
-        """Dispatch one whole binary WebSocket message that a server which
-        does the framing itself received: one grid message or an OpMerged
-        container (§4)."""
+        """Dispatch one whole binary WebSocket message (see the pure twin)."""
         self._on_binary(payload)
 
     cdef int _on_events(self, list events) except -1:
@@ -602,11 +566,7 @@ cdef class ConnCore:
         self._send(msg)
 
     def take_item(self, state: MuxState) -> bytes | None:
-        """For a stream's reader (``async for`` over a caller's stream, or a
-        handler's input): take the next buffered item of the stream whose
-        :class:`MuxState` is ``state`` and return its credit to the sender
-        (§8.4); None, having done nothing, when the stream's own code must run
-        (nothing buffered, the end marker, a stream ended or traced)."""
+        """Take a stream's next item and return its credit (see the pure twin)."""
         cdef MuxState s
         if type(state) is not MuxState:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
@@ -622,9 +582,7 @@ cdef class ConnCore:
         return item
 
     def return_credit(self, state: MuxState) -> None:
-        """One item left the buffer of the stream whose :class:`MuxState` is
-        ``state`` (taken by the stream's own code): return its credit to the
-        sender (§8.4), writing out every ``flush_every``-th at once."""
+        """Return one credit of a stream to its sender (see the pure twin)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
         self._return_credit(<MuxState>state)
@@ -640,10 +598,7 @@ cdef class ConnCore:
         return 0
 
     def send_item(self, state: MuxState, item: Any) -> bool:
-        """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue
-        ``item`` on the stream whose :class:`MuxState` is ``state`` if it can
-        leave at once -- stream open and untraced, a credit in hand, ``bytes``
-        below LARGE_MESSAGE; False, having done nothing, otherwise."""
+        """Queue a stream item at once if it can leave now (see the pure twin)."""
         cdef MuxState s
         cdef uint32_t seq
         if type(state) is not MuxState:
@@ -721,10 +676,7 @@ cdef class ConnCore:
 
     def call(self, handler_id: int, payload: Any, timeout: float | None,
              subroute: bytes | None) -> Any:
-        """Start a single request as ``Connection.request`` does and return
-        the future of its reply.  The common case runs here in one step;
-        anything else (calls not open, a handler id or timeout to check, an
-        inherited deadline, a full send queue) is ``owner._call(...)``'s."""
+        """Start a single request as ``Connection.request`` does (see the pure twin)."""
         cdef int overflow = 0
         cdef long long hid = 0
         cdef double t
@@ -923,10 +875,7 @@ cdef class ConnCore:
         return data
 
     def take_messages(self) -> list | None:
-        """Everything queued, as WebSocket message payloads for a server that
-        does the framing itself: batched exactly as :meth:`take_frames`
-        batches (one plain message, or OpMerged containers), without frame
-        headers.  ``bytes_out`` counts the payloads."""
+        """Everything queued, as message payloads (see the pure twin)."""
         cdef list q = self.queue
         cdef list out
         cdef Py_ssize_t total = 0

@@ -507,7 +507,10 @@ class ConnCore:
             flags |= _FLAG_ZERO
         if subroute is not None:
             flags |= _FLAG_SUBROUTE
-        mux_id = self.ids.next()
+        ids = self.ids
+        if ids is None:  # not attached: as the compiled twin says it
+            raise AttributeError("'NoneType' object has no attribute 'next'")
+        mux_id = ids.next()
         large = (type(payload) is bytes and len(payload) >= LARGE_MESSAGE
                  and type(handler_id) is int and 0 <= handler_id <= 255)
         if not large:

@@ -38,8 +38,13 @@ log = logging.getLogger("grid.connection")
 class Acceptor(Protocol):
     """What a wire asks of the node's acceptor (grid._handshake.Handshake)."""
 
-    handshake_timeout: float
-    max_message_size: int
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds an accepted socket has for the upgrade and the Connect."""
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest WebSocket message a wire accepts."""
 
     def track(self, wire: Wire) -> None:
         """An accepted socket without a connection yet (aborted on close)."""
@@ -223,6 +228,19 @@ class Wire:
                     flags: int, payload: bytes, subroute: bytes | None) -> None:
         if self.conn is not None:
             self.conn._send_large(mux_id, seq, deadline_ms, handler, op, flags, payload, subroute)
+
+    def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
+        fut = self.closed.get_loop().create_future()
+        fut.set_exception(exc)
+        return fut
+
+    def _call(self, handler_id: int, payload: Any, timeout: float | None,
+              subroute: bytes | None) -> asyncio.Future[Any]:
+        # A core its connection has let go of starts no calls.
+        return self._failed(Disconnected())
+
+    def _schedule_sweep(self, delay: float) -> None:
+        pass
 
 
 class SocketWire(Wire, asyncio.BufferedProtocol):

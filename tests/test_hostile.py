@@ -329,7 +329,7 @@ class Node:
             r.close()
         for m in (self.mgr, self.good):
             for c in m.connections.values():
-                c._state = grid.State.SHUTDOWN
+                c._shutting_down()
         await self.good.close()
         await self.mgr.close()
 

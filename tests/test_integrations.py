@@ -366,7 +366,7 @@ def test_mounted_node_in_a_grid(kind: str, manage: bool, loop_kind: str) -> None
         finally:
             release.set()
             for c_ in ma.connections.values():
-                c_._state = grid.State.SHUTDOWN  # quiet: everyone is leaving
+                c_._shutting_down()  # quiet: everyone is leaving
             await ma.close()
             if server._stop is not None:
                 await server.stop()
