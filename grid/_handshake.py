@@ -1,7 +1,8 @@
-"""The acceptor: the accepting side of the grid handshake (GRID-PROTOCOL.md
-§1.4, §5.3).
+"""Both sides of the grid handshake (GRID-PROTOCOL.md §1.4, §5.3).
 
-One :class:`Handshake` per Manager checks the HTTP upgrade (method, path,
+:func:`dial` is the dialing side: TCP (and TLS), the HTTP upgrade, then the
+Connect message and the peer's ConnectResponse.  One :class:`Handshake` per
+Manager is the accepting side: it checks the HTTP upgrade (method, path,
 WebSocket headers, bearer token, clock), then the grid Connect message
 (known host, clock, token, who dials), and attaches the wire to its
 connection or rejects it.  Refusals of peers not yet known are logged at
@@ -11,7 +12,9 @@ most once per interval per address and kind.  Wires reach it through
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl as _ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,16 +23,64 @@ from grid import _http, _payloads
 from grid._consts import HANDSHAKE_CLOCK_SKEW, HTTP_CLOCK_SKEW, OP_NAMES, Op
 from grid._impl import encode_message
 from grid._loglimit import PeerLogLimits
-from grid.errors import ProtocolError
+from grid._wire import SocketWire
+from grid.errors import ProtocolError, Rejected
 
 if TYPE_CHECKING:
-    from grid._wire import SocketWire, Wire
+    from grid._wire import Acceptor, Wire
 
-__all__ = ["Handshake", "Node", "Peer"]
+__all__ = ["Handshake", "Node", "Peer", "dial"]
 
 log = logging.getLogger("grid.manager")
 
+_CONNECT = int(Op.CONNECT)
 _CONNECT_RESPONSE = int(Op.CONNECT_RESPONSE)
+
+
+async def dial(acceptor: Acceptor, addr: _http.HostAddr, *, local: str, route_path: str,
+               token: Callable[[], str], instance_id: bytes, ssl: _ssl.SSLContext | None,
+               dial_timeout: float, handshake_timeout: float) -> tuple[SocketWire, bytes]:
+    """Dial ``addr`` as the node ``local`` and complete the handshake.
+
+    :returns: the wire, its WebSocket up and the peer's ConnectResponse
+        received, and the peer's instance id.
+    :raises Rejected: the peer refused (HTTP error or ConnectResponse).
+    :raises TimeoutError: ``dial_timeout`` passed before the upgrade, or
+        ``handshake_timeout`` before the ConnectResponse.
+    """
+    loop = asyncio.get_running_loop()
+    wire: SocketWire | None = None
+
+    async def connect_and_upgrade() -> SocketWire:
+        nonlocal wire
+        _, proto = await loop.create_connection(
+            lambda: SocketWire(acceptor, accepting=False), addr.host, addr.port,
+            ssl=ssl, server_hostname=addr.host if ssl else None)
+        wire = proto
+        key = _http.new_key()
+        await wire.request_upgrade(
+            _http.upgrade_request(addr, route_path, key, token(), time.time_ns()), key)
+        return wire
+
+    try:
+        w = await asyncio.wait_for(connect_and_upgrade(), dial_timeout)
+        req = _payloads.ConnectRequest(instance_id, local, time.time_ns(), token())
+        w.write_frame(encode_message(0, 0, 0, 0, _CONNECT, 0, req.encode()))
+        first = await asyncio.wait_for(w.first_message, handshake_timeout)
+        if first.op != Op.CONNECT_RESPONSE:
+            raise ProtocolError(f"unexpected connect response op {first.op}")
+        resp = _payloads.ConnectResponse.decode(first.payload)
+        if not resp.accepted:
+            raise Rejected(resp.rejected_reason)
+    except asyncio.TimeoutError:
+        if wire is not None:
+            wire.fail("handshake timed out")
+        raise TimeoutError(f"dial {addr.scheme}://{addr.netloc}: timed out") from None
+    except BaseException:
+        if wire is not None and wire.transport is not None:
+            wire.transport.abort()
+        raise
+    return w, resp.instance_id
 
 
 class Peer(Protocol):

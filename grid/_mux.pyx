@@ -296,7 +296,7 @@ cdef class ConnCore:
 
     def detach(self, owner: CoreOwner) -> None:
         """The connection lets go: hand the core back to ``owner`` (its
-        wire); what the socket still delivers is no longer dispatched to
+        wire); what the socket still delivers is not dispatched to
         streams, nothing queued is sent, and no call starts here."""
         self.owner = owner
         self.callers = self.callees = None

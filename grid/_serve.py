@@ -122,7 +122,7 @@ class SingleServer:
                 if type(entry) is _Traced:
                     entry.record(0, reason)
             self.backlog.clear()
-        # Handlers still running for the old connection can no longer reply:
+        # Handlers still running for the old connection cannot reply:
         # cancel them, freeing the work and their slots at once.
         for task in list(self.running):
             task.cancel()

@@ -35,7 +35,8 @@ from grid._link import Link
 from grid._loglimit import LogLimit
 from grid._send import Sender
 from grid._serve import SingleServer
-from grid._wire import SocketWire, Wire
+from grid._handshake import dial
+from grid._wire import Wire
 from grid.errors import Disconnected, GridError, ProtocolError, Rejected, RemoteUnknownHandler
 from grid.handlers import _current, check_handler_id, inherit_deadline, join_route
 from grid.trace import CallTrace, error_text
@@ -629,50 +630,21 @@ class Connection:
             attempt = 0
             await asyncio.shield(wire.closed)
 
-    async def _dial_once(self) -> SocketWire:
+    async def _dial_once(self) -> Wire:
         mgr = self._mgr
-        loop = self._loop
         addr = self._addr
         ssl_ctx = mgr._client_ssl if addr.tls else None
         if addr.tls and ssl_ctx is None:
             raise GridError(f"{self.remote} is https but no ssl context was given")
-        wire: SocketWire | None = None
-
-        async def connect_and_upgrade() -> SocketWire:
-            nonlocal wire
-            _, proto = await loop.create_connection(
-                lambda: SocketWire(mgr._handshake, accepting=False), addr.host, addr.port,
-                ssl=ssl_ctx, server_hostname=addr.host if ssl_ctx else None,
-            )
-            wire = proto
-            key = _http.new_key()
-            await wire.request_upgrade(_http.upgrade_request(
-                addr, mgr.route_path, key, mgr._token(), time.time_ns()), key)
-            return wire
-
-        try:
-            w = await asyncio.wait_for(connect_and_upgrade(), mgr.dial_timeout)
-            req = _payloads.ConnectRequest(mgr.instance_id, self.local, time.time_ns(), mgr._token())
-            w.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT), 0, req.encode()))
-            first = await asyncio.wait_for(w.first_message, mgr.handshake_timeout)
-            if first.op != Op.CONNECT_RESPONSE:
-                raise ProtocolError(f"unexpected connect response op {first.op}")
-            resp = _payloads.ConnectResponse.decode(first.payload)
-            if not resp.accepted:
-                raise Rejected(resp.rejected_reason)
-        except asyncio.TimeoutError:
-            if wire is not None:
-                wire.fail("handshake timed out")
-            raise TimeoutError(f"dial {self.remote}: timed out") from None
-        except BaseException:
-            if wire is not None and wire.transport is not None:
-                wire.transport.abort()
-            raise
+        wire, remote_id = await dial(
+            mgr._handshake, addr, local=self.local, route_path=mgr.route_path, token=mgr._token,
+            instance_id=mgr.instance_id, ssl=ssl_ctx, dial_timeout=mgr.dial_timeout,
+            handshake_timeout=mgr.handshake_timeout)
         if self._state is State.SHUTDOWN:
-            w.close()
+            wire.close()
             raise Disconnected("shut down")
-        self._attach(w, resp.instance_id)
-        return w
+        self._attach(wire, remote_id)
+        return wire
 
     def _start(self) -> None:
         if self.dials and self._dial_task is None:

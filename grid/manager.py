@@ -295,7 +295,7 @@ class Manager:
         if grace is not None and grace > 0 and self._started:
             await self._drain(grace)
         self._closed = True
-        for c in self._conns.values():  # leaving: a peer's socket closing is no failure now
+        for c in self._conns.values():  # leaving: a peer closing its socket is expected
             c._shutting_down()
         for c in self._conns.values():
             await c._close()

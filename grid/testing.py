@@ -77,8 +77,10 @@ class TestGrid:
         return self.managers[a].connection(self.hosts[b])
 
     async def close(self) -> None:
-        """Close every manager, all at once: each marks its connections shut
-        down before any socket closes, so no node logs the others leaving."""
+        """Close every manager.
+
+        All close at once: each marks its connections shut down before any
+        socket closes, so no node logs the others leaving."""
         await asyncio.gather(*(m.close() for m in self.managers))
 
     async def __aexit__(self, *exc: object) -> None:
