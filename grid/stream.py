@@ -5,6 +5,7 @@ Both sides keep one :class:`~grid._impl.MuxState` per stream for sequence
 numbers and send credits.  Every buffer is bounded by the capacities both
 sides agree on: the caller buffers at most ``max(out_capacity, 1)`` replies,
 the callee at most ``in_capacity`` inputs; a sender without credit waits.
+Streams reach their connection only through its :class:`~grid._link.Link`.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def _item_flags(base: int, payload: bytes | None) -> int:
 def _stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     """Set up ``st`` (a MuxState) as one side of a stream that receives up to
     ``capacity`` items: the receiving end lives there, where the compiled core
-    reads it (MuxCore.take_item / send_item and its dispatch).  Returned
+    reads it (ConnCore.take_item / send_item and its dispatch).  Returned
     credits are written every quarter window, so the sender gets them back
     while the rest is read.  ``fast`` stays True until the stream ends or is
     traced."""
