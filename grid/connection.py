@@ -11,9 +11,11 @@ are framed on the encoder thread in order with the rest, a full socket
 pauses callers; pings keep it alive; a lost socket fails what was in flight
 and the dialer dials again.
 
-Around it: grid._wire (the socket), grid._serve (requests this node
-serves), grid.stream (streams), each talking to the connection through its
-:class:`~grid._link.Link`.
+Around it, each in its own room: grid._handshake (dialing and accepting),
+grid._wire (the socket; it calls the connection through
+:class:`~grid._wire.WireOwner`), grid._send (writes), and grid._serve and
+grid.stream (requests this node serves, and streams), which see the
+connection only through its :class:`~grid._link.Link`.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class Connection:
         self._wire: Wire | None = None
         self._core: Any = None  # the live wire's ConnCore
         self._ids = MuxIdAllocator()
-        # What streams and served requests see of this connection.
+        # Writes to the live wire: batching, large-message order, back-pressure.
         self._sender = sender = Sender(loop, manager, f"{self.local} -> {remote}",
                                        self._open_calls)
         # The core's write callbacks (its owner interface) go straight to the sender.
@@ -151,6 +153,7 @@ class Connection:
         self._send_large = sender.send_large
         self._pause_writing = sender.pause
         self._resume_writing = sender.resume
+        # What streams and served requests see of this connection.
         self._link = Link(remote, self.local, loop, self._base, manager, manager._registry,
                           manager._tracers, self._ids, sender.send_large, self._down,
                           lambda: self._state is State.CONNECTED)
@@ -653,6 +656,7 @@ class Connection:
     def _shutting_down(self) -> None:
         """From here on, a drop is the node leaving: no warning about it."""
         self._state = State.SHUTDOWN
+        self._open_calls()
 
     async def _close(self) -> None:
         self._state = State.SHUTDOWN
