@@ -94,5 +94,5 @@ subroute_id = codec.subroute_id
 local_dials = codec.local_dials
 MuxIdAllocator = mux.MuxIdAllocator
 MuxState = mux.MuxState
-MuxCore = mux.MuxCore
+ConnCore = mux.ConnCore
 StructCodec = structs.StructCodec

@@ -1,6 +1,7 @@
-# Declarations of the compiled mux bookkeeping (grid/_mux.pyx).  The Python
-# surface is the pure twin's (grid/_mux_py.py); the cdef methods are the same
-# operations for compiled callers, without Python-level argument handling.
+# Declarations of the compiled mux bookkeeping and connection core
+# (grid/_mux.pyx).  The Python surface is the pure twin's (grid/_mux_py.py);
+# the cdef methods are the same operations for compiled callers, without
+# Python-level argument handling.
 
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -24,7 +25,7 @@ cdef class MuxState:
     cdef public uint32_t recv_seq   # Seq the next checked incoming message must carry
     cdef public int64_t credits     # data messages this side may still send
     cdef public object waiter       # future of a sender waiting for credit, or None
-    # A stream's receiving end, for MuxCore's fast paths (grid/stream.py owns
+    # A stream's receiving end, for ConnCore's fast paths (grid/stream.py owns
     # and sets them; see MuxState's docstring).
     cdef public object items        # received items not yet taken (a deque), or None
     cdef public object item_waiter  # future of the reader waiting for an item, or None
@@ -34,7 +35,7 @@ cdef class MuxState:
     cdef public Py_ssize_t flush_every  # force a flush after this many returned credits
     cdef public int credit_op       # op that returns one credit (UnblockSrvMux / UnblockClMux)
     cdef public int item_op         # op that carries one item (MuxClientMsg / MuxServerMsg)
-    cdef public bint fast           # open and untraced: MuxCore may move items and credits
+    cdef public bint fast           # open and untraced: ConnCore may move items and credits
 
     cdef uint32_t _next_send_seq(self) except? 0xFFFFFFFF
     cdef int _check_recv(self, uint32_t seq) except -1
@@ -53,10 +54,29 @@ cdef struct _Deadline:
     uint64_t mux_id
 
 
+# The owner interface of ConnCore (grid._mux_py.CoreOwner is the same as a
+# typing.Protocol).  The owner is the wire until the handshake attaches the
+# core to its connection (ConnCore.attach), and the wire again after
+# ConnCore.detach.  The core calls, as Python methods:
+#   _on_message(m)                 a message the core does not handle itself
+#   _on_control(opcode, payload)   a WebSocket control frame
+#   _schedule_flush()              the first message of a batch is queued
+#   _flush()                       write what is queued now (returned credits)
+#   _flush_early()                 a full write's worth is queued
+#   _handler_failed(m, exc) -> str an inline handler raised: log, give the text
+#   _send_large(mux_id, seq, deadline_ms, handler, op, flags, payload, subroute)
+#                                  a payload of LARGE_MESSAGE bytes or more
+#   _call(handler_id, payload, timeout, subroute) -> future
+#                                  a call call() does not start itself
+#   _failed(exc) -> future         a future failed with exc
+#   _schedule_sweep(delay)         run the deadline sweep within delay seconds
+
+
 @cython.final
-cdef class MuxCore:
-    # The pure twin's slots, readable and writable from Python.
-    cdef public object owner          # the connection: _on_message, _on_control, ...
+cdef class ConnCore:
+    # The pure twin's slots, readable and writable from Python; everything
+    # from `ids` to `sweep_at` is set by attach().
+    cdef public object owner          # a CoreOwner (above)
     cdef public FrameParser parser    # this connection's compiled frame parser
     cdef public MuxIdAllocator ids    # caller-side mux ids (outlives reconnects)
     cdef public dict pending          # mux id -> future of an outstanding request

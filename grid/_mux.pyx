@@ -1,12 +1,12 @@
 # cython: language_level=3, annotation_typing=False
 """Compiled twin of :mod:`grid._mux_py`: the per-mux bookkeeping a connection
 needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4), and
-:class:`MuxCore`, the per-connection dispatch between the socket and the
-asyncio layer.
+:class:`ConnCore`, the connection's core between the socket and the asyncio
+layer.
 
 Same names, signatures, results and exception texts as the pure twin; the
 counters are C integers that wrap exactly where the wire fields do.
-MuxCore drives the compiled codec through its C entry points (cimported from
+ConnCore drives the compiled codec through its C entry points (cimported from
 grid._codec): parser input straight into frames, frames into Messages.
 """
 
@@ -42,9 +42,17 @@ from contextvars import ContextVar as _ContextVar
 import time as _time
 
 from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
-from grid.errors import GridError, IncorrectSequence, ProtocolError, RemoteError
+from grid.errors import (
+    OUT_OF_SEQUENCE_TEXT,
+    REQUEST_TIMEOUT_TEXT,
+    GridError,
+    IncorrectSequence,
+    ProtocolError,
+    RemoteError,
+    bad_reply_text,
+)
 
-__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
+__all__ = ["MuxIdAllocator", "MuxState", "ConnCore"]
 
 cdef object _U32_MASK = 0xFFFFFFFF
 cdef object _U64_MASK = 0xFFFFFFFFFFFFFFFF
@@ -96,24 +104,9 @@ cdef class MuxIdAllocator:
 
 @cython.final
 cdef class MuxState:
-    """Sequence numbers and credits of one mux, seen from one side (§8.3, §8.4).
-
-    ``send_seq`` is the Seq the next counted message takes; ``recv_seq`` the
-    Seq the next checked message must carry.  ``credits`` counts the data
-    messages this side may still send before it must wait for an unblock;
-    ``waiter`` is the future a sender out of credit waits on (None if none
-    waits), resolved when credit arrives.
-
-    The stream layer also keeps a stream's receiving end here, so that the
-    compiled core reads it without attribute lookups: ``items`` (a deque of
-    received items, with room for ``capacity``; capacity 0 once no more may
-    arrive), ``item_waiter`` (the reader's future), ``received`` (a count for
-    the liveness check), ``unflushed``/``flush_every`` (returned credits are
-    written out every ``flush_every``), ``credit_op``/``item_op`` (the ops of
-    this side) and ``fast``: True while the stream is open and untraced, so
-    that :meth:`MuxCore.take_item`, :meth:`MuxCore.send_item` and the core's
-    dispatch may handle its steady traffic without the stream's own code.
-    """
+    """Sequence numbers and credits of one mux, seen from one side (§8.3, §8.4),
+    and a stream's receiving end for ConnCore's fast paths: the pure twin's
+    :class:`grid._mux_py.MuxState`, with fixed-width C counters."""
 
     __signature__ = _inspect.signature(_state_signature)
 
@@ -237,32 +230,16 @@ cdef object _encode_batches = encode_batches
 
 
 @cython.annotation_typing(False)
-def _core_signature(owner: Any, server: bool, base_flags: int, max_message_size: int,
-                    caller: str, singles: dict, singles_sub: dict, context_var: Any,
-                    clock: Any, ids: MuxIdAllocator) -> None:
+def _core_signature(owner: CoreOwner, server: bool, max_message_size: int,
+                    context_var: Any) -> None:
     pass
 
 
 @cython.final
-cdef class MuxCore:
-    """The hot path of one live connection, below the asyncio layer.
-
-    Incoming bytes (``get_buffer``/``buffer_updated``, or ``feed``) are
-    parsed into frames and grid messages and dispatched at once: a Response
-    resolves its pending request future, a Request for a registered *sync*
-    single handler runs that handler inline and queues the reply; everything
-    else goes to ``owner._on_message(msg)``, and WebSocket control frames to
-    ``owner._on_control(opcode, payload)``.  Outgoing messages are queued
-    with :meth:`send` (the first one in a batch calls
-    ``owner._schedule_flush()``) and leave through :meth:`take_frames` as
-    one WebSocket frame or OpMerged containers (§4).
-
-    ``singles`` / ``singles_sub`` are the manager's live registration dicts
-    (handler id -> entry, subroute id -> entry); an entry has ``fn``,
-    ``is_async`` and ``route``.  ``context_var`` receives a
-    ``(caller, handler_id, route, mux_id, deadline)`` tuple while an inline
-    handler runs.  Request deadlines are tracked on ``time.monotonic()``.
-    """
+cdef class ConnCore:
+    """The core of one live connection, below the asyncio layer: the pure
+    twin's :class:`grid._mux_py.ConnCore`, driving the compiled codec through
+    its C entry points; its owner interface is declared in grid/_mux.pxd."""
 
     # The pure twin's slots, as public attributes; `parser` and `ids` are the
     # compiled FrameParser / MuxIdAllocator (called through C), the counters
@@ -270,24 +247,23 @@ cdef class MuxCore:
     # statement, so that callbacks, futures and errors behave the same.
     __signature__ = _inspect.signature(_core_signature)
 
-    def __init__(self, owner: Any, server: bool, base_flags: int, max_message_size: int,
-                 caller: str, singles: dict, singles_sub: dict, context_var: Any,
-                 clock: Any, ids: MuxIdAllocator) -> None:
+    def __init__(self, owner: CoreOwner, server: bool, max_message_size: int,
+                 context_var: Any) -> None:
         self.owner = owner
         self.parser = FrameParser(server, max_message_size, split_large=True)
-        self.ids = ids
+        self.context_var = context_var
         self.pending = {}
         self.queue = []
         self.queued_bytes = 0
-        self.base_flags = base_flags
-        self.caller = caller
-        self.singles = singles
-        self.singles_sub = singles_sub
-        self.context_var = context_var
-        self.clock = clock  # the event loop's time(), for handler deadlines
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
+        self.ids = None
+        self.base_flags = 0
+        self.caller = ""
+        self.singles = {}
+        self.singles_sub = {}
+        self.clock = None
         self.callers = None
         self.callees = None
         self.open_calls = False
@@ -296,6 +272,37 @@ cdef class MuxCore:
         self.queue_limit = 65535
         self.sweep_at = float("inf")
         self._deadlines = []
+
+    def attach(self, owner: CoreOwner, *, caller: str, base_flags: int, ids: MuxIdAllocator,
+               loop: Any, singles: dict, singles_sub: dict, callers: dict, callees: dict,
+               default_timeout: float, queue_limit: int, sweep_at: float) -> None:
+        """Serve the connection ``owner``: its peer's name (``caller``, for
+        handler contexts), its base flags (§1.6), its mux ids, its event
+        loop, the handlers to run inline, its stream tables and its request
+        settings.  ``open_calls`` stays the owner's to switch."""
+        self.owner = owner
+        self.caller = caller
+        self.base_flags = base_flags
+        self.ids = ids
+        self.loop = loop
+        self.clock = loop.time
+        self.singles = singles
+        self.singles_sub = singles_sub
+        self.callers = callers
+        self.callees = callees
+        self.default_timeout = default_timeout
+        self.queue_limit = queue_limit
+        self.sweep_at = sweep_at
+
+    def detach(self, owner: CoreOwner) -> None:
+        """The connection lets go: hand the core back to ``owner`` (its
+        wire); what the socket still delivers is not dispatched to
+        streams, nothing queued is sent, and no call starts here."""
+        self.owner = owner
+        self.callers = self.callees = None
+        self.open_calls = False
+        self.queue = []
+        self.queued_bytes = 0
 
     def __dealloc__(self):
         PyMem_Free(self._fifo)
@@ -329,9 +336,7 @@ cdef class MuxCore:
         self._on_events(self.parser._feed(data))
 
     def feed_message(self, payload: Any) -> None:
-        """Dispatch one whole binary WebSocket message that a server which
-        does the framing itself received: one grid message or an OpMerged
-        container (§4)."""
+        """Dispatch one whole binary WebSocket message (see the pure twin)."""
         self._on_binary(payload)
 
     cdef int _on_events(self, list events) except -1:
@@ -439,7 +444,7 @@ cdef class MuxCore:
         else:
             body = None
         if e.t.f[1] != 0:
-            fut.set_exception(GridError("out-of-sequence item received"))
+            fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
         elif flags & _FLAG_ERR:
             fut.set_exception(RemoteError(body.decode("utf-8", "replace") if body else ""))
         else:
@@ -490,7 +495,7 @@ cdef class MuxCore:
         # it takes nothing else (the pure core duck-types; grid only ever
         # hands a core messages decoded by its own twin).
         if type(m) is not Message:
-            raise TypeError(f"MuxCore.dispatch() needs a grid._codec.Message, not {type(m).__name__}")
+            raise TypeError(f"ConnCore.dispatch() needs a grid._codec.Message, not {type(m).__name__}")
         self._dispatch(<Message>m)
 
     cdef int _dispatch(self, Message m) except -1:
@@ -500,7 +505,7 @@ cdef class MuxCore:
             if fut is None or fut.done():
                 return 0  # late or unknown: dropped (§3.4)
             if m.seq != 0:
-                fut.set_exception(GridError("out-of-sequence item received"))
+                fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
             elif m.flags & _FLAG_ERR:
                 fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
                                               if m.payload else ""))
@@ -561,11 +566,7 @@ cdef class MuxCore:
         self._send(msg)
 
     def take_item(self, state: MuxState) -> bytes | None:
-        """For a stream's reader (``async for`` over a caller's stream, or a
-        handler's input): take the next buffered item of the stream whose
-        :class:`MuxState` is ``state`` and return its credit to the sender
-        (§8.4); None, having done nothing, when the stream's own code must run
-        (nothing buffered, the end marker, a stream ended or traced)."""
+        """Take a stream's next item and return its credit (see the pure twin)."""
         cdef MuxState s
         if type(state) is not MuxState:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
@@ -581,9 +582,7 @@ cdef class MuxCore:
         return item
 
     def return_credit(self, state: MuxState) -> None:
-        """One item left the buffer of the stream whose :class:`MuxState` is
-        ``state`` (taken by the stream's own code): return its credit to the
-        sender (§8.4), writing out every ``flush_every``-th at once."""
+        """Return one credit of a stream to its sender (see the pure twin)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
         self._return_credit(<MuxState>state)
@@ -599,10 +598,7 @@ cdef class MuxCore:
         return 0
 
     def send_item(self, state: MuxState, item: Any) -> bool:
-        """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue
-        ``item`` on the stream whose :class:`MuxState` is ``state`` if it can
-        leave at once -- stream open and untraced, a credit in hand, ``bytes``
-        below LARGE_MESSAGE; False, having done nothing, otherwise."""
+        """Queue a stream item at once if it can leave now (see the pure twin)."""
         cdef MuxState s
         cdef uint32_t seq
         if type(state) is not MuxState:
@@ -666,7 +662,7 @@ cdef class MuxCore:
         flags = self.base_flags | _FLAG_EOF
         if err is None and result is not None:
             if not isinstance(result, (bytes, bytearray, memoryview)):
-                err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
+                err = bad_reply_text(result)
             elif len(result) == 0:
                 flags |= _FLAG_ZERO
         if err is not None:
@@ -680,10 +676,7 @@ cdef class MuxCore:
 
     def call(self, handler_id: int, payload: Any, timeout: float | None,
              subroute: bytes | None) -> Any:
-        """Start a single request as ``Connection.request`` does and return
-        the future of its reply.  The common case runs here in one step;
-        anything else (calls not open, a handler id or timeout to check, an
-        inherited deadline, a full send queue) is ``owner._call(...)``'s."""
+        """Start a single request as ``Connection.request`` does (see the pure twin)."""
         cdef int overflow = 0
         cdef long long hid = 0
         cdef double t
@@ -848,7 +841,7 @@ cdef class MuxCore:
                 break
             fut = pending.pop(mux_id, None)
             if fut is not None and not fut.done():
-                fut.set_exception(TimeoutError("grid request deadline exceeded"))
+                fut.set_exception(TimeoutError(REQUEST_TIMEOUT_TEXT))
         if self._fifo_len + len(dl) > 2 * len(pending) + 1024:
             self._compact()
             dl = self._deadlines
@@ -882,10 +875,7 @@ cdef class MuxCore:
         return data
 
     def take_messages(self) -> list | None:
-        """Everything queued, as WebSocket message payloads for a server that
-        does the framing itself: batched exactly as :meth:`take_frames`
-        batches (one plain message, or OpMerged containers), without frame
-        headers.  ``bytes_out`` counts the payloads."""
+        """Everything queued, as message payloads (see the pure twin)."""
         cdef list q = self.queue
         cdef list out
         cdef Py_ssize_t total = 0

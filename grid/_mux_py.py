@@ -1,9 +1,12 @@
 """Pure-Python twin of :mod:`grid._mux`: the per-mux bookkeeping a connection
-needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4).
+needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4), and
+:class:`ConnCore`, the connection's core between the socket and the asyncio
+layer.
 
-No sockets and no asyncio: ids, sequence counters and credit counts, and
-:class:`MuxCore`, the per-connection dispatch that sits between the socket
-and the asyncio layer.
+No sockets and no asyncio calls of its own: ids, sequence counters and
+credit counts; the core parses, resolves request futures, runs inline
+handlers and moves stream items, and calls upward only through its owner's
+declared interface, :class:`CoreOwner`.
 """
 
 from __future__ import annotations
@@ -12,16 +15,36 @@ import heapq
 import time
 from collections import deque
 from operator import index as _index
-from typing import Any
+from typing import Any, Protocol
 
 from grid import _codec_py
-from grid._consts import EARLY_FLUSH_BYTES, EARLY_FLUSH_MESSAGES, LARGE_MESSAGE
-from grid.errors import GridError, IncorrectSequence, RemoteError
+from grid._consts import (
+    EARLY_FLUSH_BYTES,
+    EARLY_FLUSH_MESSAGES,
+    FLAG_EOF,
+    FLAG_PAYLOAD_IS_ERR,
+    FLAG_PAYLOAD_IS_ZERO,
+    FLAG_SUBROUTE,
+    LARGE_MESSAGE,
+    MAX_DEADLINE_MS,
+    MAX_UINT32,
+    MAX_UINT64,
+    WS_BINARY,
+    Op,
+)
+from grid.errors import (
+    OUT_OF_SEQUENCE_TEXT,
+    REQUEST_TIMEOUT_TEXT,
+    GridError,
+    IncorrectSequence,
+    RemoteError,
+    bad_reply_text,
+)
 
-__all__ = ["MuxIdAllocator", "MuxState", "MuxCore"]
+__all__ = ["MuxIdAllocator", "MuxState", "ConnCore"]
 
-_U32_MASK = 0xFFFFFFFF
-_U64_MASK = 0xFFFFFFFFFFFFFFFF
+_U32_MASK = MAX_UINT32
+_U64_MASK = MAX_UINT64
 
 
 class MuxIdAllocator:
@@ -68,7 +91,7 @@ class MuxState:
     the liveness check), ``unflushed``/``flush_every`` (returned credits are
     written out every ``flush_every``), ``credit_op``/``item_op`` (the ops of
     this side) and ``fast``: True while the stream is open and untraced, so
-    that :meth:`MuxCore.take_item`, :meth:`MuxCore.send_item` and the core's
+    that :meth:`ConnCore.take_item`, :meth:`ConnCore.send_item` and the core's
     dispatch may handle its steady traffic without the stream's own code.
     """
 
@@ -136,22 +159,60 @@ class MuxState:
 
 # ---------------------------------------------------------------- the per-connection core
 
-_MUX_CLIENT_MSG = 9
-_MUX_SERVER_MSG = 10
-_UNBLOCK_SRV_MUX = 11
-_UNBLOCK_CL_MUX = 12
-_REQUEST = 14
-_RESPONSE = 15
-_MERGED = 17
-_FLAG_CRC = 0x01
-_FLAG_EOF = 0x02
-_FLAG_ERR = 0x08
-_FLAG_ZERO = 0x10
-_WS_BINARY = 2
+
+class CoreOwner(Protocol):
+    """What a :class:`ConnCore` calls on its owner (a wire until the
+    handshake attaches it, then the connection; grid/_mux.pxd declares the
+    same interface for the compiled core)."""
+
+    def _on_message(self, m: Any) -> None:
+        """A message the core does not handle itself."""
+
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        """A WebSocket control frame."""
+
+    def _schedule_flush(self) -> None:
+        """The first message of a batch is queued: flush at the end of the iteration."""
+
+    def _flush(self) -> None:
+        """Write what is queued now."""
+
+    def _flush_early(self) -> None:
+        """A full write's worth is queued: write it now, keep the scheduled flush."""
+
+    def _handler_failed(self, m: Any, exc: BaseException) -> str:
+        """An inline handler raised: log it, return the error text to send."""
+
+    def _send_large(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
+                    flags: int, payload: bytes, subroute: bytes | None) -> None:
+        """Send a message of LARGE_MESSAGE bytes or more, in order."""
+
+    def _call(self, handler_id: int, payload: Any, timeout: float | None,
+              subroute: bytes | None) -> Any:
+        """A call :meth:`ConnCore.call` does not start itself."""
+
+    def _failed(self, exc: BaseException) -> Any:
+        """A future failed with ``exc``."""
+
+    def _schedule_sweep(self, delay: float) -> None:
+        """Run the request deadline sweep within ``delay`` seconds."""
 
 
-class MuxCore:
-    """The hot path of one live connection, below the asyncio layer.
+_MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
+_MUX_SERVER_MSG = int(Op.MUX_SERVER_MSG)
+_UNBLOCK_SRV_MUX = int(Op.UNBLOCK_SRV_MUX)
+_UNBLOCK_CL_MUX = int(Op.UNBLOCK_CL_MUX)
+_REQUEST = int(Op.REQUEST)
+_RESPONSE = int(Op.RESPONSE)
+_FLAG_EOF = FLAG_EOF
+_FLAG_ERR = FLAG_PAYLOAD_IS_ERR
+_FLAG_ZERO = FLAG_PAYLOAD_IS_ZERO
+_FLAG_SUBROUTE = FLAG_SUBROUTE
+_WS_BINARY = WS_BINARY
+
+
+class ConnCore:
+    """The core of one live connection, below the asyncio layer.
 
     Incoming bytes (``get_buffer``/``buffer_updated``, or ``feed``) are
     parsed into frames and grid messages and dispatched at once: a Response
@@ -163,11 +224,15 @@ class MuxCore:
     ``owner._schedule_flush()``) and leave through :meth:`take_frames` as
     one WebSocket frame or OpMerged containers (§4).
 
-    ``singles`` / ``singles_sub`` are the manager's live registration dicts
-    (handler id -> entry, subroute id -> entry); an entry has ``fn``,
-    ``is_async`` and ``route``.  ``context_var`` receives a
-    ``(caller, handler_id, route, mux_id, deadline)`` tuple while an inline
-    handler runs.  Request deadlines are tracked on ``time.monotonic()``.
+    A core is made by its wire when the WebSocket starts, owned by the wire
+    until the handshake attaches it to its connection with one
+    :meth:`attach` call, and handed back to the wire by :meth:`detach` when
+    the connection lets go of it.  ``singles`` / ``singles_sub`` are the
+    manager's live registration dicts (handler id -> entry, subroute id ->
+    entry); an entry has ``fn``, ``is_async`` and ``route``.
+    ``context_var`` receives a ``(caller, handler_id, route, mux_id,
+    deadline)`` tuple while an inline handler runs.  Request deadlines are
+    tracked on ``time.monotonic()``.
     """
 
     __slots__ = (
@@ -177,31 +242,30 @@ class MuxCore:
         "_fifo", "_deadlines",
     )
 
-    def __init__(self, owner: Any, server: bool, base_flags: int, max_message_size: int,
-                 caller: str, singles: dict, singles_sub: dict, context_var: Any,
-                 clock: Any, ids: MuxIdAllocator) -> None:
+    def __init__(self, owner: CoreOwner, server: bool, max_message_size: int,
+                 context_var: Any) -> None:
         self.owner = owner
         self.parser = _codec_py.FrameParser(server, max_message_size, split_large=True)
-        self.ids = ids
+        self.context_var = context_var
         self.pending: dict = {}
         self.queue: list = []
         self.queued_bytes = 0
-        self.base_flags = base_flags
-        self.caller = caller
-        self.singles = singles
-        self.singles_sub = singles_sub
-        self.context_var = context_var
-        self.clock = clock  # the event loop's time(), for handler deadlines
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
-        # What call() needs to start a request without its owner; the owner
-        # (a Connection) sets them once connected.  While open_calls is
-        # False every call() goes to owner._call().
-        # The owner's stream tables (mux id -> stream), when it has them:
-        # stream traffic goes straight to the stream's on-message method.
+        # Set by attach(): until then nothing runs inline, no stream traffic
+        # is moved and every call() goes to owner._call().
+        self.ids: MuxIdAllocator | None = None
+        self.base_flags = 0
+        self.caller = ""
+        self.singles: dict = {}
+        self.singles_sub: dict = {}
+        self.clock: Any = None  # the event loop's time(), for handler deadlines
+        # The owner's stream tables (mux id -> stream): stream traffic goes
+        # straight to the stream's on-message method.
         self.callers: dict | None = None
         self.callees: dict | None = None
+        # True while call() may start requests itself (the owner decides).
         self.open_calls = False
         self.loop: Any = None             # the event loop futures are made on
         self.default_timeout = 60.0
@@ -211,6 +275,37 @@ class MuxCore:
         # usual case: one timeout for all), on a heap for the others.
         self._fifo: deque = deque()
         self._deadlines: list = []
+
+    def attach(self, owner: CoreOwner, *, caller: str, base_flags: int, ids: MuxIdAllocator,
+               loop: Any, singles: dict, singles_sub: dict, callers: dict, callees: dict,
+               default_timeout: float, queue_limit: int, sweep_at: float) -> None:
+        """Serve the connection ``owner``: its peer's name (``caller``, for
+        handler contexts), its base flags (§1.6), its mux ids, its event
+        loop, the handlers to run inline, its stream tables and its request
+        settings.  ``open_calls`` stays the owner's to switch."""
+        self.owner = owner
+        self.caller = caller
+        self.base_flags = base_flags
+        self.ids = ids
+        self.loop = loop
+        self.clock = loop.time
+        self.singles = singles
+        self.singles_sub = singles_sub
+        self.callers = callers
+        self.callees = callees
+        self.default_timeout = default_timeout
+        self.queue_limit = queue_limit
+        self.sweep_at = sweep_at
+
+    def detach(self, owner: CoreOwner) -> None:
+        """The connection lets go: hand the core back to ``owner`` (its
+        wire); what the socket still delivers is not dispatched to
+        streams, nothing queued is sent, and no call starts here."""
+        self.owner = owner
+        self.callers = self.callees = None
+        self.open_calls = False
+        self.queue = []
+        self.queued_bytes = 0
 
     # -- receiving
 
@@ -250,7 +345,7 @@ class MuxCore:
             if fut is None or fut.done():
                 return  # late or unknown: dropped (§3.4)
             if m.seq != 0:
-                fut.set_exception(GridError("out-of-sequence item received"))
+                fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
             elif m.flags & _FLAG_ERR:
                 fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
                                               if m.payload else ""))
@@ -366,7 +461,7 @@ class MuxCore:
         flags = self.base_flags | _FLAG_EOF
         if err is None and result is not None:
             if not isinstance(result, (bytes, bytearray, memoryview)):
-                err = f"TypeError: handler returned {type(result).__name__}, want bytes or None"
+                err = bad_reply_text(result)
             elif len(result) == 0:
                 flags |= _FLAG_ZERO
         if err is not None:
@@ -405,14 +500,17 @@ class MuxCore:
         TimeoutError once ``timeout`` seconds pass (see :meth:`expire`).
         Returns the new mux id."""
         deadline_ms = int(timeout * 1000)
-        if deadline_ms > 0xFFFFFFFF:
-            deadline_ms = 0xFFFFFFFF
+        if deadline_ms > MAX_DEADLINE_MS:
+            deadline_ms = MAX_DEADLINE_MS
         flags = self.base_flags | _FLAG_EOF
         if payload is not None and len(payload) == 0:
             flags |= _FLAG_ZERO
         if subroute is not None:
-            flags |= 0x20
-        mux_id = self.ids.next()
+            flags |= _FLAG_SUBROUTE
+        ids = self.ids
+        if ids is None:  # not attached: as the compiled twin says it
+            raise AttributeError("'NoneType' object has no attribute 'next'")
+        mux_id = ids.next()
         large = (type(payload) is bytes and len(payload) >= LARGE_MESSAGE
                  and type(handler_id) is int and 0 <= handler_id <= 255)
         if not large:
@@ -461,7 +559,7 @@ class MuxCore:
                 break
             fut = pending.pop(mux_id, None)
             if fut is not None and not fut.done():
-                fut.set_exception(TimeoutError("grid request deadline exceeded"))
+                fut.set_exception(TimeoutError(REQUEST_TIMEOUT_TEXT))
         if len(fifo) + len(dl) > 2 * len(pending) + 1024:
             self._compact()
             fifo, dl = self._fifo, self._deadlines

@@ -16,6 +16,11 @@ __all__ = [
     "DISCONNECTED_TEXT",
     "BUSY_TEXT",
     "SHUTTING_DOWN_TEXT",
+    "CANCELED_TEXT",
+    "DEADLINE_TEXT",
+    "OUT_OF_SEQUENCE_TEXT",
+    "REQUEST_TIMEOUT_TEXT",
+    "bad_reply_text",
 ]
 
 #: The text Go uses for a dropped connection (GRID-PROTOCOL.md §10.3).
@@ -25,6 +30,20 @@ DISCONNECTED_TEXT = "remote disconnected"
 BUSY_TEXT = "grid: too many requests in progress"
 #: The error a node replies with to calls that arrive while it shuts down.
 SHUTTING_DOWN_TEXT = "grid: server is shutting down"
+#: Go's text for a call whose handler was cancelled (its context's error).
+CANCELED_TEXT = "context canceled"
+#: Go's text for a call or stream whose deadline passed (its context's error).
+DEADLINE_TEXT = "context deadline exceeded"
+#: Go's ErrIncorrectSequence: a single request's response with a Seq other than 0.
+OUT_OF_SEQUENCE_TEXT = "out-of-sequence item received"
+#: What a request whose deadline passed before its response fails with.
+REQUEST_TIMEOUT_TEXT = "grid request deadline exceeded"
+
+
+def bad_reply_text(result: object) -> str:
+    """The error text sent for a handler that returned ``result``, which is
+    neither bytes-like nor None (a handler's reply must be one of those)."""
+    return f"TypeError: handler returned {type(result).__name__}, want bytes or None"
 
 
 class GridError(Exception):

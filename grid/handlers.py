@@ -7,6 +7,7 @@ GRID-PROTOCOL.md §6.2 when the request carries one.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,9 @@ __all__ = [
     "HandlerRegistry",
     "join_route",
     "handler_name",
+    "check_handler_id",
+    "inherit_deadline",
+    "unknown_handler_text",
 ]
 
 #: A single-request handler: takes the payload (None when absent) and returns
@@ -67,6 +71,22 @@ def current_call() -> CallContext | None:
     if type(ctx) is tuple:  # set by the core for an inline handler: built on demand
         return CallContext(*ctx)
     return ctx  # type: ignore[no-any-return]
+
+
+def inherit_deadline(ctx: Any, timeout: float | None,
+                     loop: asyncio.AbstractEventLoop) -> float | None:
+    """The timeout for a call made while serving the call ``ctx``: the given
+    one, or the served call's remaining time if that is shorter (or if no
+    timeout was given)."""
+    deadline: float | None = ctx[4] if type(ctx) is tuple else ctx.deadline
+    if deadline is None:
+        return timeout
+    remaining = deadline - loop.time()
+    if timeout is None or remaining < timeout:
+        if remaining < 0.001:
+            raise TimeoutError("grid: the deadline of the call being served has passed")
+        return remaining
+    return timeout
 
 
 def join_route(segments: tuple[str, ...]) -> str:
@@ -127,7 +147,7 @@ class HandlerRegistry:
             by_sub[_zero_subroute(handler_id)] = entry
 
     def add_single(self, handler_id: int, fn: SingleHandlerFn, route: str | None) -> None:
-        check_handler_id(handler_id)  # before the callable check, as before
+        check_handler_id(handler_id)  # an id error comes before a callable error
         if not callable(fn):
             raise TypeError("handler must be callable")
         self._add(self._single, self._single_sub, handler_id,

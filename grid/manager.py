@@ -15,25 +15,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from grid import _http, _payloads
+from grid import _http
 from grid._consts import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
     DIAL_TIMEOUT,
-    HANDSHAKE_CLOCK_SKEW,
-    HTTP_CLOCK_SKEW,
-    OP_NAMES,
     PING_INTERVAL,
     STREAM_PING_INTERVAL,
     ROUTE_PATH,
-    Op,
 )
-from grid._impl import encode_message, local_dials
-from grid.connection import Connection, ConnectionStats, State, _PeerLogLimits, _Wire
-from grid.errors import GridError, ProtocolError, UsedAfterFork
+from grid._handshake import Handshake
+from grid._impl import local_dials
+from grid._wire import SocketWire
+from grid.connection import Connection, ConnectionStats, State
+from grid.errors import GridError, UsedAfterFork
 from grid.handlers import HandlerRegistry, SingleHandlerFn, join_route
 from grid.stream import StreamHandler
-from grid.trace import Tracer, _Tracers
+from grid.trace import Tracer, TracerSet
 
 __all__ = ["Manager", "ManagerStats"]
 
@@ -186,15 +184,13 @@ class Manager:
         self._forked = False
         self._draining = False  # close(grace=...) in progress: refuse new calls
         self._auth_fn = auth_fn
-        self._validate = validate_token
+        self._handshake = Handshake(self, validate_token)  # the acceptor
         self._ssl = ssl
         self._client_ssl = client_ssl if client_ssl is not None else ssl
         self._registry = HandlerRegistry()
         self._conns: dict[str, Connection] = {}
         self._server: asyncio.AbstractServer | None = None
-        self._accepted: set[_Wire] = set()
-        self._tracers = _Tracers()
-        self._peer_logs = _PeerLogLimits()  # refusals of not-yet-known peers, rate-limited
+        self._tracers = TracerSet()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closed = False
@@ -248,6 +244,8 @@ class Manager:
         self._dial()
 
     async def _listen(self, serve: bool, listen: tuple[str, int] | None) -> None:
+        """The first step of :meth:`start` (a hook for grid.testing, which
+        lets every node of a test grid listen before any dials)."""
         self._check_process()
         if self._started:
             raise GridError("manager already started")
@@ -264,11 +262,12 @@ class Manager:
                 raise GridError(f"{self.local} is https but no ssl context was given")
             bind_host, bind_port = listen if listen is not None else (addr.host, addr.port)
             self._server = await self._loop.create_server(
-                lambda: _Wire(self, acceptor=True), bind_host, bind_port,
+                lambda: SocketWire(self._handshake, accepting=True), bind_host, bind_port,
                 ssl=self._ssl if addr.tls else None, reuse_address=True, backlog=1024,
             )
 
     def _dial(self) -> None:
+        """The second step of :meth:`start`: start the dialing connections."""
         for c in self._conns.values():
             c._start()
 
@@ -296,11 +295,11 @@ class Manager:
         if grace is not None and grace > 0 and self._started:
             await self._drain(grace)
         self._closed = True
+        for c in self._conns.values():  # leaving: a peer closing its socket is expected
+            c._shutting_down()
         for c in self._conns.values():
             await c._close()
-        for w in list(self._accepted):
-            if w.transport is not None:
-                w.transport.abort()
+        self._handshake.abort_pending()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -401,7 +400,7 @@ class Manager:
         """
         head = _http.HttpHead([method, path, "HTTP/1.1"],
                               {k.lower(): v for k, v in headers.items()})
-        return self._check_upgrade(head)
+        return self._handshake.check_upgrade(head)
 
     def adopt(self, transport: asyncio.Transport, initial: bytes = b"") -> None:
         """Take over a transport whose upgrade was accepted with
@@ -410,110 +409,15 @@ class Manager:
         self._check_process()
         if self._loop is None:
             raise GridError("start the manager (serve=False) before adopting connections")
-        wire = _Wire(self, acceptor=True)
+        wire = SocketWire(self._handshake, accepting=True)
         transport.set_protocol(wire)
         wire.connection_made(transport)
         wire.start_websocket(initial)
 
-    # -- acceptor side of the handshake (§1.4, §5.3)
+    # -- what connections ask of their node
 
     def _token(self) -> str:
         return self._auth_fn()
 
     def _local_dials(self, remote: str) -> bool:
         return bool(local_dials(self.local, remote))
-
-    def _check_token(self, token: str) -> str | None:
-        if self._validate is None:
-            return None
-        try:
-            self._validate(token)
-        except Exception as exc:
-            return str(exc) or type(exc).__name__
-        return None
-
-    def _check_upgrade(self, head: _http.HttpHead) -> tuple[int, bytes]:
-        method, path = head.start[0], head.start[1]
-        version = head.start[2] if len(head.start) > 2 else ""
-        if method != "GET":
-            return 405, _http.error_response(405, "grid: method not allowed")
-        if path.split("?", 1)[0] != self.route_path:
-            return 404, _http.error_response(404, "grid: not found")
-        if not version.startswith("HTTP/1.") or version == "HTTP/1.0":
-            return 400, _http.error_response(400, "grid: HTTP/1.1 required")
-        if head.get("upgrade").lower() != "websocket" or "upgrade" not in [
-            t.strip().lower() for t in head.get("connection").split(",")
-        ]:
-            return 426, _http.error_response(426, "grid: websocket upgrade required")
-        key = head.get("sec-websocket-key")
-        if len(key) != 24 or head.get("sec-websocket-version") != "13":
-            return 400, _http.error_response(400, "grid: bad websocket key or version")
-        auth = head.get("authorization")
-        if not auth.startswith("Bearer "):
-            return 403, _http.error_response(403, "grid: missing bearer token")
-        err = self._check_token(auth[7:])
-        if err is not None:
-            return 403, _http.error_response(403, f"grid: auth token: {err}")
-        try:
-            sent = int(head.get("x-minio-time"))
-        except ValueError:
-            return 403, _http.error_response(403, "grid: missing or bad X-Minio-Time")
-        if abs(time.time_ns() - sent) > HTTP_CLOCK_SKEW * 1e9:
-            return 403, _http.error_response(403, "grid: clock skew too large")
-        return 101, _http.switching_protocols(key)
-
-    def _on_upgrade_request(self, wire: _Wire, head: _http.HttpHead, rest: bytes) -> None:
-        status, response = self._check_upgrade(head)
-        assert wire.transport is not None
-        wire.transport.write(response)
-        if status != 101:
-            reason = response.partition(b"\r\n\r\n")[2].decode("utf-8", "replace").strip()
-            # A bad token is a misconfigured peer (worth a warning); anything
-            # else is a stray client.  Either way one line per peer per 30 s.
-            self._peer_log((wire._peer_ip(), status),
-                           logging.WARNING if status == 403 else logging.INFO,
-                           "grid: refused upgrade from %s: HTTP %d: %s", wire._peer_name(),
-                           status, reason)
-            wire.transport.close()
-            return
-        wire.start_websocket(rest)
-
-    def _peer_log(self, key: object, level: int, msg: str, *args: object) -> None:
-        """Log about a socket not tied to a connection yet, at most once per
-        30 s per ``key`` at ``level`` (the rest at DEBUG)."""
-        self._peer_logs.log(log, key, level, msg, *args)
-
-    def _reject(self, wire: _Wire, reason: str) -> None:
-        self._peer_log((wire._peer_ip(), "rejected"), logging.WARNING,
-                       "grid: rejected connection from %s: %s", wire._peer_name(), reason)
-        resp = _payloads.ConnectResponse(self.instance_id, False, reason)
-        wire.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT_RESPONSE), 0, resp.encode()))
-        assert wire.transport is not None
-        wire.transport.close()
-
-    def _on_connect_message(self, wire: _Wire, msg: Any) -> None:
-        if msg.op != Op.CONNECT:
-            name = OP_NAMES.get(msg.op, f"Op({msg.op})")
-            return self._reject(wire, f"unexpected connect op: {name}")
-        try:
-            req = _payloads.ConnectRequest.decode(msg.payload)
-        except ProtocolError as exc:
-            return self._reject(wire, str(exc))
-        conn = self._conns.get(req.host)
-        if conn is None:
-            return self._reject(wire, f"unknown incoming host: {req.host}")
-        skew = abs(time.time_ns() - req.time_ns) / 1e9
-        if skew > HANDSHAKE_CLOCK_SKEW:
-            return self._reject(wire, f"time difference too large between servers: {skew:.3f}s")
-        err = self._check_token(req.token)
-        if err is not None:
-            return self._reject(wire, f"auth token: {err}")
-        if conn.dials:
-            return self._reject(wire, "grid: expected to be client side, not server side")
-        if wire._handshake_timer is not None:
-            wire._handshake_timer.cancel()
-            wire._handshake_timer = None
-        self._accepted.discard(wire)
-        resp = _payloads.ConnectResponse(self.instance_id, True, "")
-        wire.write_frame(encode_message(0, 0, 0, 0, int(Op.CONNECT_RESPONSE), 0, resp.encode()))
-        conn._attach(wire, req.instance_id)

@@ -5,6 +5,7 @@ Both sides keep one :class:`~grid._impl.MuxState` per stream for sequence
 numbers and send credits.  Every buffer is bounded by the capacities both
 sides agree on: the caller buffers at most ``max(out_capacity, 1)`` replies,
 the callee at most ``in_capacity`` inputs; a sender without credit waits.
+Streams reach their connection only through its :class:`~grid._link.Link`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from grid import _payloads
 from grid._consts import (
@@ -39,11 +40,16 @@ from grid.errors import (
     RemoteUnknownHandler,
     UnknownHandler,
 )
-from grid.handlers import CallContext, _current, unknown_handler_text
+from grid._link import Link
+from grid.errors import CANCELED_TEXT, DEADLINE_TEXT
+from grid.handlers import (
+    CallContext,
+    _current,
+    check_handler_id,
+    inherit_deadline,
+    unknown_handler_text,
+)
 from grid.trace import CallTrace, TraceSide, error_text
-
-if TYPE_CHECKING:
-    from grid.connection import Connection
 
 __all__ = ["StreamHandler", "StreamContext", "StreamOut", "Stream", "StreamHandlerFn"]
 
@@ -120,9 +126,9 @@ class _StreamTrace:
         self.to_callee = 0 if payload is None else len(payload)
         self.to_caller = 0
 
-    def emit(self, conn: Connection, side: TraceSide, mux_id: int, error: str | None) -> None:
-        caller, callee = (conn.local, conn.remote) if side == "caller" else (conn.remote, conn.local)
-        conn._mgr._tracers.emit(CallTrace(
+    def emit(self, link: Link, side: TraceSide, mux_id: int, error: str | None) -> None:
+        caller, callee = (link.local, link.remote) if side == "caller" else (link.remote, link.local)
+        link.tracers.emit(CallTrace(
             self.handler_id, self.route, caller, callee, side,
             "stream", mux_id, self.start, time.perf_counter() - self.t0, self.to_callee,
             self.to_caller, error))
@@ -135,7 +141,7 @@ def _item_flags(base: int, payload: bytes | None) -> int:
 def _stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     """Set up ``st`` (a MuxState) as one side of a stream that receives up to
     ``capacity`` items: the receiving end lives there, where the compiled core
-    reads it (MuxCore.take_item / send_item and its dispatch).  Returned
+    reads it (ConnCore.take_item / send_item and its dispatch).  Returned
     credits are written every quarter window, so the sender gets them back
     while the rest is read.  ``fast`` stays True until the stream ends or is
     traced."""
@@ -194,16 +200,16 @@ class Stream:
     deadline) cancels the handler on the remote node too.
     """
 
-    def __init__(self, conn: Connection, mux_id: int, in_capacity: int, out_capacity: int,
+    def __init__(self, link: Link, mux_id: int, in_capacity: int, out_capacity: int,
                  deadline: float | None) -> None:
-        self._conn = conn
-        self._loop = conn._loop
+        self._link = link
+        self._loop = link.loop
         self.mux_id = mux_id
         self.in_capacity = in_capacity
         self.out_capacity = max(out_capacity, 1)
         self._state = st = _stream_state(MuxState(mux_id), self.out_capacity, _UNBLOCK_SRV_MUX,
                                          _MUX_CLIENT_MSG)
-        self._core = conn._core  # this connection's core (the stream ends with it)
+        self._core = link.core  # this connection's core (the stream ends with it)
         self._credits = _Credits(st, self._loop)
         self._acked: asyncio.Future[None] = self._loop.create_future()
         self._ended: asyncio.Future[None] = self._loop.create_future()  # set by _finish
@@ -214,7 +220,7 @@ class Stream:
         self._heard = self._loop.time()
         self._received_at_tick = 0  # the state's `received` at the last ping tick
         self._timers: list[asyncio.TimerHandle] = []
-        self._ping_interval = conn._mgr.stream_ping_interval
+        self._ping_interval = link.node.stream_ping_interval
         self._trace: _StreamTrace | None = None  # set by open_stream while tracing
         if deadline is not None:
             self._timers.append(self._loop.call_at(deadline, self._expired))
@@ -246,15 +252,15 @@ class Stream:
             except asyncio.CancelledError:
                 self.cancel()
                 raise
-        conn = self._conn
+        link = self._link
         if type(item) is bytes and len(item) >= LARGE_MESSAGE:  # framed off the loop
-            conn._send_large(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
-                             _item_flags(conn._base, item), item, None)
+            link.send_large(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
+                            _item_flags(link.base, item), item, None)
         else:
-            core = conn._core
+            core = link.core
             if core is not None:
                 core.send_message(self.mux_id, st.next_send_seq(), 0, 0, _MUX_CLIENT_MSG,
-                                  _item_flags(conn._base, item), item)
+                                  _item_flags(link.base, item), item)
         tr = self._trace
         if tr is not None:
             tr.to_callee += len(item)
@@ -266,15 +272,14 @@ class Stream:
         self._eof_out = True
         if self._done:
             return
-        self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
-                                        _MUX_CLIENT_MSG, self._conn._base | FLAG_EOF, None))
+        self._link.send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
+                                       _MUX_CLIENT_MSG, self._link.base | FLAG_EOF, None))
 
     def cancel(self) -> None:
         """Abandon the stream and cancel the handler on the remote node."""
         if self._done:
             return
-        self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
-                                        _DISCONNECT_SERVER_MUX, self._conn._base, None))
+        self._disconnect_server()
         self._finish(GridError("stream cancelled"))
 
     async def results(self, callback: Callable[[bytes], Any]) -> None:
@@ -309,7 +314,7 @@ class Stream:
                 if item is _EOF:
                     items.appendleft(_EOF)
                     raise StopAsyncIteration
-                live = self._conn._core
+                live = self._link.core
                 if live is not None and not self._done:
                     live.return_credit(st)
                 return item  # type: ignore[no-any-return]
@@ -362,10 +367,10 @@ class Stream:
         for t in self._timers:
             t.cancel()
         self._timers = []
-        self._conn._callers.pop(self.mux_id, None)
+        self._link.callers.pop(self.mux_id, None)
         self._ended.set_result(None)
         if self._trace is not None:
-            self._trace.emit(self._conn, "caller", self.mux_id, error_text(self._error))
+            self._trace.emit(self._link, "caller", self.mux_id, error_text(self._error))
         if not self._acked.done():
             if self._error is not None:
                 self._acked.set_exception(self._error)
@@ -375,10 +380,13 @@ class Stream:
         self._wake_reader()
         self._credits.wake()
 
+    def _disconnect_server(self) -> None:
+        self._link.send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
+                                       _DISCONNECT_SERVER_MUX, self._link.base, None))
+
     def _fail_and_disconnect(self, error: BaseException) -> None:
         if not self._done:
-            self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0,
-                                            _DISCONNECT_SERVER_MUX, self._conn._base, None))
+            self._disconnect_server()
         self._finish(error)
 
     def _expired(self) -> None:
@@ -394,8 +402,8 @@ class Stream:
         if self._loop.time() - self._heard > 2 * self._ping_interval:
             self._fail_and_disconnect(Disconnected())
             return
-        self._conn._send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0, _PING,
-                                        self._conn._base, None))
+        self._link.send(encode_message(self.mux_id, self._state.next_send_seq(), 0, 0, _PING,
+                                       self._link.base, None))
         self._timers = [t for t in self._timers if t.when() > self._loop.time()]
         self._timers.append(self._loop.call_later(self._ping_interval, self._ping_tick))
 
@@ -470,28 +478,23 @@ class Stream:
             self._finish(cls(text))
 
 
-async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
+async def open_stream(link: Link, handler_id: int, payload: bytes | None,
                       timeout: float | None, route: str | None, sub: bytes | None,
                       in_capacity: int | None, out_capacity: int | None) -> Stream:
     """Open a stream (§8.2) and wait for the callee's AckMux."""
-    from grid.connection import State
-    from grid.handlers import check_handler_id
-
-    if conn._state is not State.CONNECTED:
-        raise conn._down()
+    if not link.connected:
+        raise link.down()
     check_handler_id(handler_id)
     if in_capacity is None or out_capacity is None:
-        local = conn._mgr._registry.stream_for_caller(handler_id, route)
+        local = link.registry.stream_for_caller(handler_id, route)
         if local is None:
             raise UnknownHandler("unknown mux handler")
         in_capacity = local.in_capacity if in_capacity is None else in_capacity
         out_capacity = local.out_capacity if out_capacity is None else out_capacity
-    loop = conn._loop
+    loop = link.loop
     ctx = _current.get()
     if ctx is not None:  # serving a call: its deadline bounds this stream
-        from grid.connection import _inherit_deadline
-
-        timeout = _inherit_deadline(ctx, timeout, loop)
+        timeout = inherit_deadline(ctx, timeout, loop)
     deadline_ms = 0
     deadline = None
     if timeout is not None:
@@ -499,19 +502,19 @@ async def open_stream(conn: Connection, handler_id: int, payload: bytes | None,
         if deadline_ms < 1:
             raise TimeoutError("grid stream deadline below 1 ms")
         deadline = loop.time() + timeout
-    mux_id = conn._ids.next()
-    st = Stream(conn, mux_id, in_capacity, out_capacity, deadline)
-    if conn._mgr._tracers.fns:
+    mux_id = link.ids.next()
+    st = Stream(link, mux_id, in_capacity, out_capacity, deadline)
+    if link.tracing:
         st._trace = _StreamTrace(handler_id, route, payload)
         st._state.fast = False  # every item must be counted by the stream's own code
-    conn._callers[mux_id] = st
-    flags = _item_flags(conn._base, payload)
+    link.callers[mux_id] = st
+    flags = _item_flags(link.base, payload)
     if in_capacity == 0:
         flags |= FLAG_EOF
     if sub is not None:
         flags |= FLAG_SUBROUTE
-    conn._send(encode_message(mux_id, st._state.next_send_seq(), deadline_ms, handler_id,
-                              _CONNECT_MUX, flags, payload, sub))
+    link.send(encode_message(mux_id, st._state.next_send_seq(), deadline_ms, handler_id,
+                             _CONNECT_MUX, flags, payload, sub))
     try:
         await st._acked
     except asyncio.CancelledError:
@@ -539,17 +542,17 @@ class StreamOut:
             return
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
-        conn = srv.conn
+        link = srv.link
         if type(item) is bytes and len(item) >= LARGE_MESSAGE:  # framed off the loop
-            conn._send_large(srv.mux_id, srv.state.next_send_seq(), 0, 0, _MUX_SERVER_MSG,
-                             _item_flags(conn._base, item), item, None)
+            link.send_large(srv.mux_id, srv.state.next_send_seq(), 0, 0, _MUX_SERVER_MSG,
+                            _item_flags(link.base, item), item, None)
         else:
-            core = conn._core
+            core = link.core
             if core is not None:
                 if item is None:
                     item = b""
                 core.send_message(srv.mux_id, srv.state.next_send_seq(), 0, 0, _MUX_SERVER_MSG,
-                                  _item_flags(conn._base, item), item)
+                                  _item_flags(link.base, item), item)
         tr = srv.trace
         if tr is not None and item is not None:
             tr.to_caller += len(item)
@@ -582,7 +585,7 @@ class _Inbound:
                 if item is _EOF:
                     items.appendleft(_EOF)
                     raise StopAsyncIteration
-                live = srv.conn._core
+                live = srv.link.core
                 if live is not None:
                     live.return_credit(st)
                 return item  # type: ignore[no-any-return]
@@ -598,16 +601,16 @@ class _Inbound:
 class _ServerStream:
     """The callee's state of one stream."""
 
-    def __init__(self, conn: Connection, m: Any, handler: StreamHandler) -> None:
-        self.conn = conn
-        self.loop = conn._loop
+    def __init__(self, link: Link, m: Any, handler: StreamHandler) -> None:
+        self.link = link
+        self.loop = link.loop
         self.mux_id = m.mux_id
         self.handler = handler
         # Callee counters start from the ConnectMux Seq (§8.2).
         self.state = st = _stream_state(
             MuxState(m.mux_id, m.seq, (m.seq + 1) & 0xFFFFFFFF, max(handler.out_capacity, 1)),
             handler.in_capacity, _UNBLOCK_CL_MUX, _MUX_SERVER_MSG)
-        self.core = conn._core  # this connection's core (the stream ends with it)
+        self.core = link.core  # this connection's core (the stream ends with it)
         self.credits = _Credits(st, self.loop)
         self.input_done = handler.in_capacity == 0
         self.closed: str | None = None  # why the stream ended, once it has
@@ -632,9 +635,9 @@ class _ServerStream:
             return
         self.closed = why
         self.state.fast = False
-        self.conn._callees.pop(self.mux_id, None)
+        self.link.callees.pop(self.mux_id, None)
         if self.trace is not None:
-            self.trace.emit(self.conn, "callee", self.mux_id,
+            self.trace.emit(self.link, "callee", self.mux_id,
                             self.error if why == _RETURNED else why)
         for t in self.timers:
             t.cancel()
@@ -647,22 +650,22 @@ class _ServerStream:
     def abort(self, text: str) -> None:
         """Protocol abort (§8.5): error to the caller without credit, then close."""
         if self.closed is None:
-            self.conn._send(encode_message(self.mux_id, self.state.next_send_seq(), 0, 0,
-                                           _MUX_SERVER_MSG,
-                                           self.conn._base | FLAG_EOF | FLAG_PAYLOAD_IS_ERR,
-                                           text.encode()))
+            self.link.send(encode_message(self.mux_id, self.state.next_send_seq(), 0, 0,
+                                          _MUX_SERVER_MSG,
+                                          self.link.base | FLAG_EOF | FLAG_PAYLOAD_IS_ERR,
+                                          text.encode()))
         self.close(text)
 
     def disconnect(self, why: str) -> None:
         """End from the callee side without a final message (deadline, liveness)."""
         if self.closed is None:
-            _disconnect_client(self.conn, self.mux_id)
+            _disconnect_client(self.link, self.mux_id)
         self.close(why)
 
     def liveness_tick(self) -> None:
         if self.closed is not None:
             return
-        interval = self.conn._mgr.stream_ping_interval
+        interval = self.link.node.stream_ping_interval
         if self.loop.time() - self.last_ping > 4 * interval:
             self.disconnect("no ping from caller")
             return
@@ -678,7 +681,7 @@ class _ServerStream:
         except asyncio.CancelledError:
             if self.closed is not None:
                 return  # we were told to stop
-            err = "context canceled"
+            err = CANCELED_TEXT
         except RemoteError as exc:
             err = exc.message
         except Exception as exc:
@@ -693,13 +696,13 @@ class _ServerStream:
             await self.credits.take(self.check_open)
         except asyncio.CancelledError:
             return
-        flags = self.conn._base | FLAG_EOF
+        flags = self.link.base | FLAG_EOF
         body = None
         if err is not None:
             flags |= FLAG_PAYLOAD_IS_ERR
             body = err.encode("utf-8", "replace")
-        self.conn._send(encode_message(self.mux_id, self.state.next_send_seq(), 0, 0,
-                                       _MUX_SERVER_MSG, flags, body))
+        self.link.send(encode_message(self.mux_id, self.state.next_send_seq(), 0, 0,
+                                      _MUX_SERVER_MSG, flags, body))
         self.close(_RETURNED)
 
     def on_message(self, m: Any) -> None:
@@ -739,7 +742,7 @@ class _ServerStream:
             if w is not None and not w.done():
                 w.set_result(None)
         elif op == _DISCONNECT_SERVER_MUX:
-            self.close("context canceled")
+            self.close(CANCELED_TEXT)
         elif op == _PING:
             err = None
             try:
@@ -750,96 +753,96 @@ class _ServerStream:
             if err is None and self.closed is not None:
                 err = self.closed
             self.last_ping = self.loop.time()
-            _send_pong(self.conn, m, False, err)
+            _send_pong(self.link, m, False, err)
 
 
-def _send_pong(conn: Connection, m: Any, not_found: bool, err: str | None) -> None:
+def _send_pong(link: Link, m: Any, not_found: bool, err: str | None) -> None:
     # Mux pings carry no time, so the pong echoes Go's zero time (E8).
-    conn._reply(m, _PONG, _payloads.Pong(not_found, err, _payloads.GO_ZERO_TIME_NS).encode())
+    link.reply(m, _PONG, _payloads.Pong(not_found, err, _payloads.GO_ZERO_TIME_NS).encode())
 
 
-def serve_connect(conn: Connection, m: Any) -> None:
+def serve_connect(link: Link, m: Any) -> None:
     """Handle an incoming OpConnectMux (§8.2)."""
-    if m.mux_id in conn._callees:
+    if m.mux_id in link.callees:
         return  # a duplicate id keeps the existing stream (§3.4)
     if m.flags & FLAG_STATELESS:
-        conn._reply_mux_error(m, "Stateless streams not supported")
+        link.reply_mux_error(m, "Stateless streams not supported")
         return
-    handler = conn._mgr._registry.stream(m.handler, m.subroute)
+    handler = link.registry.stream(m.handler, m.subroute)
     refused = None
     if handler is None:
         refused = unknown_handler_text(m.handler, m.subroute)
-    elif conn._mgr._draining:
+    elif link.node.draining:
         refused = SHUTTING_DOWN_TEXT
-    elif len(conn._callees) >= conn._mgr.max_streams:
+    elif len(link.callees) >= link.node.max_streams:
         refused = "too many open streams"
     if refused is not None:
-        conn._reply_mux_error(m, refused)
-        if conn._mgr._tracers.fns:
+        link.reply_mux_error(m, refused)
+        if link.tracing:
             route = (handler.subroute or None) if handler is not None else (
                 None if m.subroute is None else bytes(m.subroute).hex())
-            _StreamTrace(m.handler, route, m.payload).emit(conn, "callee", m.mux_id, refused)
+            _StreamTrace(m.handler, route, m.payload).emit(link, "callee", m.mux_id, refused)
         return
-    srv = _ServerStream(conn, m, handler)
-    if conn._mgr._tracers.fns:
+    srv = _ServerStream(link, m, handler)
+    if link.tracing:
         srv.trace = _StreamTrace(m.handler, handler.subroute or None, m.payload)
         srv.state.fast = False  # every item must be counted by the stream's own code
-    conn._callees[m.mux_id] = srv
-    conn._send(encode_message(m.mux_id, srv.state.next_send_seq(), 0, 0, _ACK_MUX, conn._base,
+    link.callees[m.mux_id] = srv
+    link.send(encode_message(m.mux_id, srv.state.next_send_seq(), 0, 0, _ACK_MUX, link.base,
                               None))
-    loop = conn._loop
+    loop = link.loop
     deadline = loop.time() + m.deadline_ms / 1000 if m.deadline_ms else None
-    ctx = StreamContext(conn.remote, m.handler, handler.subroute or None, m.mux_id, deadline)
+    ctx = StreamContext(link.remote, m.handler, handler.subroute or None, m.mux_id, deadline)
     token = _current.set(ctx)
     try:
         srv.task = loop.create_task(srv.run(ctx, m.payload))
     finally:
         _current.reset(token)
-    conn._callee_tasks.add(srv.task)
-    srv.task.add_done_callback(conn._callee_tasks.discard)
+    link.tasks.add(srv.task)
+    srv.task.add_done_callback(link.tasks.discard)
     if deadline is not None:
-        srv.timers.append(loop.call_at(deadline, srv.disconnect, "context deadline exceeded"))
-    interval = conn._mgr.stream_ping_interval
+        srv.timers.append(loop.call_at(deadline, srv.disconnect, DEADLINE_TEXT))
+    interval = link.node.stream_ping_interval
     if m.deadline_ms == 0 or m.deadline_ms > 4 * interval * 1000:
         srv.timers.append(loop.call_later(interval, srv.liveness_tick))
 
 
-def on_callee_op(conn: Connection, m: Any) -> None:
+def on_callee_op(link: Link, m: Any) -> None:
     """A caller-originated op for the callee table (§3.4)."""
-    srv = conn._callees.get(m.mux_id)
+    srv = link.callees.get(m.mux_id)
     if srv is not None:
         srv.on_message(m)
         return
     op = m.op
     if op == _PING:
-        _send_pong(conn, m, True, None)
+        _send_pong(link, m, True, None)
     elif op == _MUX_CLIENT_MSG:
-        _disconnect_client(conn, m.mux_id)
+        _disconnect_client(link, m.mux_id)
     # UnblockSrvMux / DisconnectServerMux for an unknown mux: dropped
 
 
-def on_caller_op(conn: Connection, m: Any) -> None:
+def on_caller_op(link: Link, m: Any) -> None:
     """A callee-originated op for the caller table (§3.4)."""
-    st = conn._callers.get(m.mux_id)
+    st = link.callers.get(m.mux_id)
     if st is not None:
         st._on_message(m)
         return
     op = m.op
     if (op == _MUX_SERVER_MSG or op == _ACK_MUX) and not m.flags & FLAG_EOF or op == _PONG:
-        _disconnect_client(conn, m.mux_id)
+        _disconnect_client(link, m.mux_id)
     # Response, MuxConnectError, UnblockClMux, DisconnectClientMux: dropped
 
 
-def _disconnect_client(conn: Connection, mux_id: int) -> None:
-    conn._send(encode_message(mux_id, 0, 0, 0, _DISCONNECT_CLIENT_MUX, conn._base, None))
+def _disconnect_client(link: Link, mux_id: int) -> None:
+    link.send(encode_message(mux_id, 0, 0, 0, _DISCONNECT_CLIENT_MUX, link.base, None))
 
 
-def reset(conn: Connection) -> None:
+def reset(link: Link) -> None:
     """The connection dropped: end every stream on this side (§10.3)."""
-    callers, conn._callers = conn._callers, {}
+    callers, link.callers = link.callers, {}
     for st in callers.values():
         st._finish(Disconnected())
-    callees, conn._callees = conn._callees, {}
+    callees, link.callees = link.callees, {}
     for srv in callees.values():
         srv.close("remote disconnected")
 

@@ -7,7 +7,6 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from grid.connection import State
 from grid.manager import Manager
 
 __all__ = ["TestGrid", "free_port"]
@@ -55,7 +54,8 @@ class TestGrid:
                 if self._setup is not None:
                     self._setup(m)
                 self.managers.append(m)
-            # Every node listens before any dials, so no first dial is refused.
+            # Every node listens before any dials, so no first dial is refused
+            # (Manager.start in two steps, through its declared hooks).
             for m in self.managers:
                 await m._listen(True, None)
             for m in self.managers:
@@ -77,12 +77,11 @@ class TestGrid:
         return self.managers[a].connection(self.hosts[b])
 
     async def close(self) -> None:
-        """Close every manager."""
-        for m in self.managers:  # all are going: no node should log the others leaving
-            for c in m.connections.values():
-                c._state = State.SHUTDOWN
-        for m in self.managers:
-            await m.close()
+        """Close every manager.
+
+        All close at once: each marks its connections shut down before any
+        socket closes, so no node logs the others leaving."""
+        await asyncio.gather(*(m.close() for m in self.managers))
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

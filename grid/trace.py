@@ -116,7 +116,7 @@ class CallTrace:
 Tracer = Callable[[CallTrace], object]
 
 
-class _Tracers:
+class TracerSet:
     """A manager's tracers, and the one-time logging of failing ones."""
 
     __slots__ = ("fns", "_failed")

@@ -94,7 +94,7 @@ def test_callee_cancels_async_handler_at_deadline(loop_kind: str) -> None:
                     break
                 await asyncio.sleep(0.01)
             assert state == {"cancelled": 1, "finished": 0}
-            assert not callee._callee_tasks
+            assert not callee._link.tasks
     run(loop_kind, main)
 
 

@@ -329,7 +329,7 @@ class Node:
             r.close()
         for m in (self.mgr, self.good):
             for c in m.connections.values():
-                c._state = grid.State.SHUTDOWN
+                c._shutting_down()
         await self.good.close()
         await self.mgr.close()
 
@@ -969,11 +969,11 @@ def test_connect_mux_flood_bounded_by_max_streams() -> None:
             raw.close()
             for _ in range(100):  # the dropped connection releases every stream
                 if node.peer_conn.stats().outstanding_streams == 0 and \
-                        not node.peer_conn._callee_tasks:
+                        not node.peer_conn._link.tasks:
                     break
                 await asyncio.sleep(0.01)
             assert node.peer_conn.stats().outstanding_streams == 0
-            assert not node.peer_conn._callee_tasks
+            assert not node.peer_conn._link.tasks
 
     run("uvloop", main)
 

@@ -4,7 +4,7 @@ and ASGI servers (grid.integrations.asgi under uvicorn and hypercorn).
 Each scenario forms a grid of a plain embedded-server node and a mounted node
 on 127.0.0.1, over real sockets: requests and two-way streams both ways, the
 app's other routes, a refused token, and a server stop (Disconnected) and
-restart (reconnect).  The message-level MuxCore methods these integrations
+restart (reconnect).  The message-level ConnCore methods these integrations
 use are checked on both twins first.
 """
 
@@ -37,7 +37,7 @@ ECHO, SLOW, STREAM = 1, 2, 3
 TOKEN = "integration-token"
 
 
-# ---------------------------------------------------------------- the MuxCore message API
+# ---------------------------------------------------------------- the ConnCore message API
 
 
 class _Owner:
@@ -63,7 +63,7 @@ class _Owner:
 
 
 def _core(mux: Any, owner: _Owner) -> Any:
-    return mux.MuxCore(owner, True, 0, 1 << 20, "", {}, {}, None, None, mux.MuxIdAllocator())
+    return mux.ConnCore(owner, True, 1 << 20, None)
 
 
 def _requests(n: int, codec: Any = _codec_py) -> list[bytes]:
@@ -107,6 +107,9 @@ def test_feed_message_resolves_responses_and_runs_inline_handlers(mux: Any) -> N
     owner = _Owner()
     core = _core(mux, owner)
     loop = asyncio.new_event_loop()
+    core.attach(owner, caller="", base_flags=0, ids=mux.MuxIdAllocator(), loop=loop,
+                singles={}, singles_sub={}, callers={}, callees={}, default_timeout=60.0,
+                queue_limit=65535, sweep_at=float("inf"))
     try:
         fut = loop.create_future()
         mux_id = core.request(fut, ECHO, b"q", 5.0, None)
@@ -363,7 +366,7 @@ def test_mounted_node_in_a_grid(kind: str, manage: bool, loop_kind: str) -> None
         finally:
             release.set()
             for c_ in ma.connections.values():
-                c_._state = grid.State.SHUTDOWN  # quiet: everyone is leaving
+                c_._shutting_down()  # quiet: everyone is leaving
             await ma.close()
             if server._stop is not None:
                 await server.stop()

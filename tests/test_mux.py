@@ -174,7 +174,7 @@ def test_example_trace(mux):
 
 
 class _FlushCounter:
-    """A MuxCore owner that records when the core asks for writes."""
+    """A ConnCore owner that records when the core asks for writes."""
 
     def __init__(self) -> None:
         self.scheduled = 0
@@ -197,7 +197,7 @@ def test_a_full_write_leaves_early(mux, size, every):
     from grid._consts import EARLY_FLUSH_BYTES, EARLY_FLUSH_MESSAGES
 
     owner = _FlushCounter()
-    core = mux.MuxCore(owner, False, 0, 1 << 20, "", {}, {}, None, None, mux.MuxIdAllocator())
+    core = mux.ConnCore(owner, False, 1 << 20, None)
     owner.core = core
     msg = grid._impl.encode_message(1, 0, 0, 1, 14, 0, b"x" * size)
     for _ in range(200):
@@ -209,3 +209,82 @@ def test_a_full_write_leaves_early(mux, size, every):
     # the end-of-iteration flush again (a Connection keeps its pending one).
     assert owner.scheduled == 1 + len(owner.early)
     assert len(core.queue) == 200 % every
+
+
+class _Recorder:
+    """A ConnCore owner that keeps what reaches it."""
+
+    def __init__(self) -> None:
+        self.got: list = []
+        self.calls: list = []
+
+    def _on_message(self, m) -> None:
+        self.got.append(m)
+
+    def _schedule_flush(self) -> None:
+        pass
+
+    def _call(self, handler_id, payload, timeout, subroute):
+        self.calls.append(handler_id)
+        return "deferred"
+
+
+class _Entry:
+    is_async = False
+    route = None
+
+    def __init__(self) -> None:
+        self.payloads: list = []
+
+    def fn(self, payload):
+        self.payloads.append(payload)
+        return b"ok"
+
+
+class _Stream:
+    def __init__(self, state) -> None:
+        self.got: list = []
+        self._state = state  # not `fast`: every item goes to _on_message
+
+    def _on_message(self, m) -> None:
+        self.got.append(m)
+
+
+def test_attach_configures_and_detach_hands_back(mux):
+    """One attach() call gives the core everything it serves a connection
+    with; detach() hands it back to its wire, which then gets every message."""
+    import asyncio
+
+    codec = grid._impl.codec
+    wire, conn = _Recorder(), _Recorder()
+    core = mux.ConnCore(wire, True, 1 << 20, grid.handlers._current)
+    request = codec.encode_message(7, 0, 0, 5, 14, 0, b"q")
+    core.feed_message(request)  # before attach: nothing runs inline
+    assert [m.mux_id for m in wire.got] == [7] and core.queue == []
+
+    loop = asyncio.new_event_loop()
+    try:
+        entry, stream = _Entry(), _Stream(mux.MuxState(9))
+        ids = mux.MuxIdAllocator(41)
+        core.attach(conn, caller="http://peer:1", base_flags=1, ids=ids, loop=loop,
+                    singles={5: entry}, singles_sub={}, callers={9: stream}, callees={},
+                    default_timeout=3.0, queue_limit=100, sweep_at=float("inf"))
+        assert (core.owner, core.caller, core.base_flags, core.ids, core.loop) == (
+            conn, "http://peer:1", 1, ids, loop)
+        assert (core.default_timeout, core.queue_limit, core.open_calls) == (3.0, 100, False)
+        core.feed_message(request)  # a sync handler runs inline, its reply queued
+        assert entry.payloads == [b"q"] and len(core.queue) == 1
+        reply = codec.decode_messages(core.queue[0])[0]
+        assert (reply.mux_id, reply.op, reply.flags & 1, reply.payload) == (7, 15, 1, b"ok")
+        item = codec.encode_message(9, 0, 0, 0, 10, 0x01, b"i")
+        core.feed_message(item)  # stream traffic goes to the stream
+        assert [m.mux_id for m in stream.got] == [9] and conn.got == []
+
+        core.detach(wire)
+        assert core.owner is wire and core.queue == [] and core.queued_bytes == 0
+        assert core.callers is None and core.callees is None and not core.open_calls
+        core.feed_message(item)  # no stream table: the wire gets it
+        assert [m.mux_id for m in wire.got] == [7, 9] and len(stream.got) == 1
+        assert core.call(5, b"x", None, None) == "deferred" and wire.calls == [5]
+    finally:
+        loop.close()

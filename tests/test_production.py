@@ -121,7 +121,7 @@ def test_stream_flood_is_refused_past_max_streams(loop_kind: str) -> None:
             for exc in refused:
                 assert type(exc) is grid.RemoteError and exc.message == "too many open streams"
             assert ba.stats().outstanding_streams == 5
-            assert len(ba._callee_tasks) == 5  # no task was spawned for a refused stream
+            assert len(ba._link.tasks) == 5  # no task was spawned for a refused stream
             release.set()
             for st in opened:
                 assert [item async for item in st] == [b"done"]

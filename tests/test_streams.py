@@ -97,7 +97,7 @@ async def settle(g: TestGrid) -> None:
     """Wait until both nodes have released every stream (bounded)."""
     for _ in range(500):
         if not any(streams_open(g)) and not any(
-            c._callee_tasks for m in g.managers for c in m.connections.values()
+            c._link.tasks for m in g.managers for c in m.connections.values()
         ):
             return
         await asyncio.sleep(0.01)
@@ -212,7 +212,7 @@ def test_slow_consumer_stalls_producer_within_credit(loop_kind: str) -> None:
             assert await c.request(1, b"x") == b"x"
             assert await g.conn(1, 0).request(1, b"y") == b"y"
             assert obs.sent == 4 and len(s._state.items) == 4
-            callee = g.conn(1, 0)._callees[s.mux_id]
+            callee = g.conn(1, 0)._link.callees[s.mux_id]
             assert callee.state.credits == 0
             # Reading one item frees exactly one more send.
             assert await s.__anext__() == b"0"
@@ -325,7 +325,7 @@ def test_window_and_eof_violations_end_only_that_stream(loop_kind: str) -> None:
             # Replies past the caller's window of one (none read meanwhile):
             # what fits is delivered, then the stream fails on the caller.
             s = await c.new_stream(HOLD)
-            srv = callee._callees[s.mux_id]
+            srv = callee._link.callees[s.mux_id]
             for _ in range(2):
                 callee._send(encode_message(s.mux_id, srv.state.next_send_seq(), 0, 0, 10,
                                             callee._base, b"extra"))
@@ -391,7 +391,7 @@ def test_not_found_pong_ends_stream(loop_kind: str) -> None:
             assert await s.__anext__() == b"started"
             # The callee loses the stream without telling anyone.
             callee = g.conn(1, 0)
-            callee._callees.pop(s.mux_id).close("forgotten")
+            callee._link.callees.pop(s.mux_id).close("forgotten")
             with pytest.raises(grid.Disconnected, match="remote terminated call"):
                 await s.__anext__()
             await settle(g)

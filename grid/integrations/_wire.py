@@ -1,6 +1,6 @@
 """The message-level wire shared by the server integrations.
 
-:class:`MessageWire` plays :class:`grid.connection._Wire`'s role for a peer
+:class:`MessageWire` plays :class:`grid._wire.SocketWire`'s role for a peer
 whose WebSocket framing another server (aiohttp, an ASGI server) does: that
 server hands over whole binary messages and takes whole messages to send, so
 the grid never sees a frame header.  It is always the accepting side (the
@@ -8,8 +8,8 @@ dialing side of a grid connection is grid's own socket code).
 
 Data path::
 
-    server receive loop -> on_binary(payload) -> MuxCore.feed_message -> dispatch
-    Connection._flush -> flush_messages(core) -> MuxCore.take_messages
+    server receive loop -> on_binary(payload) -> ConnCore.feed_message -> dispatch
+    connection flush -> flush_messages(core) -> ConnCore.take_messages
         -> bounded output queue -> send loop task -> server send(payload)
 
 Back-pressure: the output queue counts bytes.  Above ``high_water`` the
@@ -29,13 +29,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from grid._consts import WS_BINARY
-from grid._impl import MuxCore, MuxIdAllocator, decode_message
-from grid.connection import _CoreOwner
+from grid._impl import decode_message
+from grid._wire import Wire
 from grid.errors import ProtocolError
-from grid.handlers import _current
 
 if TYPE_CHECKING:
-    from grid.connection import Connection
     from grid.manager import Manager
 
 __all__ = ["MessageWire", "SendFn", "CloseFn", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER",
@@ -70,7 +68,7 @@ def error_parts(response: bytes) -> tuple[list[tuple[str, str]], bytes]:
     return headers, body
 
 
-class MessageWire(_CoreOwner):
+class MessageWire(Wire):
     """One accepted grid WebSocket whose framing another server does.
 
     :param manager: the node's manager, started with ``start(serve=False)``.
@@ -85,33 +83,23 @@ class MessageWire(_CoreOwner):
     each received message and :meth:`lost` once the WebSocket is gone.
     """
 
-    #: Connection._flush hands this wire whole messages (flush_messages).
+    #: The connection's flush hands this wire whole messages (flush_messages).
     framed = False
-    #: Always the accepting side of a grid connection.
-    acceptor = True
-    _mask = False  # the server, not grid, writes (unmasked) frames
 
     def __init__(self, manager: Manager, send: SendFn, close: CloseFn, peer: str, *,
                  high_water: int = DEFAULT_HIGH_WATER,
                  low_water: int = DEFAULT_LOW_WATER) -> None:
         if not 0 <= low_water <= high_water:
             raise ValueError("need 0 <= low_water <= high_water")
+        super().__init__(manager._handshake, accepting=True)
+        self.mask = False  # the server, not grid, writes (unmasked) frames
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.manager = manager
-        #: The Connection once the grid handshake names the peer.
-        self.conn: Connection | None = None
-        #: What Manager and Connection treat as this wire's transport: this
-        #: object (close, abort, is_closing).
+        #: What the connection treats as this wire's transport: this object
+        #: (close, abort, is_closing).
         self.transport: MessageWire | None = self
-        #: The MuxCore of this connection.
-        self.core: Any = MuxCore(self, True, 0, manager.max_message_size, "", {}, {},
-                                 _current, loop.time, MuxIdAllocator())
-        #: Payload bytes received (frame headers are the server's).
-        self.bytes_in = 0
-        #: Resolved once the WebSocket is gone.
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self._early: list[Any] = []  # dialer-only in _Wire; Connection._attach reads it
+        self.core = self.new_core()
         self._peer = peer
         self._send = send
         self._close = close
@@ -129,9 +117,7 @@ class MessageWire(_CoreOwner):
         self._close_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sender = loop.create_task(self._send_loop())
-        self._handshake_timer: asyncio.TimerHandle | None = loop.call_later(
-            manager.handshake_timeout, self._handshake_expired)
-        manager._accepted.add(self)  # type: ignore[arg-type]  # aborted by Manager.close
+        self.start_handshake_timer()  # aborted by Manager.close until attached
 
     # -- receiving (called by the server adapter)
 
@@ -148,16 +134,16 @@ class MessageWire(_CoreOwner):
         except ProtocolError as exc:
             if self.conn is None and not self._got_first:
                 self._got_first = True
-                self.manager._reject(self, f"error parsing grid connect: {exc}")  # type: ignore[arg-type]
+                self.acceptor.reject(self, f"error parsing grid connect: {exc}")
                 return
             self.fail(f"protocol error: {exc}")
         except Exception as exc:  # a bug must cost this connection, not the node
-            log.exception("grid: unexpected error reading from %s", self._peer_name())
+            log.exception("grid: unexpected error reading from %s", self.peer_name())
             self.fail(f"internal error: {exc!r}")
 
     def on_text(self, text: str) -> None:
         """One text message: Go accepts a text handshake, so a text Connect
-        is honoured; text after the handshake is ignored (as by _Wire)."""
+        is honoured; text after the handshake is ignored (as by SocketWire)."""
         if self._closing or self.conn is not None or self._got_first:
             return
         data = text.encode("utf-8", "surrogateescape")
@@ -166,7 +152,7 @@ class MessageWire(_CoreOwner):
             m = decode_message(data)
         except ProtocolError as exc:
             self._got_first = True
-            self.manager._reject(self, f"error parsing grid connect: {exc}")  # type: ignore[arg-type]
+            self.acceptor.reject(self, f"error parsing grid connect: {exc}")
             return
         self._on_message(m)
 
@@ -176,43 +162,45 @@ class MessageWire(_CoreOwner):
             return
         self._gone = True
         self._closing = True
-        for timer in (self._handshake_timer, self._close_timer):
-            if timer is not None:
-                timer.cancel()
-        self._handshake_timer = self._close_timer = None
-        self.manager._accepted.discard(self)  # type: ignore[arg-type,unused-ignore]
+        self.stop_handshake_timer()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self.acceptor.untrack(self)
         if self.conn is not None:
-            self.conn._wire_lost(self, reason)  # type: ignore[arg-type]
+            self.conn._wire_lost(self, reason)
         self._out.clear()
         self._out_bytes = 0
         self._sender.cancel()
         self.transport = None
         self.closed.set_result(None)
 
-    # -- callbacks from the MuxCore and the Manager (the _Wire surface)
+    # -- callbacks from the core and the acceptor
 
     def _on_message(self, m: Any) -> None:
         conn = self.conn
         if conn is not None:
-            conn._dispatch(m)
+            conn._on_message(m)
         elif not self._got_first:
             self._got_first = True
-            self.manager._on_connect_message(self, m)  # type: ignore[arg-type]
+            self.acceptor.on_connect(self, m)
         # else: after a rejection or a replacement: dropped
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
         """The server answers WebSocket control frames itself."""
 
-    def _peer_name(self) -> str:
+    def peer_name(self) -> str:
+        """The peer's host string once known, else the server's peer name."""
         return self.conn.remote if self.conn is not None else self._peer
 
-    def _peer_ip(self) -> str:
+    def peer_ip(self) -> str:
+        """The peer's address without the port."""
         return self._peer.rsplit(":", 1)[0] if ":" in self._peer else self._peer
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if self.conn is None:
-            log.info("grid: handshake timeout from %s", self._peer_name())
+            log.info("grid: handshake timeout from %s", self.peer_name())
             self.abort()
 
     # -- sending
@@ -226,7 +214,7 @@ class MessageWire(_CoreOwner):
         self._queued(len(payload))
 
     def flush_messages(self, core: Any) -> None:
-        """Connection._flush for this wire: queue what the core has batched."""
+        """The connection's flush for this wire: queue what the core has batched."""
         before = core.bytes_out
         msgs = core.take_messages()
         if msgs is None or self._closing:
@@ -244,7 +232,7 @@ class MessageWire(_CoreOwner):
         if self._out_bytes > self._high and not self._paused:
             self._paused = True
             conn = self.conn
-            if conn is not None and conn._wire is self:  # type: ignore[comparison-overlap]
+            if conn is not None and conn._is_live(self):
                 conn._pause_writing()
         limit = self.manager.max_write_buffer
         if self._out_bytes > limit:
@@ -267,7 +255,7 @@ class MessageWire(_CoreOwner):
                 if self._paused and self._out_bytes <= self._low:
                     self._paused = False
                     conn = self.conn
-                    if conn is not None and conn._wire is self:  # type: ignore[comparison-overlap]
+                    if conn is not None and conn._is_live(self):
                         conn._resume_writing()
         except asyncio.CancelledError:
             return  # aborted or lost: whoever cancelled closes
@@ -287,7 +275,7 @@ class MessageWire(_CoreOwner):
         try:
             await self._close(code)
         except Exception as exc:  # already closed by the peer or the server
-            log.debug("grid: closing the WebSocket of %s: %r", self._peer_name(), exc)
+            log.debug("grid: closing the WebSocket of %s: %r", self.peer_name(), exc)
 
     # -- closing (the transport surface Manager and Connection use)
 
@@ -332,9 +320,9 @@ class MessageWire(_CoreOwner):
         await self._close_once(_CLOSE_ERROR)
 
     def fail(self, reason: str) -> None:
-        """Drop this connection at once (as _Wire.fail)."""
+        """Drop this connection at once (as SocketWire.fail)."""
         if self.conn is not None:
-            self.conn._wire_lost(self, reason)  # type: ignore[arg-type]
+            self.conn._wire_lost(self, reason)
         else:
-            log.info("grid: closing connection from %s: %s", self._peer_name(), reason)
+            log.info("grid: closing connection from %s: %s", self.peer_name(), reason)
         self.abort()
