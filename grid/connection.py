@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from grid import _http, _payloads
 from grid import stream as _stream
@@ -44,11 +44,54 @@ from grid.handlers import _current, check_handler_id, inherit_deadline, join_rou
 from grid.trace import CallTrace, error_text
 
 if TYPE_CHECKING:
-    from grid.manager import Manager
+    import ssl as _ssl
+
+    from grid._handshake import Handshake
+    from grid.errors import UsedAfterFork
+    from grid.handlers import HandlerRegistry
+    from grid.trace import TracerSet
 
 __all__ = ["State", "Connection", "ConnectionStats", "Subroute"]
 
 log = logging.getLogger("grid.connection")
+
+
+class ConnectionNode(Protocol):
+    """What a connection reads of the node that owns it (a :class:`grid.Manager`)."""
+
+    local: str
+    instance_id: bytes
+    route_path: str
+    send_queue_size: int
+    default_timeout: float
+    ping_interval: float
+    retry_base: float
+    dial_timeout: float
+    handshake_timeout: float
+    stream_ping_interval: float
+    max_streams: int
+    max_running_handlers: int
+    max_queued_requests: int
+    max_write_buffer: int
+    write_timeout: float
+    _loop: asyncio.AbstractEventLoop | None
+    _registry: HandlerRegistry
+    _tracers: TracerSet
+    _handshake: Handshake
+    _client_ssl: _ssl.SSLContext | None
+    _forked: bool
+    _draining: bool
+
+    @property
+    def draining(self) -> bool: ...
+
+    def _fork_error(self) -> UsedAfterFork | None: ...
+
+    def _token(self) -> str: ...
+
+    def _local_dials(self, remote: str) -> bool: ...
+
+    def _encoder(self) -> Any: ...
 _monotonic = time.monotonic  # the clock the core keeps request deadlines on
 
 Payload = Union[bytes, bytearray, memoryview, None]
@@ -124,7 +167,7 @@ class Connection:
     manager, across any number of reconnects.
     """
 
-    def __init__(self, manager: Manager, remote: str) -> None:
+    def __init__(self, manager: ConnectionNode, remote: str) -> None:
         self._mgr = manager
         loop = manager._loop
         assert loop is not None, "connections are made by a started manager"
