@@ -197,27 +197,8 @@ cdef class MuxState:
 
 # ---------------------------------------------------------------- the per-connection core
 
-cdef enum:
-    _MUX_CLIENT_MSG = 9
-    _MUX_SERVER_MSG = 10
-    _UNBLOCK_SRV_MUX = 11
-    _UNBLOCK_CL_MUX = 12
-    _REQUEST = 14
-    _RESPONSE = 15
-    _FLAG_EOF = 0x02
-    _FLAG_ERR = 0x08
-    _FLAG_ZERO = 0x10
-    _FLAG_SUBROUTE = 0x20
-    _WS_BINARY = 2
-    _OP_MERGED = 17
-    _EARLY_MESSAGES = 64      # queued messages that are written at once (grid._consts)
-    _EARLY_BYTES = 64 * 1024  # ... or queued bytes
-    LARGE_MESSAGE = 1 << 20  # as grid._consts: payloads the owner frames off the loop
-
-from grid import _consts
-if (_consts.LARGE_MESSAGE, _consts.EARLY_FLUSH_MESSAGES, _consts.EARLY_FLUSH_BYTES) != (
-        LARGE_MESSAGE, _EARLY_MESSAGES, _EARLY_BYTES):
-    raise ImportError("grid._mux was built against other send bounds than grid._consts")
+# C values, generated from grid/_consts.py by tools/gen_consts.py.
+include "_consts.pxi"
 
 cdef object _monotonic = _time.monotonic  # the clock request deadlines are kept on
 cdef object _heappush = heapq.heappush
@@ -341,7 +322,7 @@ cdef class ConnCore:
 
     cdef int _on_events(self, list events) except -1:
         for opcode, payload in events:
-            if opcode == _WS_BINARY:
+            if opcode == WS_BINARY:
                 self._on_binary(payload)
             else:
                 self.owner._on_control(opcode, payload)
@@ -375,7 +356,7 @@ cdef class ConnCore:
         cdef uint64_t count
         _decode_tuple(p, n, &t)
         end = _trailers(p, n, t.f[5], t.stop, &sub)
-        if t.f[4] != _OP_MERGED:
+        if t.f[4] != OP_MERGED:
             self.msgs_in += 1
             one.base = 0
             one.t = t
@@ -411,22 +392,22 @@ cdef class ConnCore:
         cdef const uint8_t* m = p + e.base
         cdef uint64_t flags = e.t.f[5]
         cdef uint64_t op = e.t.f[4]
-        if op != _RESPONSE:
+        if op != OP_RESPONSE:
             # A stream's steady traffic -- credits both ways, items to the
             # caller -- straight into the stream when nothing about it needs
             # the stream's own code (which gets every other case, errors too).
-            if op == _UNBLOCK_SRV_MUX and self.callees is not None:
+            if op == OP_UNBLOCK_SRV_MUX and self.callees is not None:
                 srv = self.callees.get(e.t.f[0])
                 if srv is not None and self._credit(srv.state, e.t.f[1]):
                     return 0
-            elif op == _UNBLOCK_CL_MUX and self.callers is not None:
+            elif op == OP_UNBLOCK_CL_MUX and self.callers is not None:
                 st = self.callers.get(e.t.f[0])
                 if st is not None and self._credit(st._state, e.t.f[1]):
                     return 0
-            elif ((op == _MUX_SERVER_MSG or op == _MUX_CLIENT_MSG)
-                    and not flags & (_FLAG_ERR | _FLAG_EOF)
-                    and (e.t.stop > e.t.start or flags & _FLAG_ZERO)):
-                if op == _MUX_SERVER_MSG:
+            elif ((op == OP_MUX_SERVER_MSG or op == OP_MUX_CLIENT_MSG)
+                    and not flags & (FLAG_PAYLOAD_IS_ERR | FLAG_EOF)
+                    and (e.t.stop > e.t.start or flags & FLAG_PAYLOAD_IS_ZERO)):
+                if op == OP_MUX_SERVER_MSG:
                     if self.callers is not None:
                         st = self.callers.get(e.t.f[0])
                         if st is not None and self._item(st._state, m, e):
@@ -439,13 +420,13 @@ cdef class ConnCore:
         fut = self.pending.pop(e.t.f[0], None)
         if fut is None or fut.done():
             return 0  # late or unknown: dropped (§3.4)
-        if e.t.stop > e.t.start or flags & _FLAG_ZERO:
+        if e.t.stop > e.t.start or flags & FLAG_PAYLOAD_IS_ZERO:
             body = PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start)
         else:
             body = None
         if e.t.f[1] != 0:
             fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
-        elif flags & _FLAG_ERR:
+        elif flags & FLAG_PAYLOAD_IS_ERR:
             fut.set_exception(RemoteError(body.decode("utf-8", "replace") if body else ""))
         else:
             fut.set_result(body)
@@ -500,31 +481,31 @@ cdef class ConnCore:
 
     cdef int _dispatch(self, Message m) except -1:
         op = m.op
-        if op == _RESPONSE:
+        if op == OP_RESPONSE:
             fut = self.pending.pop(m.mux_id, None)
             if fut is None or fut.done():
                 return 0  # late or unknown: dropped (§3.4)
             if m.seq != 0:
                 fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
-            elif m.flags & _FLAG_ERR:
+            elif m.flags & FLAG_PAYLOAD_IS_ERR:
                 fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
                                               if m.payload else ""))
             else:
                 fut.set_result(m.payload)
             return 0
-        if op == _REQUEST:
+        if op == OP_REQUEST:
             sub = m.subroute
             entry = self.singles.get(m.handler) if sub is None else self.singles_sub.get(sub)
             if entry is not None and not entry.is_async:
                 self._run_inline(m, entry)
                 return 0
-        elif op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
+        elif op == OP_MUX_SERVER_MSG or op == OP_UNBLOCK_CL_MUX:
             if self.callers is not None:
                 st = self.callers.get(m.mux_id)
                 if st is not None:
                     st._on_message(m)
                     return 0
-        elif op == _UNBLOCK_SRV_MUX or op == _MUX_CLIENT_MSG:
+        elif op == OP_UNBLOCK_SRV_MUX or op == OP_MUX_CLIENT_MSG:
             if self.callees is not None:
                 srv = self.callees.get(m.mux_id)
                 if srv is not None:
@@ -611,7 +592,7 @@ cdef class ConnCore:
         s.credits -= 1
         seq = s.send_seq
         s.send_seq = seq + 1
-        flags = self.base_flags | _FLAG_ZERO if PyBytes_GET_SIZE(item) == 0 else self.base_flags
+        flags = self.base_flags | FLAG_PAYLOAD_IS_ZERO if PyBytes_GET_SIZE(item) == 0 else self.base_flags
         self._send(encode_message_c(s.mux_id, seq, 0, 0, s.item_op, flags, item, None))
         return True
 
@@ -648,7 +629,7 @@ cdef class ConnCore:
         self.queued_bytes += len(msg)
         if PyList_GET_SIZE(q) == 1:
             self.owner._schedule_flush()
-        elif PyList_GET_SIZE(q) >= _EARLY_MESSAGES or self.queued_bytes >= _EARLY_BYTES:
+        elif PyList_GET_SIZE(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
             # A full write's worth: let it leave now, so the peer works on it
             # while this side goes on producing the rest of the batch.
             self.owner._flush_early()
@@ -659,19 +640,19 @@ cdef class ConnCore:
         self._respond(mux_id, seq, result, err)
 
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1:
-        flags = self.base_flags | _FLAG_EOF
+        flags = self.base_flags | FLAG_EOF
         if err is None and result is not None:
             if not isinstance(result, (bytes, bytearray, memoryview)):
                 err = bad_reply_text(result)
             elif len(result) == 0:
-                flags |= _FLAG_ZERO
+                flags |= FLAG_PAYLOAD_IS_ZERO
         if err is not None:
-            flags |= _FLAG_ERR
+            flags |= FLAG_PAYLOAD_IS_ERR
             result = err.encode("utf-8", "replace")
         elif PyBytes_CheckExact(result) and PyBytes_GET_SIZE(result) >= LARGE_MESSAGE:
-            self.owner._send_large(mux_id, seq, 0, 0, _RESPONSE, flags, result, None)
+            self.owner._send_large(mux_id, seq, 0, 0, OP_RESPONSE, flags, result, None)
             return 0
-        self._send_message(mux_id, seq, 0, 0, _RESPONSE, flags, result, None)
+        self._send_message(mux_id, seq, 0, 0, OP_RESPONSE, flags, result, None)
         return 0
 
     def call(self, handler_id: int, payload: Any, timeout: float | None,
@@ -731,13 +712,13 @@ cdef class ConnCore:
         if not overflow and 0 <= h <= 255 and 0 <= bf <= 0xFF:
             # The usual request, all in C: a bytes payload, fields in range.
             t = <double>timeout
-            flags_c = <uint64_t>bf | _FLAG_EOF
+            flags_c = <uint64_t>bf | FLAG_EOF
             if PyBytes_GET_SIZE(payload) == 0:
-                flags_c |= _FLAG_ZERO
+                flags_c |= FLAG_PAYLOAD_IS_ZERO
             if subroute is not None:
-                flags_c |= _FLAG_SUBROUTE
+                flags_c |= FLAG_SUBROUTE
             mid = self.ids._next()
-            msg = encode_message_c(mid, 0, <uint64_t>(t * 1000), <uint64_t>h, _REQUEST, flags_c,
+            msg = encode_message_c(mid, 0, <uint64_t>(t * 1000), <uint64_t>h, OP_REQUEST, flags_c,
                                    payload, subroute)
             mux_id = mid
             self.pending[mux_id] = fut
@@ -747,11 +728,11 @@ cdef class ConnCore:
         deadline_ms = int(timeout * 1000)
         if deadline_ms > 0xFFFFFFFF:
             deadline_ms = 0xFFFFFFFF
-        flags = self.base_flags | _FLAG_EOF
+        flags = self.base_flags | FLAG_EOF
         if payload is not None and len(payload) == 0:
-            flags |= _FLAG_ZERO
+            flags |= FLAG_PAYLOAD_IS_ZERO
         if subroute is not None:
-            flags |= _FLAG_SUBROUTE
+            flags |= FLAG_SUBROUTE
         if self.ids is None:  # the C call below does not check for None
             raise AttributeError("'NoneType' object has no attribute 'next'")
         mux_id = self.ids._next()
@@ -760,15 +741,15 @@ cdef class ConnCore:
             # Framed off the event loop by the owner (a Connection).
             self.pending[mux_id] = fut
             self._track(_monotonic() + timeout, mux_id)
-            self.owner._send_large(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags, payload,
+            self.owner._send_large(mux_id, 0, deadline_ms, handler_id, OP_REQUEST, flags, payload,
                                    subroute)
             return mux_id
         if type(handler_id) is int and 0 <= handler_id <= 255 and deadline_ms >= 0:
             # In range: the C entry point, without the Python call's argument handling.
-            msg = encode_message_c(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
+            msg = encode_message_c(mux_id, 0, deadline_ms, handler_id, OP_REQUEST, flags,
                                    payload, subroute)
         else:  # let the Python-level encoder raise the pure twin's error
-            msg = _encode_message(mux_id, 0, deadline_ms, handler_id, _REQUEST, flags,
+            msg = _encode_message(mux_id, 0, deadline_ms, handler_id, OP_REQUEST, flags,
                                   payload, subroute)
         self.pending[mux_id] = fut
         self._track(_monotonic() + timeout, mux_id)
