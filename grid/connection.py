@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from grid import _http, _payloads
 from grid import stream as _stream
-from grid._consts import FLAG_CRC, FLAG_SUBROUTE, Op
+from grid._consts import FLAG_CRC, FLAG_SUBROUTE, PING_DEADLINE_MS, Op
 from grid._impl import MuxIdAllocator, encode_message, subroute_id
 from grid._link import Link
 from grid._loglimit import LogLimit
@@ -95,6 +95,9 @@ class ConnectionNode(Protocol):
 _monotonic = time.monotonic  # the clock the core keeps request deadlines on
 
 Payload = Union[bytes, bytearray, memoryview, None]
+
+#: How many :meth:`Connection.ping` calls may wait for their pong at once.
+MAX_PINGS_IN_FLIGHT = 16
 
 _REQUEST = int(Op.REQUEST)
 _RESPONSE = int(Op.RESPONSE)
@@ -213,6 +216,7 @@ class Connection:
         self._closed_stats = [0, 0, 0, 0]  # bytes in, bytes out, messages in, messages out
         self._reconnects = 0
         self._rtt: float | None = None
+        self._pings: dict[int, asyncio.Future[None]] = {}  # ping time (ns) -> waiter
         self._connected_at: float | None = None
         self._last_error: str | None = None
         self._warn_limit = LogLimit()  # failures: connect failed, disconnected
@@ -258,6 +262,39 @@ class Connection:
         finally:
             if fut in self._connect_waiters:
                 self._connect_waiters.remove(fut)
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Send one connection-level ping (OpPing on mux 0, as keepalive does)
+        and return the seconds until the peer's pong came back.
+
+        At most 16 pings (``MAX_PINGS_IN_FLIGHT``) wait at once per connection.
+
+        :param timeout: seconds to wait for the pong (default: the manager's
+            ``default_timeout``).
+        :raises grid.Disconnected: not connected, or the connection dropped
+            before the pong came.
+        :raises TimeoutError: no pong within ``timeout``.
+        :raises grid.GridError: too many pings already waiting.
+        """
+        if self._state is not State.CONNECTED or self._wire is None:
+            raise self._down()
+        if len(self._pings) >= MAX_PINGS_IN_FLIGHT:
+            raise GridError(f"{MAX_PINGS_IN_FLIGHT} pings to {self.remote} already waiting")
+        sent_ns = time.time_ns()
+        while sent_ns in self._pings:  # the pong echoes this value: keep it unique
+            sent_ns += 1
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._pings[sent_ns] = fut
+        started = time.perf_counter()
+        self._send_ping(sent_ns)
+        limit = self._default_timeout if timeout is None else timeout
+        try:
+            await asyncio.wait_for(fut, limit)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no pong from {self.remote} within {limit:g} s") from None
+        finally:
+            self._pings.pop(sent_ns, None)
+        return time.perf_counter() - started
 
     def subroute(self, *segments: str) -> Subroute:
         """A view of this connection that addresses handlers registered under
@@ -492,6 +529,9 @@ class Connection:
             return
         if pong.time_ns > 0:
             self._rtt = max(0.0, (time.time_ns() - pong.time_ns) / 1e9)
+        waiter = self._pings.pop(pong.time_ns, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _ping_tick(self) -> None:
         self._ping_timer = None
@@ -507,10 +547,13 @@ class Connection:
         if self._loop.time() - self._last_pong > 2 * interval:
             wire.fail(f"{_NO_PONG} {2 * interval:g} s")
             return
-        # Connection pings never carry a CRC (§1.6).
-        self._sender.send_keepalive(encode_message(0, 0, 10000, 0, _PING, 0,
-                                            _payloads.encode_ping(time.time_ns())))
+        self._send_ping(time.time_ns())
         self._ping_timer = self._loop.call_later(interval, self._ping_tick)
+
+    def _send_ping(self, time_ns: int) -> None:
+        # Connection pings never carry a CRC (§1.6).
+        self._sender.send_keepalive(encode_message(0, 0, PING_DEADLINE_MS, 0, _PING, 0,
+                                                   _payloads.encode_ping(time_ns)))
 
     # -- lifecycle
 
@@ -643,6 +686,10 @@ class Connection:
             core.fail_all(Disconnected)
         self._serving.reset(reason)
         _stream.reset(link)
+        pings, self._pings = self._pings, {}
+        for waiter in pings.values():
+            if not waiter.done():
+                waiter.set_exception(Disconnected(reason))
         self._sender.reset()
 
     async def _dial_loop(self) -> None:

@@ -6,11 +6,9 @@ serves nothing and has one peer, the node: the dial, TLS, the HTTP upgrade
 and the grid handshake are the library's own, so ping sees exactly what a
 real peer of the node would see.
 
-Each round trip is a request to a handler no node registers (handler id
-:data:`PING_HANDLER` under the subroute :data:`PING_ROUTE`).  A node answers
-such a request from its connection layer with an "unknown handler" error
-and runs nothing; the reply's arrival times the round trip through the
-node's grid layer.
+Each round trip is a connection-level ping (OpPing on mux 0,
+:meth:`grid.Connection.ping`), the same message keepalive sends; the node
+answers it from its connection layer and runs no handler.
 """
 
 from __future__ import annotations
@@ -39,12 +37,7 @@ from grid.cli._common import (
     want,
 )
 
-__all__ = ["ping", "PingReport", "cmd_ping", "PING_HANDLER", "PING_ROUTE"]
-
-#: The handler id and subroute of ping's requests; nothing is registered
-#: there, so every node answers at once with an "unknown handler" error.
-PING_HANDLER = 255
-PING_ROUTE = ("grid-cli", "ping")
+__all__ = ["ping", "PingReport", "cmd_ping"]
 
 # How often ping looks for the outcome of the first dial attempt.  The
 # library reports a failed attempt only through Connection.last_error.
@@ -163,7 +156,6 @@ async def ping(host: str, local: str, token: str, count: int = 4, interval: floa
         rep.connect_s = time.perf_counter() - t0
         if on_accepted is not None:
             on_accepted(rep)
-        target = conn.subroute(*PING_ROUTE)
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
@@ -171,13 +163,9 @@ async def ping(host: str, local: str, token: str, count: int = 4, interval: floa
                 rep.error = f"connection lost after {i} pings: {conn.last_error or 'closed'}"
                 break
             rep.sent += 1
-            sent = time.perf_counter()
             rtt: float | None
             try:
-                await target.request(PING_HANDLER, timeout=timeout)
-                rtt = time.perf_counter() - sent
-            except grid.RemoteError:  # the expected answer: "unknown handler"
-                rtt = time.perf_counter() - sent
+                rtt = await conn.ping(timeout=timeout)
             except TimeoutError:
                 rtt = None
             except grid.Disconnected as exc:
