@@ -27,7 +27,6 @@ from aiohttp import web
 
 import grid
 from grid.integrations.aiohttp import mount
-from grid._impl import local_dials
 from grid.testing import free_port
 
 ECHO = 1
@@ -39,7 +38,7 @@ def demo_hosts() -> list[str]:
     the two host strings): the demo then goes through the mounted route."""
     while True:
         app_host, other = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
-        if app_host != other and local_dials(other, app_host):
+        if app_host != other and grid.dials(other, app_host):
             return [app_host, other]
 
 

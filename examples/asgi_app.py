@@ -29,7 +29,6 @@ from typing import Any
 
 import grid
 from grid.integrations.asgi import GridASGI, Receive, Send
-from grid._impl import local_dials
 from grid.testing import free_port
 
 ECHO = 1
@@ -41,7 +40,7 @@ def demo_hosts() -> list[str]:
     the two host strings): the demo then goes through the mounted route."""
     while True:
         app_host, other = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
-        if app_host != other and local_dials(other, app_host):
+        if app_host != other and grid.dials(other, app_host):
             return [app_host, other]
 
 

@@ -62,7 +62,16 @@ def run(main: "Any") -> "Any":
     return uvloop.run(main)
 
 
+def dials(local: str, remote: str) -> bool:
+    """Whether the node ``local`` dials ``remote`` (grid's dial rule, the same
+    on every node); when it does not, it waits for ``remote`` to dial it."""
+    from grid._impl import local_dials
+
+    return bool(local_dials(local, remote))
+
+
 __all__ += [
+    "dials",
     "Manager",
     "ManagerStats",
     "Connection",

@@ -13,7 +13,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from grid import _http
 from grid._consts import (
@@ -413,6 +413,22 @@ class Manager:
         transport.set_protocol(wire)
         wire.connection_made(transport)
         wire.start_websocket(initial)
+
+    async def adopt_stream(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        """Take over an asyncio-streams connection whose upgrade was accepted
+        with :meth:`check_upgrade` (the 101 already written): the form of
+        :meth:`adopt` for servers built on :func:`asyncio.start_server`.
+
+        Whatever ``reader`` holds past the HTTP head goes to the grid
+        connection first; the streams are not to be used afterwards.
+        """
+        transport = cast(asyncio.Transport, writer.transport)  # uvloop's does not subclass it
+        transport.pause_reading()  # nothing more reaches the reader
+        reader.feed_eof()
+        rest = await reader.read()  # what it buffered; returns at the EOF just fed
+        self.adopt(transport, rest)
+        transport.resume_reading()
 
     # -- what connections ask of their node
 

@@ -390,7 +390,7 @@ def test_embedding_in_own_http_server(loop_kind: str) -> None:
             if status != 101:
                 writer.close()
                 return
-            mb.adopt(writer.transport, bytes(reader._buffer))  # type: ignore[attr-defined]
+            await mb.adopt_stream(reader, writer)
 
         await mb.start(serve=False)
         server = await asyncio.start_server(on_client, "127.0.0.1", port_b)

@@ -1,5 +1,5 @@
-"""Connection.ping: a connection-level round trip (OpPing on mux 0), both
-loops, both modes, against a real peer on 127.0.0.1."""
+"""Public hooks: Connection.ping (a connection-level round trip, OpPing on
+mux 0, both loops, against a real peer on 127.0.0.1) and grid.dials."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 import grid
 from grid.connection import MAX_PINGS_IN_FLIGHT
+from grid.testing import free_port
 from support import hosts_where_first_dials, run
 
 TOKEN = "ping-token"
@@ -78,3 +79,24 @@ def test_ping_times_out(loop_kind: str) -> None:
             assert await conn.ping(timeout=5) > 0  # the connection is fine
 
     run(loop_kind, main, 60)
+
+
+def test_dials_is_the_rule_connections_follow() -> None:
+    hosts = [f"http://127.0.0.1:{free_port()}" for _ in range(8)]
+    for a in hosts:
+        for b in hosts:
+            if a != b:  # exactly one side of each pair dials
+                assert grid.dials(a, b) != grid.dials(b, a)
+
+    async def main() -> None:
+        mgr = grid.Manager(hosts[0], hosts, lambda: TOKEN)
+        await mgr.start(serve=False)
+        try:
+            for b in hosts[1:]:
+                conn = mgr.connection(b)
+                assert conn is not None
+                assert conn.dials == grid.dials(hosts[0], b)
+        finally:
+            await mgr.close()
+
+    run("asyncio", main, 30)
