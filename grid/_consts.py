@@ -56,8 +56,8 @@ SUBROUTE_LEN = 32
 CRC_LEN = 4
 
 # A message whose payload is at least this large is encoded and framed on a
-# worker thread (grid.connection), its copies made with the GIL released, so
-# that it never holds the event loop (issue: fairness).
+# worker thread (grid._send), its copies made with the GIL released, so
+# that it never holds the event loop.
 LARGE_MESSAGE = 1 << 20
 
 # A send queue holding this many messages or bytes is written at once instead
