@@ -243,6 +243,20 @@ class Wire:
         pass
 
 
+    def read_failed(self, exc: Exception, connecting: bool) -> None:
+        """What reading ``exc`` out of the peer's bytes costs: a Connect
+        message that does not parse is rejected with a text the peer can read,
+        any other protocol error or a bug fails this wire only."""
+        if isinstance(exc, ProtocolError):
+            if connecting:
+                self.acceptor.reject(self, f"error parsing grid connect: {exc}")
+            else:
+                self.fail(f"protocol error: {exc}")
+            return
+        log.exception("grid: unexpected error reading from %s", self.peer_name())
+        self.fail(f"internal error: {exc!r}")
+
+
 class SocketWire(Wire, asyncio.BufferedProtocol):
     """One socket: HTTP upgrade, then WebSocket frames carrying grid messages."""
 
@@ -285,14 +299,12 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
             if self.accepting and self.core is None:
                 self._refuse_http(exc)  # still HTTP: never answer with a WebSocket frame
                 return
-            if self.accepting and self.conn is None and not self.first_message.done():
+            connecting = self.accepting and self.conn is None and not self.first_message.done()
+            if connecting:
                 self.first_message.cancel()
-                self.acceptor.reject(self, f"error parsing grid connect: {exc}")
-                return
-            self.fail(f"protocol error: {exc}")
-        except Exception as exc:  # a bug must cost this connection, not the node
-            log.exception("grid: unexpected error reading from %s", self.peer_name())
-            self.fail(f"internal error: {exc!r}")
+            self.read_failed(exc, connecting)
+        except Exception as exc:
+            self.read_failed(exc, False)
 
     def pause_writing(self) -> None:
         conn = self.conn

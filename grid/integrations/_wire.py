@@ -132,14 +132,11 @@ class MessageWire(Wire):
                     f"message of {len(payload)} bytes over the {self.manager.max_message_size} limit")
             self.core.feed_message(payload)
         except ProtocolError as exc:
-            if self.conn is None and not self._got_first:
-                self._got_first = True
-                self.acceptor.reject(self, f"error parsing grid connect: {exc}")
-                return
-            self.fail(f"protocol error: {exc}")
-        except Exception as exc:  # a bug must cost this connection, not the node
-            log.exception("grid: unexpected error reading from %s", self.peer_name())
-            self.fail(f"internal error: {exc!r}")
+            connecting = self.conn is None and not self._got_first
+            self._got_first = True
+            self.read_failed(exc, connecting)
+        except Exception as exc:
+            self.read_failed(exc, False)
 
     def on_text(self, text: str) -> None:
         """One text message: Go accepts a text handshake, so a text Connect
