@@ -80,10 +80,10 @@ ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
 asan-test: $(STAMP)
 	GRID_ASAN=1 $(PY) setup.py -q build_ext --inplace --force
 	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 GRID_REQUIRE_ACCEL=1 \
-		$(PY) -m pytest -q -p no:cacheprovider tests/test_codec_vectors.py tests/test_frames.py \
-		tests/test_codec_properties.py tests/test_mux.py tests/test_fuzz_smoke.py \
-		tests/test_large_frames.py tests/test_struct_codec.py tests/test_streams.py \
-		tests/test_crc_backend.py
+		$(PY) -m pytest -q -p no:cacheprovider tests/codec/test_codec_vectors.py tests/codec/test_frames.py \
+		tests/codec/test_codec_properties.py tests/mux/test_mux.py tests/codec/test_fuzz_smoke.py \
+		tests/codec/test_large_frames.py tests/codec/test_struct_codec.py tests/streams/test_streams.py \
+		tests/codec/test_crc_backend.py
 	$(PY) setup.py -q build_ext --inplace --force
 
 dist: $(STAMP)

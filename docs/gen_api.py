@@ -1,7 +1,7 @@
 """Writes docs/API.md, the API reference, from the public names' signatures
 and docstrings: ``python docs/gen_api.py`` (``--check`` fails if the file is
 stale, a public name is missing from it or a public name is undocumented;
-tests/test_api_docs.py runs it).
+tests/project/test_api_docs.py runs it).
 
 Every name in each public module's ``__all__`` gets an entry, in ``__all__``
 order: classes and functions with their signature and docstring, constants

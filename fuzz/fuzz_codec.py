@@ -23,7 +23,7 @@ rest   the bytes under test.
 ====== ===================================================================
 
 Run it through ``fuzz/run.py``; ``check_one`` is also used by
-``tests/test_fuzz_smoke.py`` without atheris.
+``tests/codec/test_fuzz_smoke.py`` without atheris.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ does so anyway, like the generated codec): ``str``, ``int``, ``float``,
 ``bool``, ``bytes``, ``list[str]``, ``list[int]``.  This twin is the
 reference, but grid itself uses only the compiled one: in pure mode the
 generated codec (one C msgpack call) is faster than this module, so it runs
-in the tests (tests/test_struct_codec.py), which hold both to the same results.
+in the tests (tests/codec/test_struct_codec.py), which hold both to the same results.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 implemented with the public ``grid`` API, registered with the same ids,
 subroutes and capacities as the Go peer (``handlers.go``) registers them.
 
-Used by ``tests/test_interop.py`` and ``benchmarks/interop.py``; also a small
+Used by ``tests/interop/test_interop.py`` and ``benchmarks/interop.py``; also a small
 server program::
 
     python -m interop.pynode --local http://127.0.0.1:9001 \\

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import codec_cy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FUZZ = ROOT / "fuzz"
 
 

@@ -27,7 +27,7 @@ from grid.errors import ProtocolError
 
 from conftest import CODEC_IDS, CODEC_TWINS, PURE, codec_cy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import buildcfg  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import PURE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import buildcfg  # noqa: E402

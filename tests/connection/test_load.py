@@ -23,7 +23,7 @@ import grid
 from grid.testing import TestGrid
 from support import run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ECHO, STREAM = 1, 12
 N_REQUESTS = 10_000  # requests in flight at once, in each wave
 N_STREAMS = 1_000  # streams open for the whole run

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-GRID = Path(__file__).resolve().parent.parent / "grid"
+GRID = Path(__file__).resolve().parents[2] / "grid"
 MAX_LINES = 900
 
 

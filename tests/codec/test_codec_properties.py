@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from grid.errors import ProtocolError
 
+from _helpers import run_parser
+
 # The fixtures are plain module pairs, so reusing them across examples is safe.
 _HC = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=_HC)
@@ -238,27 +240,6 @@ def parser_inputs(draw) -> tuple:
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
     max_size = draw(st.sampled_from([None, 0, 10, 200, 65536]))
     return server, data, cuts, max_size
-
-
-def run_parser(codec, server: bool, data: bytes, cuts: list[int], max_size,
-               split_large: bool = False) -> list:
-    p = (codec.FrameParser(server, split_large=split_large) if max_size is None
-         else codec.FrameParser(server, max_size, split_large=split_large))
-    log = []
-    bounds = [0, *cuts, len(data)]
-    for lo, hi in zip(bounds, bounds[1:]):
-        try:
-            log.append(("ok", p.feed(data[lo:hi])))
-        except ProtocolError as exc:
-            log.append(("ProtocolError", str(exc)))
-            break
-    log.append(("failed", p.failed))
-    if p.failed:
-        try:
-            p.feed(b"")
-        except ProtocolError as exc:
-            log.append(("after", str(exc)))
-    return log
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=_HC)

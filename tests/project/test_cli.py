@@ -4,7 +4,7 @@
 handler modules); an in-test Manager calls it, and ``grid ping`` (another
 child process) handshakes with it and times round trips.  Every child
 inherits ``GRID_PURE`` from the test run, so both modes are covered.  The
-benchmark runner is tested in tests/test_bench_runner.py.
+benchmark runner is tested in tests/project/test_bench_runner.py.
 """
 
 from __future__ import annotations

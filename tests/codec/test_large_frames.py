@@ -1,6 +1,6 @@
-"""Large WebSocket frames (issue "a 64 MiB message never blocks the event
-loop"): FrameParser receives an unfragmented data frame of LARGE_FRAME bytes
-or more into its final buffer as the bytes arrive, and with
+"""Large WebSocket frames (a 64 MiB message never blocks the event loop):
+FrameParser receives an unfragmented data frame of LARGE_FRAME bytes or more
+into its final buffer as the bytes arrive, and with
 ``split_large=True`` a frame holding one grid message arrives as a
 SplitFrame whose payload decodes without a copy.
 
@@ -26,8 +26,7 @@ from grid import _codec_py
 from grid.errors import ProtocolError
 
 from conftest import codec_cy
-from test_codec_properties import run_parser
-from test_frames import frame
+from _helpers import frame, run_parser
 
 _HC = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=_HC)

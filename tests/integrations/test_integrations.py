@@ -502,7 +502,7 @@ def test_example_demo_runs(args: list[str]) -> None:
 
     if "--server" in args:
         _need(args[-1])
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root))
     out = subprocess.run([sys.executable, str(root / "examples" / args[0]), "--demo", *args[1:]],
                          capture_output=True, text=True, timeout=60, env=env)

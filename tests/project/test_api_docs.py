@@ -15,7 +15,7 @@ from types import ModuleType
 
 import grid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 API_MD = ROOT / "docs" / "API.md"
 
 

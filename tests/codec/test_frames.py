@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import re
-import struct
 
 import pytest
 
@@ -20,32 +19,7 @@ E1_SERVER_FRAME = H("8210") + E1
 E1_CLIENT_FRAME = H("8290" "11223344" "86233389fb42264a13e636c5b0439226")
 KEY = H("11223344")
 
-BINARY, TEXT, CONT, CLOSE, PING, PONG = 2, 1, 0, 8, 9, 10
-
-
-def mask(data: bytes, key: bytes) -> bytes:
-    """RFC 6455 masking, written independently of grid (whole-integer XOR)."""
-    n = len(data)
-    stream = (bytes(key) * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-
-
-def frame(payload: bytes = b"", opcode: int = BINARY, *, fin: bool = True, key: bytes | None = None,
-          rsv: int = 0, length: int | None = None) -> bytes:
-    """An RFC 6455 frame written independently of grid (``length`` overrides
-    the announced length, for malformed headers)."""
-    n = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    m = 0x80 if key is not None else 0
-    if n < 126:
-        head += bytes([m | n])
-    elif n < 0x10000:
-        head += bytes([m | 126]) + struct.pack(">H", n)
-    else:
-        head += bytes([m | 127]) + struct.pack(">Q", n)
-    if key is None:
-        return head + payload
-    return head + key + mask(payload, key)
+from _helpers import BINARY, CLOSE, CONT, PING, PONG, TEXT, frame, mask
 
 
 # ---------------------------------------------------------------- §1.5 examples

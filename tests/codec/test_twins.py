@@ -19,7 +19,7 @@ from grid import _codec_py, _mux_py, _struct_py
 
 from conftest import PURE, codec_cy, mux_cy, struct_cy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PAIRS = [
     pytest.param(_codec_py, codec_cy, id="codec"),

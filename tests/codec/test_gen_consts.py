@@ -13,7 +13,7 @@ import pytest
 
 from grid import _consts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import gen_consts  # noqa: E402

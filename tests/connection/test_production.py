@@ -21,7 +21,7 @@ from grid.errors import BUSY_TEXT, SHUTTING_DOWN_TEXT
 from grid.testing import TestGrid, free_port
 from support import PeerProcess, hosts_where_first_dials, run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOLD, QUICK, STREAM = 1, 2, 10
 
 
