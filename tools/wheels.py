@@ -8,8 +8,9 @@ from that sdist, and the checks that prove each installs and works.
    else ``pythonX.Y`` on PATH; none is downloaded), ``pip wheel`` of the
    *sdist* in pip's isolated build environment, so the wheel sees only what
    the sdist ships;
-3. ``auditwheel repair`` of each, which checks the extension's symbol
-   versions and libraries and gives it the ``manylinux_2_*`` tag it meets;
+3. ``auditwheel repair --strip`` of each, which checks the extension's
+   symbol versions and libraries, gives it the ``manylinux_2_*`` tag it
+   meets and drops the debug sections;
 4. a table: Python, tag, size, build seconds (also kept in build/wheels.json).
 
 ``python tools/wheels.py check`` (``make wheel-check``):
@@ -207,33 +208,46 @@ def build(dist: Path, versions: list[str]) -> None:
 # ------------------------------------------------------------------ check
 
 
-def check_contents(sdist: Path, wheels: list[Path]) -> None:
+def sdist_problems(sdist: Path) -> list[str]:
+    """What is wrong with an sdist: a build input missing, or build output shipped."""
     with tarfile.open(sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
-    missing = [f for f in SDIST_REQUIRED if f not in names]
-    if missing:
-        raise SystemExit(f"wheels: the sdist lacks {missing}")
-    built = [n for n in names if n.endswith((".so", ".pyd", ".c")) and n.startswith("grid/")]
-    if built:
-        raise SystemExit(f"wheels: the sdist carries build output {built}")
+    problems = [f"missing {f}" for f in SDIST_REQUIRED if f not in names]
+    problems += [f"build output {n}" for n in sorted(names)
+                 if n.startswith("grid/") and n.endswith((".so", ".pyd", ".c", ".html"))]
+    return problems
+
+
+def wheel_problems(whl: Path) -> list[str]:
+    """What is wrong with a release wheel: no manylinux_2_* tag, a compiled
+    module, py.typed, a stub or the licence missing, or a build source or a
+    test file shipped."""
+    problems = []
+    if not re.search(r"(^|\.)manylinux_2_\d+_", wheel_tag(whl)):
+        problems.append(f"no manylinux_2_* tag in {wheel_tag(whl)}")
+    with zipfile.ZipFile(whl) as zf:
+        names = zf.namelist()
+    problems += [f"build source {n}" for n in names if n.endswith(WHEEL_FORBIDDEN)]
+    problems += [f"test file {n}" for n in names if n.split("/")[0] == "tests"
+                 or re.fullmatch(r"test_.*\.py|conftest\.py", n.rsplit("/", 1)[-1])]
+    for mod in COMPILED:
+        if not [n for n in names if n.startswith(f"grid/{mod}.") and n.endswith(".so")]:
+            problems.append(f"missing compiled grid.{mod}")
+    for need in ("grid/py.typed", *(f"grid/{m}.pyi" for m in COMPILED)):
+        if need not in names:
+            problems.append(f"missing {need}")
+    if not [n for n in names if re.fullmatch(r"grid-[^/]+\.dist-info/licenses/LICENSE", n)]:
+        problems.append("missing the licence file in .dist-info/licenses/")
+    return problems
+
+
+def check_contents(sdist: Path, wheels: list[Path]) -> None:
+    problems = sdist_problems(sdist)
+    if problems:
+        raise SystemExit(f"wheels: {sdist.name}: {problems}")
     log(f"{sdist.name}: all {len(SDIST_REQUIRED)} build inputs present, no build output")
     for whl in wheels:
-        tag = wheel_tag(whl)
-        if not re.search(r"(^|\.)manylinux_2_\d+_", tag):
-            raise SystemExit(f"wheels: {whl.name} has no manylinux_2_* tag")
-        with zipfile.ZipFile(whl) as zf:
-            names_w = zf.namelist()
-        problems = [n for n in names_w if n.endswith(WHEEL_FORBIDDEN)]
-        problems += [n for n in names_w if n.split("/")[0] == "tests" or
-                     re.fullmatch(r"test_.*\.py|conftest\.py", n.rsplit("/", 1)[-1])]
-        for mod in COMPILED:
-            if not [n for n in names_w if n.startswith(f"grid/{mod}.") and n.endswith(".so")]:
-                problems.append(f"missing compiled grid.{mod}")
-        for need in ("grid/py.typed", *(f"grid/{m}.pyi" for m in COMPILED)):
-            if need not in names_w:
-                problems.append(f"missing {need}")
-        if not [n for n in names_w if re.fullmatch(r"grid-[^/]+\.dist-info/licenses/LICENSE", n)]:
-            problems.append("missing the licence file in .dist-info/licenses/")
+        problems = wheel_problems(whl)
         if problems:
             raise SystemExit(f"wheels: {whl.name}: {problems}")
         log(f"{whl.name}: compiled modules, py.typed, stubs, licence; no sources or tests")
