@@ -7,7 +7,8 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.grid-installed
 SOURCES := $(wildcard grid/*.pyx grid/*.pxd grid/*.pxi grid/includes/* tools/*.py) grid/_consts.py
 
-.PHONY: all install build xxhash-header test test-accel test-pure typecheck demo bench soak fuzz asan-test clean dist
+.PHONY: all install build xxhash-header test test-accel test-pure typecheck demo bench soak fuzz asan-test clean dist \
+	test-pythons wheels wheel-check release-tools
 
 all: build
 
@@ -55,6 +56,28 @@ test-accel:
 test-pure:
 	GRID_PURE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Other supported CPythons: each gets its own venv (.venv-3.10, ...) made from
+# pyenv's interpreter (else pythonX.Y on PATH), the project installed there
+# with its test extras, the compiled core built in place for it (the .so names
+# carry the Python version, so they sit beside the default build's), and the
+# whole accelerated suite.  `make test-py3.12` runs one version.
+EXTRA_PYTHONS ?= 3.10 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),$(shell command -v python$(1)))
+
+.venv-%/.grid-installed: pyproject.toml setup.py | xxhash-header
+	@test -n "$(call python_for,$*)" || { echo "grid: no Python $* (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
+	test -x .venv-$*/bin/python || $(call python_for,$*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q -e ".[test]"
+	touch $@
+
+test-py%: .venv-%/.grid-installed $(SOURCES)
+	.venv-$*/bin/python setup.py -q build_ext --inplace
+	GRID_REQUIRE_ACCEL=1 .venv-$*/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-pythons: $(addprefix test-py,$(EXTRA_PYTHONS))
+
 demo: build
 	$(PY) -m grid demo
 
@@ -88,6 +111,32 @@ asan-test: $(STAMP)
 
 dist: $(STAMP)
 	$(PY) -m build
+
+# Release artefacts (tools/wheels.py): the sdist, then from it one wheel per
+# supported CPython (WHEEL_PYTHONS, found under pyenv or on PATH), each built
+# in pip's isolated environment and given its manylinux_2_* tag by auditwheel,
+# all in dist/; then wheel-check.  The tools come from
+# tools/release-requirements.txt into $(VENV).
+WHEEL_PYTHONS ?= 3.10 3.11 3.12 3.13
+RELEASE_STAMP := $(VENV)/.grid-release-tools
+RELEASE_ENV := PATH="$(abspath $(VENV))/bin:$$PATH"
+
+$(RELEASE_STAMP): $(PY) tools/release-requirements.txt
+	$(PY) -m pip install -q -r tools/release-requirements.txt
+	touch $@
+
+release-tools: $(RELEASE_STAMP)
+
+wheels: $(RELEASE_STAMP) | xxhash-header
+	$(RELEASE_ENV) $(PY) tools/wheels.py build --pythons "$(WHEEL_PYTHONS)"
+	$(MAKE) wheel-check
+
+# Every artefact in dist/: twine check, contents, and an install of each wheel
+# into a new venv of its own Python (no compiler, no build tools) followed by
+# tools/wheel_smoke.py; the sdist must refuse to build without a compiler and
+# install the pure package with GRID_PURE=1.
+wheel-check: $(RELEASE_STAMP)
+	$(RELEASE_ENV) $(PY) tools/wheels.py check
 
 clean:
 	rm -rf build dist *.egg-info grid/*.so grid/*.c grid/*.html grid/_consts.pxi

@@ -215,12 +215,14 @@ def generate() -> tuple[str, list[str]]:
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
             qualname = f"{modname}.{name}"
-            code = inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)
+            # A class, not a parametrised alias (inspect.isclass(list[int]) is true on 3.10).
+            is_class = inspect.isclass(obj) and issubclass(type(obj), type)
+            code = is_class or inspect.isfunction(obj) or inspect.isbuiltin(obj)
             if code and id(obj) in first:
-                kind = "class" if inspect.isclass(obj) else "def"
+                kind = "class" if is_class else "def"
                 lines += [f"### {kind} `{name}`", "", f"The same object as `{first[id(obj)]}`.", ""]
                 continue
-            if inspect.isclass(obj):
+            if is_class:
                 first[id(obj)] = qualname
                 documented.add(qualname)
                 if _doc(obj) is None:

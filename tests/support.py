@@ -231,20 +231,46 @@ class WireTap:
 
 
 def make_tls(tmp: Path) -> tuple[Any, Any]:
-    """A self-signed CA and a certificate for 127.0.0.1 signed by it, made
-    with the openssl command line; returns (server_ctx, client_ctx)."""
+    """A CA and a certificate for 127.0.0.1 signed by it, made with the
+    openssl command line; returns (server_ctx, client_ctx).
+
+    Both carry the extensions a real CA issues (a critical basicConstraints
+    and keyUsage, key identifiers, the leaf's extendedKeyUsage and
+    subjectAltName), so they pass strict X.509 verification
+    (``ssl.VERIFY_X509_STRICT``, on in Python 3.13's default contexts) as well
+    as the default one.  The files are ca.pem, node.pem and node.key in
+    ``tmp``."""
     import ssl
 
     def sh(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
 
-    sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=grid-test-ca",
+    (tmp / "ca.cnf").write_text(
+        "[req]\n"
+        "distinguished_name = dn\n"
+        "x509_extensions = ca_ext\n"
+        "prompt = no\n"
+        "[dn]\n"
+        "CN = grid-test-ca\n"
+        "[ca_ext]\n"
+        "basicConstraints = critical, CA:true\n"
+        "keyUsage = critical, keyCertSign, cRLSign\n"
+        "subjectKeyIdentifier = hash\n"
+    )
+    (tmp / "node.cnf").write_text(
+        "basicConstraints = critical, CA:false\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth, clientAuth\n"
+        "subjectAltName = IP:127.0.0.1\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid:always\n"
+    )
+    sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-config", "ca.cnf",
        "-keyout", "ca.key", "-out", "ca.pem")
     sh("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
        "-keyout", "node.key", "-out", "node.csr")
-    (tmp / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
     sh("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-       "-days", "2", "-extfile", "ext.cnf", "-out", "node.pem")
+       "-days", "2", "-extfile", "node.cnf", "-out", "node.pem")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(tmp / "node.pem", tmp / "node.key")
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tmp / "ca.pem"))

@@ -111,6 +111,33 @@ def extensions(names: tuple[str, ...] = ("grid._codec", "grid._mux", "grid._stru
     )
 
 
+NO_COMPILER = (
+    "grid: no working C compiler for the compiled core ({detail}). "
+    "Install a prebuilt wheel (pip install grid, or the grid-...-manylinux wheel), "
+    "or a C compiler and Python's headers (Debian/Ubuntu: apt-get install gcc python3-dev; "
+    "Fedora: dnf install gcc python3-devel; macOS: xcode-select --install), "
+    "or set GRID_PURE=1 to install the pure-Python package."
+)
+
+
+def check_compiler(compiler: Any, build_temp: str) -> None:
+    """Compile a one-line C file that includes Python.h with ``compiler`` (a
+    setuptools/distutils CCompiler set up by build_ext); raise
+    setuptools.errors.PlatformError with :data:`NO_COMPILER` if that fails."""
+    from setuptools.errors import CompileError, ExecError, PlatformError
+
+    tmp = Path(build_temp) / "grid-compiler-check"
+    tmp.mkdir(parents=True, exist_ok=True)
+    src = tmp / "probe.c"
+    src.write_text("#include <Python.h>\nint grid_probe(void) { return 0; }\n")
+    cmd = getattr(compiler, "compiler_so", None) or [getattr(compiler, "compiler_type", "cc")]
+    try:
+        compiler.compile([str(src)], output_dir=str(tmp))
+    except (CompileError, ExecError, OSError):
+        detail = f"{cmd[0]} failed on a one-line C file that includes Python.h"
+        raise PlatformError(NO_COMPILER.format(detail=detail)) from None
+
+
 if __name__ == "__main__":
     # `python tools/buildcfg.py`: the CRC path a build would take (the Makefile's check).
     print(crc_backend())

@@ -7,7 +7,10 @@ Mode independent, so it runs only in the accelerated run of the suite.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -22,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import buildcfg  # noqa: E402
+import wheels  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -89,7 +93,7 @@ def built(tmp_path_factory) -> dict:
     (unpacked,) = (tmp / "unpacked").iterdir()
     _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp / "wheel"), str(unpacked)], tmp)
     (wheel,) = (tmp / "wheel").glob("*.whl")
-    return {"tmp": tmp, "files": files, "sdist": sdist, "wheel": wheel}
+    return {"tmp": tmp, "files": files, "sdist": sdist, "wheel": wheel, "unpacked": unpacked}
 
 
 def test_sdist_has_sources(built):
@@ -137,3 +141,70 @@ def test_wheel_imports_accelerated(built):
     assert accelerated == "True"
     assert crc == buildcfg.crc_backend()  # the wheel took the CRC path this machine offers
     assert Path(path).is_relative_to(site)
+
+
+def _metadata(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        (meta,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        return zf.read(meta).decode()
+
+
+def test_version_comes_from_grid_version(built):
+    tree = ast.parse((ROOT / "grid" / "__init__.py").read_text())
+    (version,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                  and [getattr(t, "id", None) for t in n.targets] == ["__version__"]]
+    assert re.search(rf"^Version: {re.escape(version)}$", _metadata(built["wheel"]), re.M)
+    assert built["sdist"].name == f"grid-{version}.tar.gz"
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+
+
+def test_licence_and_supported_pythons_in_metadata(built):
+    meta = _metadata(built["wheel"])
+    with zipfile.ZipFile(built["wheel"]) as zf:
+        assert [n for n in zf.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    with tarfile.open(built["sdist"]) as tf:
+        assert [n for n in tf.getnames() if n.endswith("/LICENSE")]
+    assert "License-Expression: Apache-2.0" in meta
+    listed = re.findall(r"^Classifier: Programming Language :: Python :: (3\.\d+)$", meta, re.M)
+    assert listed == list(wheels.SUPPORTED)
+    assert f"Requires-Python: >={wheels.SUPPORTED[0]}" in meta
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^WHEEL_PYTHONS \?= {' '.join(wheels.SUPPORTED)}$", make, re.M)
+
+
+def test_build_without_a_compiler_fails_with_one_message(built):
+    src = built["tmp"] / "no-compiler"
+    shutil.copytree(built["unpacked"], src)
+    env = {k: v for k, v in os.environ.items() if k not in ("GRID_PURE", "GRID_DEBUG", "GRID_ASAN")}
+    env.update(CC="/bin/false", CXX="/bin/false")
+    cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(src / "out"), str(src)]
+    out = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True, timeout=600)
+    lines = [x for x in (out.stdout + out.stderr).splitlines() if wheels.NO_COMPILER_MARK in x]
+    assert out.returncode != 0 and len(lines) == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "GRID_PURE=1" in lines[0] and "/bin/false" in lines[0]
+    env["GRID_PURE"] = "1"
+    out = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert [p.name for p in (src / "out").glob("*.whl")] == [built["sdist"].name[:-7] + "-py3-none-any.whl"]
+
+
+def test_wheel_problems_finds_leaks(built):
+    good = built["wheel"]
+    assert wheels.wheel_problems(good) == [f"no manylinux_2_* tag in {wheels.wheel_tag(good)}"]
+    assert wheels.wheel_python(good) == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    bad = built["tmp"] / good.name.replace("linux_x86_64", "manylinux_2_17_x86_64")
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for item in zin.infolist():
+            if not item.filename.endswith(("LICENSE", "py.typed")):
+                zout.writestr(item, zin.read(item))
+        zout.writestr("grid/_codec.pyx", "")
+        zout.writestr("tests/test_x.py", "")
+    assert sorted(wheels.wheel_problems(bad)) == sorted([
+        "build source grid/_codec.pyx", "test file tests/test_x.py", "missing grid/py.typed",
+        "missing the licence file in .dist-info/licenses/"])
+    assert wheels.sdist_problems(built["sdist"]) == []
