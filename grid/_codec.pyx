@@ -112,7 +112,7 @@ cdef enum:
 
 Buffer = object  # the pure twin's alias (bytes | bytearray | memoryview), for introspection
 
-# The pure twin's LARGE_FRAME (tests/test_large_frames.py checks they agree).
+# The pure twin's LARGE_FRAME (tests/codec/test_large_frames.py checks they agree).
 LARGE_FRAME = LARGE_FRAME_C
 
 # XXH3-64 from the xxhash package (§2.3), looked up once: the public hash

@@ -64,6 +64,11 @@ else:
             raise ImportError(
                 f"GRID_REQUIRE_ACCEL=1 but the compiled grid core did not import: {exc}"
             ) from exc
+        import importlib.util
+
+        if importlib.util.find_spec("grid._codec") is None:
+            exc = ImportError("this installation has no compiled core "
+                              "(built with GRID_PURE=1 or without a compiler)")
         logging.getLogger("grid").warning(
             "grid: compiled core unavailable (%s); running the pure-Python twins", exc
         )

@@ -178,6 +178,12 @@ def test_trace_disconnected_call_and_tracer_before_start(loop_kind: str) -> None
             await rec.wait(lambda rs: len(rs) == 2)
             assert {r.side for r in rec.records} == {"caller", "callee"}
             await g.managers[1].close()
+            # The caller learns of the close from its socket, which may take
+            # a loop turn or a few more: call once it knows the peer is down.
+            deadline = asyncio.get_running_loop().time() + 10
+            while conn.connected:
+                assert asyncio.get_running_loop().time() < deadline, "drop not noticed"
+                await asyncio.sleep(0.005)
             with pytest.raises(grid.Disconnected):
                 await conn.request(SYNC, b"late")
             await rec.wait(lambda rs: len(rs) == 3)
