@@ -76,6 +76,8 @@ test-py%: .venv-%/.grid-installed $(SOURCES)
 	.venv-$*/bin/python setup.py -q build_ext --inplace
 	GRID_REQUIRE_ACCEL=1 .venv-$*/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+.PRECIOUS: .venv-%/.grid-installed
+
 test-pythons: $(addprefix test-py,$(EXTRA_PYTHONS))
 
 demo: build

@@ -269,6 +269,10 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
         self._ws_key = ""
         self._body_wanted = -1  # dialer: bytes of an error body still to read
         self._error_head: _http.HttpHead | None = None
+        #: What must live as long as the socket: the asyncio streams an
+        #: adopted connection came in on (a StreamWriter closes its transport
+        #: when it is collected).
+        self.holds: object = None
 
     # -- asyncio callbacks
 

@@ -406,10 +406,14 @@ class Manager:
         """Take over a transport whose upgrade was accepted with
         :meth:`check_upgrade` (the 101 already written); ``initial`` holds any
         bytes the other server read past the HTTP head."""
+        self._adopt(transport, initial, None)
+
+    def _adopt(self, transport: asyncio.Transport, initial: bytes, holds: object) -> None:
         self._check_process()
         if self._loop is None:
             raise GridError("start the manager (serve=False) before adopting connections")
         wire = SocketWire(self._handshake, accepting=True)
+        wire.holds = holds
         transport.set_protocol(wire)
         wire.connection_made(transport)
         wire.start_websocket(initial)
@@ -421,13 +425,14 @@ class Manager:
         :meth:`adopt` for servers built on :func:`asyncio.start_server`.
 
         Whatever ``reader`` holds past the HTTP head goes to the grid
-        connection first; the streams are not to be used afterwards.
+        connection first; the streams are not to be used afterwards (the
+        connection keeps them, so that collecting them cannot close the socket).
         """
         transport = cast(asyncio.Transport, writer.transport)  # uvloop's does not subclass it
         transport.pause_reading()  # nothing more reaches the reader
         reader.feed_eof()
         rest = await reader.read()  # what it buffered; returns at the EOF just fed
-        self.adopt(transport, rest)
+        self._adopt(transport, rest, (reader, writer))
         transport.resume_reading()
 
     # -- what connections ask of their node
