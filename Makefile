@@ -56,7 +56,7 @@ test-accel:
 test-pure:
 	GRID_PURE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Other supported CPythons: each gets its own venv (.venv-3.10, ...) made from
+# Other supported CPythons: each gets its own venv (.venv/versions/3.10, ...) made from
 # pyenv's interpreter (else pythonX.Y on PATH), the project installed there
 # with its test extras, the compiled core built in place for it (the .so names
 # carry the Python version, so they sit beside the default build's), and the
@@ -65,18 +65,18 @@ EXTRA_PYTHONS ?= 3.10 3.13
 PYENV_ROOT ?= $(HOME)/.pyenv
 python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),$(shell command -v python$(1)))
 
-.venv-%/.grid-installed: pyproject.toml setup.py | xxhash-header
+.venv/versions/%/.grid-installed: pyproject.toml setup.py | xxhash-header
 	@test -n "$(call python_for,$*)" || { echo "grid: no Python $* (looked in $(PYENV_ROOT)/versions and PATH)"; exit 1; }
-	test -x .venv-$*/bin/python || $(call python_for,$*) -m venv .venv-$*
-	.venv-$*/bin/python -m pip install -q --upgrade pip
-	.venv-$*/bin/python -m pip install -q -e ".[test]"
+	test -x .venv/versions/$*/bin/python || $(call python_for,$*) -m venv .venv/versions/$*
+	.venv/versions/$*/bin/python -m pip install -q --upgrade pip
+	.venv/versions/$*/bin/python -m pip install -q -e ".[test]"
 	touch $@
 
-test-py%: .venv-%/.grid-installed $(SOURCES)
-	.venv-$*/bin/python setup.py -q build_ext --inplace
-	GRID_REQUIRE_ACCEL=1 .venv-$*/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+test-py%: .venv/versions/%/.grid-installed $(SOURCES)
+	.venv/versions/$*/bin/python setup.py -q build_ext --inplace
+	GRID_REQUIRE_ACCEL=1 .venv/versions/$*/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-.PRECIOUS: .venv-%/.grid-installed
+.PRECIOUS: .venv/versions/%/.grid-installed
 
 test-pythons: $(addprefix test-py,$(EXTRA_PYTHONS))
 

@@ -66,7 +66,11 @@ else:
             ) from exc
         import importlib.util
 
-        if importlib.util.find_spec("grid._codec") is None:
+        try:
+            built = importlib.util.find_spec("grid._codec") is not None
+        except (ImportError, ValueError):
+            built = True  # present but broken: the import error says why
+        if not built:
             exc = ImportError("this installation has no compiled core "
                               "(built with GRID_PURE=1 or without a compiler)")
         logging.getLogger("grid").warning(

@@ -9,7 +9,7 @@ from typing import Any
 
 from grid.manager import Manager
 
-__all__ = ["TestGrid", "free_port"]
+__all__ = ["TestGrid", "free_port", "free_ports"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -17,6 +17,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago on ``host`` (all
+    bound at once, so the system cannot hand out one of them twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class TestGrid:
@@ -35,7 +48,7 @@ class TestGrid:
         if n < 1:
             raise ValueError("a grid needs at least one node")
         #: Host strings, in manager order.
-        self.hosts = [f"http://127.0.0.1:{free_port()}" for _ in range(n)]
+        self.hosts = [f"http://127.0.0.1:{port}" for port in free_ports(n)]
         self._token = token
         self._timeout = connect_timeout
         self._setup = setup

@@ -20,7 +20,7 @@ import uvloop
 
 from grid import _codec_py
 from grid._http import split_head
-from grid.testing import free_port
+from grid.testing import free_port, free_ports
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
@@ -44,8 +44,7 @@ def hosts_where_first_dials(n_tries: int = 200) -> tuple[str, str]:
     from grid._impl import local_dials
 
     for _ in range(n_tries):
-        a = f"http://127.0.0.1:{free_port()}"
-        b = f"http://127.0.0.1:{free_port()}"
+        a, b = (f"http://127.0.0.1:{port}" for port in free_ports(2))
         if a != b and local_dials(a, b):
             return a, b
     raise RuntimeError("no dialing pair found")
