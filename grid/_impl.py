@@ -71,8 +71,7 @@ else:
         except (ImportError, ValueError):
             built = True  # present but broken: the import error says why
         if not built:
-            exc = ImportError("this installation has no compiled core "
-                              "(built with GRID_PURE=1 or without a compiler)")
+            exc = ImportError("not built: installed with GRID_PURE=1 or without a compiler")
         logging.getLogger("grid").warning(
             "grid: compiled core unavailable (%s); running the pure-Python twins", exc
         )

@@ -133,7 +133,8 @@ class MessageWire(Wire):
             self.core.feed_message(payload)
         except ProtocolError as exc:
             connecting = self.conn is None and not self._got_first
-            self._got_first = True
+            if connecting:
+                self._got_first = True
             self.read_failed(exc, connecting)
         except Exception as exc:
             self.read_failed(exc, False)

@@ -9,23 +9,16 @@ import pytest
 
 import grid
 from grid.connection import MAX_PINGS_IN_FLIGHT
-from grid.testing import free_port
+from grid.testing import TestGrid, free_port
 from support import hosts_where_first_dials, run
 
 TOKEN = "ping-token"
 
 
 def test_ping_round_trip_and_limits(loop_kind: str) -> None:
-    a, b = hosts_where_first_dials()
-
     async def main() -> None:
-        async with grid.Manager(b, [a, b], lambda: TOKEN) as mb, \
-                grid.Manager(a, [a, b], lambda: TOKEN) as ma:
-            conn = ma.connection(b)
-            assert conn is not None
-            await conn.wait_for_connect(timeout=10)
-            peer = mb.connection(a)
-            assert peer is not None
+        async with TestGrid(2) as g:
+            conn, peer = g.conn(0, 1), g.conn(1, 0)
             before = peer.stats().messages_in
             rtt = await conn.ping(timeout=5)
             assert 0 < rtt < 5
@@ -63,16 +56,9 @@ def test_ping_when_down(loop_kind: str) -> None:
 
 
 def test_ping_times_out(loop_kind: str) -> None:
-    a, b = hosts_where_first_dials()
-
     async def main() -> None:
-        async with grid.Manager(b, [a, b], lambda: TOKEN) as mb, \
-                grid.Manager(a, [a, b], lambda: TOKEN) as ma:
-            conn = ma.connection(b)
-            assert conn is not None
-            await conn.wait_for_connect(timeout=10)
-            peer = mb.connection(a)
-            assert peer is not None
+        async with TestGrid(2) as g:
+            conn = g.conn(0, 1)
             # A timeout shorter than any round trip can be.
             with pytest.raises(TimeoutError, match="no pong"):
                 await conn.ping(timeout=0)
