@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grid._consts import LOCK_ROUTE_PATH, ROUTE_PATH, Op
+from grid._consts import LOCK_ROUTE_PATH, ROUTE_PATH
 from grid._impl import ACCELERATED, IMPLEMENTATION
 from grid.errors import (
     Disconnected,
@@ -29,7 +29,6 @@ __all__ = [
     "IMPLEMENTATION",
     "ROUTE_PATH",
     "LOCK_ROUTE_PATH",
-    "Op",
     "GridError",
     "ProtocolError",
     "RemoteError",

@@ -29,7 +29,7 @@ from grid._impl import local_dials
 from grid._wire import SocketWire
 from grid.connection import Connection, ConnectionStats, State
 from grid.errors import GridError, UsedAfterFork
-from grid.handlers import HandlerRegistry, SingleHandlerFn, join_route
+from grid.handlers import HandlerRegistry, SingleHandlerFn
 from grid.stream import StreamHandler
 from grid.trace import Tracer, TracerSet
 
@@ -212,9 +212,11 @@ class Manager:
 
     # -- registration
 
-    def register_single(self, handler_id: int, fn: SingleHandlerFn, *subroute: str) -> None:
+    def register_single(self, handler_id: int, handler: SingleHandlerFn, *,
+                        subroute: str = "") -> None:
         """Register a single-request handler under ``handler_id`` (1..255) and,
-        optionally, a static subroute given as segments (``"disk", "1"``).
+        optionally, a static ``subroute`` such as ``"disk/1"`` (callers reach
+        it through ``connection.subroute("disk/1")``).
 
         A plain function runs inline on the event loop and must not block; an
         ``async def`` runs as a task.  Raise :class:`grid.RemoteError` to send
@@ -222,7 +224,7 @@ class Manager:
         ``"<Type>: <text>"``.  May be called before or after :meth:`start`.
         """
         self._check_process()
-        self._registry.add_single(handler_id, fn, join_route(subroute) if subroute else None)
+        self._registry.add_single(handler_id, handler, subroute or None)
 
     def register_stream(self, handler_id: int, handler: StreamHandler) -> None:
         """Register a :class:`grid.StreamHandler` under ``handler_id`` (1..255)
@@ -235,17 +237,17 @@ class Manager:
 
     # -- lifecycle
 
-    async def start(self, serve: bool = True, listen: tuple[str, int] | None = None) -> None:
+    async def start(self, serve: bool = True, listen: tuple[str, int] | None = None, *,
+                    dial: bool = True) -> None:
         """Listen on this node's host:port (unless ``serve`` is False, for a
         manager embedded in another server) and start dialing the peers this
         node dials.  ``listen=(host, port)`` binds elsewhere than the host
-        string says, e.g. ``("0.0.0.0", 9000)`` or behind a proxy."""
-        await self._listen(serve, listen)
-        self._dial()
+        string says, e.g. ``("0.0.0.0", 9000)`` or behind a proxy.
 
-    async def _listen(self, serve: bool, listen: tuple[str, int] | None) -> None:
-        """The first step of :meth:`start` (a hook for grid.testing, which
-        lets every node of a test grid listen before any dials)."""
+        ``dial=False`` only listens; :meth:`start_dialing` then starts the
+        dialers (a test grid lets every node listen before any dials, so no
+        first dial is refused).
+        """
         self._check_process()
         if self._started:
             raise GridError("manager already started")
@@ -265,9 +267,15 @@ class Manager:
                 lambda: SocketWire(self._handshake, accepting=True), bind_host, bind_port,
                 ssl=self._ssl if addr.tls else None, reuse_address=True, backlog=1024,
             )
+        if dial:
+            self.start_dialing()
 
-    def _dial(self) -> None:
-        """The second step of :meth:`start`: start the dialing connections."""
+    def start_dialing(self) -> None:
+        """Start dialing the peers this node dials (after ``start(dial=False)``;
+        :meth:`start` does it by default).  Calling it again does nothing."""
+        self._check_process()
+        if not self._started:
+            raise GridError("start the manager before start_dialing()")
         for c in self._conns.values():
             c._start()
 
@@ -363,24 +371,24 @@ class Manager:
 
     # -- tracing
 
-    def add_tracer(self, fn: Tracer) -> None:
-        """Call ``fn`` with a :class:`grid.CallTrace` for every call this node
+    def add_tracer(self, tracer: Tracer) -> None:
+        """Call ``tracer`` with a :class:`grid.CallTrace` for every call this node
         makes or serves, once it has ended (see :mod:`grid.trace`).
 
-        ``fn`` runs on the event loop, synchronously: keep it short.  If it
+        ``tracer`` runs on the event loop, synchronously: keep it short.  If it
         raises, the error is logged once and the call is unaffected.  May be
         called before or after :meth:`start`; adding the same function twice
         calls it twice.  While any tracer is installed, requests for sync
         handlers run through Python rather than inline in the compiled core.
         """
-        if self._tracers.add(fn):
+        if self._tracers.add(tracer):
             for c in self._conns.values():
                 c._set_tracing(True)
 
-    def remove_tracer(self, fn: Tracer) -> None:
+    def remove_tracer(self, tracer: Tracer) -> None:
         """Remove a tracer added with :meth:`add_tracer` (ValueError if it is
         not installed).  Removing the last one restores the untraced paths."""
-        if self._tracers.remove(fn):
+        if self._tracers.remove(tracer):
             for c in self._conns.values():
                 c._set_tracing(False)
 

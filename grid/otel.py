@@ -5,9 +5,9 @@
     from opentelemetry import trace
     import grid.otel
 
-    spans = grid.otel.instrument(mgr)     # uses the global tracer provider
+    spans = grid.otel.instrument(manager)     # uses the global tracer provider
     ...
-    mgr.remove_tracer(spans)               # stop
+    manager.remove_tracer(spans)               # stop
 
 Every :class:`grid.CallTrace` becomes one span, created when the call ends
 with the start and end times of the record: kind ``CLIENT`` for the caller's
@@ -96,10 +96,10 @@ class SpanTracer:
         span.end(end_time=start_ns + int(rec.duration * 1e9))
 
 
-def instrument(mgr: Manager, tracer_provider: _ot.TracerProvider | None = None, *,
+def instrument(manager: Manager, tracer_provider: _ot.TracerProvider | None = None, *,
                sides: tuple[str, ...] = ("caller", "callee")) -> SpanTracer:
-    """Install a :class:`SpanTracer` on ``mgr`` and return it; remove it
-    with ``mgr.remove_tracer(returned)``."""
+    """Install a :class:`SpanTracer` on ``manager`` and return it; remove it
+    with ``manager.remove_tracer(returned)``."""
     t = SpanTracer(tracer_provider, sides=sides)
-    mgr.add_tracer(t)
+    manager.add_tracer(t)
     return t

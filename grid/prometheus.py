@@ -5,7 +5,7 @@
     import prometheus_client
     import grid.prometheus
 
-    collector = grid.prometheus.register(mgr)         # on prometheus_client.REGISTRY
+    collector = grid.prometheus.register(manager)         # on prometheus_client.REGISTRY
     server = await grid.prometheus.start_metrics_server(9100, "0.0.0.0")
     ...
     server.close()
@@ -131,21 +131,21 @@ class GridCollector(Collector):
 
     # -- managers
 
-    def add_manager(self, mgr: Manager) -> None:
-        """Export ``mgr`` too (and observe its calls when ``calls`` is on)."""
-        if any(m is mgr for m in self._managers):
+    def add_manager(self, manager: Manager) -> None:
+        """Export ``manager`` too (and observe its calls when ``calls`` is on)."""
+        if any(m is manager for m in self._managers):
             return
-        self._managers.append(mgr)
+        self._managers.append(manager)
         if self._calls_enabled:
-            mgr.add_tracer(self.observe)
+            manager.add_tracer(self.observe)
 
-    def remove_manager(self, mgr: Manager) -> None:
-        """Stop exporting ``mgr`` (its per-handler counters stay)."""
+    def remove_manager(self, manager: Manager) -> None:
+        """Stop exporting ``manager`` (its per-handler counters stay)."""
         for i, m in enumerate(self._managers):
-            if m is mgr:
+            if m is manager:
                 del self._managers[i]
-                if self._calls_enabled and self.observe in mgr.tracers:
-                    mgr.remove_tracer(self.observe)
+                if self._calls_enabled and self.observe in manager.tracers:
+                    manager.remove_tracer(self.observe)
                 return
 
     def close(self) -> None:
@@ -191,8 +191,8 @@ class GridCollector(Collector):
             assert isinstance(f, CounterMetricFamily)
             return f
 
-        for mgr in list(self._managers):
-            stats = mgr.stats()
+        for manager in list(self._managers):
+            stats = manager.stats()
             for cs in stats.connections:
                 lv = [stats.local, cs.remote]
                 g("connection_up").add_metric(lv, 1.0 if cs.state is State.CONNECTED else 0.0)

@@ -103,7 +103,7 @@ class StreamHandler:
     the capacities to ``new_stream``).
     """
 
-    def __init__(self, handle: StreamHandlerFn, subroute: str = "", in_capacity: int = 1,
+    def __init__(self, handle: StreamHandlerFn, *, subroute: str = "", in_capacity: int = 0,
                  out_capacity: int = 1) -> None:
         if in_capacity < 0:
             raise ValueError("in_capacity must be >= 0")

@@ -67,12 +67,11 @@ class TestGrid:
                 if self._setup is not None:
                     self._setup(m)
                 self.managers.append(m)
-            # Every node listens before any dials, so no first dial is refused
-            # (Manager.start in two steps, through its declared hooks).
+            # Every node listens before any dials, so no first dial is refused.
             for m in self.managers:
-                await m._listen(True, None)
+                await m.start(dial=False)
             for m in self.managers:
-                m._dial()
+                m.start_dialing()
             await self.wait_connected()
         except BaseException:
             await self.close()

@@ -26,7 +26,7 @@ class SingleHandler(Generic[Req, Resp]):
     """A single-request handler id with typed request and response.
 
     ``ECHO = grid.SingleHandler(1, Point, Point)``; the server registers a
-    function with ``ECHO.register(mgr, fn)``, the client calls
+    function with ``ECHO.register(manager, handler)``, the client calls
     ``await ECHO.call(conn, Point(1, 2))``.  A request that fails to decode
     on the callee reaches the caller as a RemoteError with the decoder's text.
     """
@@ -45,22 +45,25 @@ class SingleHandler(Generic[Req, Resp]):
         elif name == "response_type":
             self._enc_resp, self._dec_resp = payload_codec(value)
 
-    def register(self, mgr: Manager,
-                 fn: Callable[[Req], Union[Resp, Awaitable[Resp]]], *subroute: str) -> None:
-        """Register ``fn(request) -> response`` (sync or async) on ``mgr``."""
+    def register(self, manager: Manager,
+                 handler: Callable[[Req], Union[Resp, Awaitable[Resp]]], *,
+                 subroute: str = "") -> None:
+        """Register ``handler(request) -> response`` (sync or async) on
+        ``manager``, optionally under a static ``subroute`` such as ``"disk/1"``."""
         dec, enc = self._dec_req, self._enc_resp
+        fn = handler
         if asyncio.iscoroutinefunction(fn):
             async def async_handler(payload: bytes | None) -> bytes | None:
                 return enc(await fn(_decode_request(dec, payload)))
 
-            mgr.register_single(self.handler_id, async_handler, *subroute)
+            manager.register_single(self.handler_id, async_handler, subroute=subroute)
         else:
             # A plain function stays a plain function: the manager runs it
             # inline, like a byte-level handler.
-            def handler(payload: bytes | None) -> bytes | None:
+            def sync_handler(payload: bytes | None) -> bytes | None:
                 return enc(fn(_decode_request(dec, payload)))
 
-            mgr.register_single(self.handler_id, handler, *subroute)
+            manager.register_single(self.handler_id, sync_handler, subroute=subroute)
 
     async def call(self, conn: Connection | Subroute, request: Req,
                    timeout: float | None = None) -> Resp:
@@ -141,7 +144,7 @@ class StreamTypeHandler(Generic[P, Req, Resp]):
     """A stream handler id with typed initial payload, request items and
     response items, and the capacities both ends use.
 
-    The registered function is ``async def fn(ctx, payload, inbound, out)``
+    The registered function is ``async def handler(ctx, payload, inbound, out)``
     where ``inbound`` yields typed requests (None when ``in_capacity=0``) and
     ``out`` is a :class:`TypedStreamOut`.
     """
@@ -156,8 +159,11 @@ class StreamTypeHandler(Generic[P, Req, Resp]):
         self.in_capacity = in_capacity
         self.out_capacity = out_capacity
 
-    def register(self, mgr: Manager, fn: Callable[..., Awaitable[None]], *subroute: str) -> None:
-        """Register ``fn`` on ``mgr`` under this id and optional subroute."""
+    def register(self, manager: Manager, handler: Callable[..., Awaitable[None]], *,
+                 subroute: str = "") -> None:
+        """Register ``handler`` on ``manager`` under this id and an optional
+        static ``subroute`` such as ``"disk/1"``."""
+        fn = handler
         pay_t, req_t, resp_t = self.payload_type, self.request_type, self.response_type
         dec_pay = payload_codec(pay_t)[1]
         payload_codec(req_t)  # a bad type fails here, not in the first stream
@@ -169,8 +175,9 @@ class StreamTypeHandler(Generic[P, Req, Resp]):
                 None if inbound is None else _TypedInbound(inbound, req_t))
             await fn(ctx, _decode_request(dec_pay, payload), typed_in, TypedStreamOut(out, resp_t))
 
-        mgr.register_stream(self.handler_id, StreamHandler(
-            handle, "/".join(subroute), self.in_capacity, self.out_capacity))
+        manager.register_stream(self.handler_id, StreamHandler(
+            handle, subroute=subroute, in_capacity=self.in_capacity,
+            out_capacity=self.out_capacity))
 
     async def call(self, conn: Connection | Subroute, payload: P = None,  # type: ignore[assignment]
                    timeout: float | None = None) -> TypedStream[Req, Resp]:

@@ -120,7 +120,8 @@ def register(mgr: grid.Manager, obs: Observed | None = None) -> Observed:
 
     for sub in HANDLERS["subroute"]["subroutes"]:
         prefix = (sub + ":").encode()
-        mgr.register_single(hid("subroute"), lambda p, prefix=prefix: prefix + (p or b""), sub)
+        mgr.register_single(hid("subroute"), lambda p, prefix=prefix: prefix + (p or b""),
+                            subroute=sub)
 
     typed_handler().register(mgr, typed_transform)
     mgr.register_single(hid("stats"), lambda p: obs.stats_payload())
@@ -172,7 +173,7 @@ def register(mgr: grid.Manager, obs: Observed | None = None) -> Observed:
 
     def stream(name: str, fn: Any, subroute: str = "") -> grid.StreamHandler:
         h = HANDLERS[name]
-        return grid.StreamHandler(fn, subroute, in_capacity=h["in_capacity"],
+        return grid.StreamHandler(fn, subroute=subroute, in_capacity=h["in_capacity"],
                                   out_capacity=h["out_capacity"])
 
     mgr.register_stream(hid("stream-echo"), stream("stream-echo", counted(echo)))

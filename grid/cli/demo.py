@@ -44,7 +44,7 @@ def _demo_setup(m: grid.Manager) -> None:
 
     m.register_single(ECHO, echo)
     m.register_single(LOOKUP, lookup)
-    m.register_single(DISK_INFO, disk_info, "disk", "1")
+    m.register_single(DISK_INFO, disk_info, subroute="disk/1")
 
     async def echo_stream(ctx: grid.StreamContext, payload: bytes | None,
                           inbound: AsyncIterator[bytes] | None, out: grid.StreamOut) -> None:

@@ -275,7 +275,7 @@ def _register_table(mgr: grid.Manager, table: Mapping[Any, Any], where: str) -> 
                                "StreamHandler(..., subroute=...), not in the key")
             mgr.register_stream(hid, value)
         elif callable(value):
-            mgr.register_single(hid, value, *(route.split("/") if route else ()))
+            mgr.register_single(hid, value, subroute=route or "")
         else:
             raise CliError(f"{where}: handler {key!r} is {type(value).__name__}, want a "
                            "function or a grid.StreamHandler")

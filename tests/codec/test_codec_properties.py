@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from grid.errors import ProtocolError
 
 from _helpers import run_parser
+from _vectors import E5, HANDSHAKES, VECTORS
 
 # The fixtures are plain module pairs, so reusing them across examples is safe.
 _HC = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -271,8 +272,6 @@ def test_pair_is_reported(codec_pair):
 @pytest.mark.parametrize("seed", range(4))
 def test_mutated_vectors_agree(codec_pair, seed):
     # A deterministic sweep over mutations of the spec vectors.
-    from test_codec_vectors import E5, HANDSHAKES, VECTORS
-
     py, cy = codec_pair
     rng = random.Random(seed)
     corpus = [v[1] for v in VECTORS] + [E5] + [h[1] for h in HANDSHAKES]

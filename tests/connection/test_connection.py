@@ -41,9 +41,9 @@ def register_all(m: grid.Manager) -> None:
     m.register_single(FAIL, fail)
     m.register_single(SLOW, slow)
     m.register_single(CTX, ctx)
-    m.register_single(CTX, ctx, "disk", "1")
+    m.register_single(CTX, ctx, subroute="disk/1")
     m.register_single(BOOM, boom)
-    m.register_single(ECHO, lambda p: b"sub:" + (p or b""), "disk", "1")
+    m.register_single(ECHO, lambda p: b"sub:" + (p or b""), subroute="disk/1")
 
 
 def test_echo_absent_and_empty_both_ways(loop_kind: str) -> None:
@@ -107,9 +107,9 @@ def test_register_errors() -> None:
     m.register_single(ECHO, lambda p: p)
     with pytest.raises(grid.HandlerAlreadyExists):
         m.register_single(ECHO, lambda p: p)
-    m.register_single(ECHO, lambda p: p, "a")
+    m.register_single(ECHO, lambda p: p, subroute="a")
     with pytest.raises(grid.HandlerAlreadyExists):
-        m.register_single(ECHO, lambda p: p, "a")
+        m.register_single(ECHO, lambda p: p, subroute="a")
     for bad in (0, 256, -1):
         with pytest.raises(grid.UnknownHandler):
             m.register_single(bad, lambda p: p)

@@ -79,7 +79,7 @@ def test_encode_message_frame_errors_match_pure(codec: ModuleType, args: tuple[A
 
 def _setup(m: grid.Manager) -> None:
     m.register_single(ECHO, lambda p: p)
-    m.register_single(ECHO, lambda p: p, "disk", "1")
+    m.register_single(ECHO, lambda p: p, subroute="disk/1")
 
     async def gated(payload: bytes | None) -> bytes | None:
         gate = GATES[m.local]

@@ -21,7 +21,7 @@ import pytest
 
 import grid
 from grid import _codec_py, _http, _payloads
-from grid._consts import WS_BINARY
+from grid._consts import WS_BINARY, Op
 from grid._impl import local_dials
 from grid.testing import free_port
 
@@ -408,7 +408,7 @@ async def _handshake(port: int, local: str) -> tuple[asyncio.StreamReader, async
     r, w, status, head = await _open_raw(port, TOKEN)
     assert status == 101, head
     req = _payloads.ConnectRequest(os.urandom(16), local, time.time_ns(), TOKEN)
-    msg = _codec_py.encode_message(0, 0, 0, 0, int(grid.Op.CONNECT), 0, req.encode())
+    msg = _codec_py.encode_message(0, 0, 0, 0, int(Op.CONNECT), 0, req.encode())
     w.write(_codec_py.encode_frame(msg, WS_BINARY, os.urandom(4)))
     parser = _codec_py.FrameParser(server=False)
     while True:

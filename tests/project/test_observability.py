@@ -73,7 +73,7 @@ def _setup(m: grid.Manager) -> None:
     m.register_single(FAIL_SYNC, fail_sync)
     m.register_single(FAIL_ASYNC, fail_async)
     m.register_single(SLOW, slow)
-    m.register_single(SUB, lambda p: b"sub:" + (p or b""), "disk", "1")
+    m.register_single(SUB, lambda p: b"sub:" + (p or b""), subroute="disk/1")
 
     async def echo_stream(ctx: grid.StreamContext, payload: bytes | None,
                           inbound: AsyncIterator[bytes] | None, out: grid.StreamOut) -> None:

@@ -75,7 +75,7 @@ def _setup(m: grid.Manager) -> None:
             pass
 
     m.register_single(ECHO, lambda p: p)
-    m.register_single(ECHO, lambda p: b"sub:" + (p or b""), "disk", "1")
+    m.register_single(ECHO, lambda p: b"sub:" + (p or b""), subroute="disk/1")
     m.register_single(BIG, lambda p: BIG_REPLY)
     m.register_stream(SINK, grid.StreamHandler(sink, in_capacity=4, out_capacity=1))
     m.register_stream(HOLD, grid.StreamHandler(hold, in_capacity=0, out_capacity=1))
@@ -316,10 +316,10 @@ class Node:
 
     async def __aenter__(self) -> Node:
         # Both listen before either dials (as TestGrid does).
-        await self.mgr._listen(True, None)
-        await self.good._listen(True, None)
-        self.mgr._dial()
-        self.good._dial()
+        await self.mgr.start(dial=False)
+        await self.good.start(dial=False)
+        self.mgr.start_dialing()
+        self.good.start_dialing()
         await self.good_conn.wait_for_connect(5)
         await self.check_good()
         return self

@@ -97,7 +97,7 @@ def setup(m: grid.Manager) -> None:
     async def bad(p: Point) -> grid.MSS:
         raise grid.RemoteError(f"no {p.Label}")
 
-    BAD.register(m, bad, "disk", "1")
+    BAD.register(m, bad, subroute="disk/1")
 
     async def listing(ctx: grid.StreamContext, p: Point, inbound: None,
                       out: grid.TypedStreamOut[Point]) -> None:
