@@ -9,17 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from grid._consts import LOCK_ROUTE_PATH, ROUTE_PATH
+from grid import errors as _errors
+from grid import types as _types
 from grid._impl import ACCELERATED, IMPLEMENTATION
+# the "X as X" form marks each as exported for type checkers (__all__ is built)
 from grid.errors import (
-    Disconnected,
-    GridError,
-    HandlerAlreadyExists,
-    IncorrectSequence,
-    ProtocolError,
-    Rejected,
-    RemoteError,
-    UnknownHandler,
-    UsedAfterFork,
+    Disconnected as Disconnected,
+    GridError as GridError,
+    HandlerAlreadyExists as HandlerAlreadyExists,
+    IncorrectSequence as IncorrectSequence,
+    ProtocolError as ProtocolError,
+    Rejected as Rejected,
+    RemoteError as RemoteError,
+    RemoteUnknownHandler as RemoteUnknownHandler,
+    UnknownHandler as UnknownHandler,
+    UsedAfterFork as UsedAfterFork,
 )
 
 __version__ = "0.1.0"
@@ -29,15 +33,8 @@ __all__ = [
     "IMPLEMENTATION",
     "ROUTE_PATH",
     "LOCK_ROUTE_PATH",
-    "GridError",
-    "ProtocolError",
-    "RemoteError",
-    "Disconnected",
-    "UnknownHandler",
-    "HandlerAlreadyExists",
-    "IncorrectSequence",
-    "Rejected",
-    "UsedAfterFork",
+    # the exception classes (grid.errors also holds Go's wire texts)
+    *(name for name in _errors.__all__ if not name.endswith(("_TEXT", "_text"))),
 ]
 
 from grid.connection import Connection, ConnectionStats, State, Subroute  # noqa: E402
@@ -45,8 +42,8 @@ from grid.handlers import CallContext, current_call  # noqa: E402
 from grid.manager import Manager, ManagerStats  # noqa: E402
 from grid.stream import Stream, StreamContext, StreamHandler, StreamOut  # noqa: E402
 from grid.typed import SingleHandler, StreamTypeHandler, TypedStream, TypedStreamOut  # noqa: E402
-from grid.types import JSON, MSS, ArrayOf, Bytes, NoPayload, URLValues  # noqa: E402
-from grid.errors import RemoteUnknownHandler  # noqa: E402
+from grid.types import JSON as JSON, MSS as MSS, ArrayOf as ArrayOf  # noqa: E402
+from grid.types import Bytes as Bytes, NoPayload as NoPayload, URLValues as URLValues  # noqa: E402
 from grid.trace import CallTrace  # noqa: E402
 
 
@@ -79,7 +76,6 @@ __all__ += [
     "Subroute",
     "CallContext",
     "current_call",
-    "RemoteUnknownHandler",
     "Stream",
     "StreamContext",
     "StreamHandler",
@@ -88,12 +84,8 @@ __all__ += [
     "StreamTypeHandler",
     "TypedStream",
     "TypedStreamOut",
-    "NoPayload",
-    "MSS",
-    "Bytes",
-    "URLValues",
-    "ArrayOf",
-    "JSON",
+    # the payload types (grid.types also holds the codec functions)
+    *(name for name in _types.__all__ if name[0].isupper()),
     "run",
     "CallTrace",
 ]

@@ -146,7 +146,7 @@ class Message:
 # ---------------------------------------------------------------- encoding
 
 
-def _pack_uint(out: bytearray, v: int) -> None:
+def pack_uint(out: bytearray, v: int) -> None:
     # msgp AppendUint64: the smallest unsigned form (§2.1).
     if v < 0x80:
         out.append(v)
@@ -199,7 +199,7 @@ def encode_message(
             raise ValueError(f"{name} {value} is outside 0..{top}")
     out = bytearray(b"\x97")
     for value in values:
-        _pack_uint(out, value)
+        pack_uint(out, value)
     if payload is None:
         out += b"\xc4\x00"
     else:
@@ -227,7 +227,7 @@ def encode_merged(messages: Sequence[Buffer]) -> bytes:
     if n > 0xFFFFFFFF:
         raise ValueError("too many messages for one container")
     out = bytearray(b"\x97\x00")
-    _pack_uint(out, n)
+    pack_uint(out, n)
     out += b"\x00\x00\x11\x00\xc4\x00"
     for m in messages:
         m = _view(m)

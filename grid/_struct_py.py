@@ -28,6 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from grid._envelope_py import pack_uint
 from grid.errors import ProtocolError
 
 __all__ = ["StructCodec"]
@@ -73,16 +74,7 @@ def _put_int(out: bytearray, x: int) -> bool:
     if x >= 0:
         if x > _U64_MAX:
             return False
-        if x < 0x80:
-            out.append(x)
-        elif x < 0x100:
-            out += bytes((0xCC, x))
-        elif x < 0x10000:
-            out += b"\xcd" + _B16.pack(x)
-        elif x < 0x100000000:
-            out += b"\xce" + _B32.pack(x)
-        else:
-            out += b"\xcf" + _B64.pack(x)
+        pack_uint(out, x)
     elif x >= -32:
         out.append(x & 0xFF)
     elif x >= -0x80:
