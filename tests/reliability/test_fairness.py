@@ -155,17 +155,18 @@ def test_flood_does_not_starve_good_peer(loop_kind: str, kind: str) -> None:
 
 
 REQ = 64 * 1024
-PEER_CAP = 16 * 1024 * 1024
 
 
 def test_request_bytes_capped(loop_kind: str) -> None:
     """Requests held by a handler that never returns are bounded in bytes:
-    past ``max_request_bytes`` a request is refused with BUSY_BYTES_TEXT at
-    once, and the node's memory grows by about the cap, not by what was sent."""
+    past ``max_request_bytes`` (its default) a request is refused with
+    BUSY_BYTES_TEXT at once, and the node's memory grows by about the cap,
+    not by what was sent."""
 
     async def main() -> None:
-        async with Node(max_request_bytes=PEER_CAP) as node:
+        async with Node() as node:
             conn = node.good_conn
+            cap = node.mgr.max_request_bytes
             payload = os.urandom(REQ)
             start = _rss()
             futs: list[asyncio.Future[Any]] = []
@@ -184,12 +185,22 @@ def test_request_bytes_capped(loop_kind: str) -> None:
             print(f"\n{loop_kind}/{grid.IMPLEMENTATION}: {held} held "
                   f"({held * REQ / 2**20:.1f} MiB of payload), RSS +{grown / 2**20:.1f} MiB")
             assert isinstance(refused, grid.RemoteError) and refused.message == grid.errors.BUSY_BYTES_TEXT
-            assert held * REQ <= PEER_CAP
-            assert held * REQ > PEER_CAP - 33 * REQ
-            assert grown < PEER_CAP + 48 * 2**20
+            assert held * REQ <= cap
+            assert held * REQ > cap - 33 * REQ
+            assert grown < cap + 48 * 2**20
             # The refusal costs only the refused requests: later small ones run.
             assert await conn.request(ECHO, b"after", timeout=5.0) == b"after"
             for f in futs:
                 f.cancel()
 
     run(loop_kind, main, timeout=60)
+
+
+def test_request_byte_options_checked() -> None:
+    """The byte caps are validated when the Manager is made."""
+    hosts = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    with pytest.raises(ValueError, match="max_request_bytes"):
+        grid.Manager(hosts[0], hosts, lambda: TOKEN, max_request_bytes=-1)
+    with pytest.raises(ValueError, match="max_total_request_bytes"):
+        grid.Manager(hosts[0], hosts, lambda: TOKEN, max_request_bytes=2,
+                     max_total_request_bytes=1)
