@@ -66,6 +66,30 @@ LARGE_MESSAGE = 1 << 20
 EARLY_FLUSH_MESSAGES = 64
 EARLY_FLUSH_BYTES = 64 * 1024
 
+# Inbound work a connection may do before the rest of what it received waits
+# for a later loop turn (grid._mux.ConnCore): one unit per message the core
+# handles itself (a response, an inline request, a stream item or credit),
+# TURN_SLOW_COST per message it hands to Python code (the connection, a
+# stream's own code, an async handler's admission) and per control frame,
+# one per 4 KiB received (TURN_BYTE_SHIFT), one per TURN_CHECKS_PER_UNIT
+# messages of a large container checked before any of it is dispatched.
+# The pure twin's messages cost several times the compiled twin's, so its
+# budget is smaller: about the same loop time each.
+TURN_BUDGET = 512
+TURN_BUDGET_PURE = 256
+TURN_SLOW_COST = 4
+TURN_BYTE_SHIFT = 12
+TURN_CHECKS_PER_UNIT = 8
+# Parsing is done per read, before any budget applies: a read that yields
+# more frames than a turn's budget halves the next reads (down to READ_MIN
+# bytes), so that a flood of tiny frames costs little parsing per turn;
+# reads that yield few frames double it again, back to the parser's window.
+READ_MIN = 4096
+READ_WINDOW = 256 * 1024  # the frame parser's read window
+# An OpMerged container of more messages than this is checked and
+# dispatched in slices, across loop turns; a smaller one in one go.
+SLICE_CONTAINER = 64
+
 # WebSocket opcodes (RFC 6455 §5.2).
 WS_CONTINUATION = 0x0
 WS_TEXT = 0x1

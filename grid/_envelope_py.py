@@ -28,6 +28,9 @@ Buffer = Union[bytes, bytearray, memoryview]
 CRC_BACKEND = "xxhash-package"
 
 _OP_MERGED = int(Op.MERGED)
+# The fewest bytes a container spends on one valid message: a bin8 header
+# and the smallest envelope (fixarray, six fixints, an empty bin8).
+_MIN_BIN = 2 + 9
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -333,6 +336,30 @@ def _trailers(data: bytes, flags: int, tail: int) -> tuple[int, bytes | None]:
         end -= 32
         subroute = data[end:end + 32]
     return end, subroute
+
+
+def merged_bins(data: bytes, more_than: int) -> tuple[int, int, int] | None:
+    """For the pure connection core, which works through a large container
+    in slices: ``(count, first bin, end of the bins)`` of ``data`` if it is
+    an OpMerged container announcing more than ``more_than`` messages (its
+    envelope checked as decode_message() checks it), else None."""
+    if len(data) < _MIN_BIN * more_than:
+        return None  # too short to hold that many messages: decoded whole
+    ints, _, _, tail = _decode_tuple(data)
+    if ints[4] != _OP_MERGED or ints[1] <= more_than:
+        return None
+    end, _ = _trailers(data, ints[5], tail)
+    return ints[1], tail, end
+
+
+def merged_bin(data: bytes, pos: int, end: int, count: int, index: int) -> tuple[Message, int]:
+    """The bin at ``data[pos:end]`` of a container announcing ``count``
+    (``index`` of them before it), decoded, and where the next one starts;
+    the ProtocolError texts are iter_merged()'s."""
+    if pos >= end:
+        raise ProtocolError(f"merged container announces {count} messages, holds {index}")
+    start, stop = _read_bin(data, pos, end, "merged message")
+    return decode_message(data[start:stop]), stop
 
 
 # ---------------------------------------------------------------- split frames

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from grid.handlers import HandlerRegistry
     from grid.trace import TracerSet
 
-__all__ = ["Link", "Node"]
+__all__ = ["Link", "Node", "HeldBytes"]
 
 log = logging.getLogger("grid.connection")
 
@@ -33,6 +33,16 @@ _MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
 SendLarge = Callable[[int, int, int, int, int, int, bytes, "bytes | None"], None]
 
 
+class HeldBytes:
+    """Payload bytes of the requests a node's async handlers run or hold
+    waiting, across all its peers (``max_total_request_bytes`` caps it)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = 0
+
+
 class Node(Protocol):
     """The node settings streams and served requests read (a Manager's)."""
 
@@ -40,6 +50,9 @@ class Node(Protocol):
     max_streams: int
     max_running_handlers: int
     max_queued_requests: int
+    max_request_bytes: int
+    max_total_request_bytes: int
+    _held_requests: HeldBytes
 
     @property
     def draining(self) -> bool: ...

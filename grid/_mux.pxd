@@ -70,6 +70,9 @@ cdef struct _Deadline:
 #                                  a call call() does not start itself
 #   _failed(exc) -> future         a future failed with exc
 #   _schedule_sweep(delay)         run the deadline sweep within delay seconds
+# and, on its reader (the wire that made it, which owns the socket):
+#   _input_waiting()               received input waits for a later loop turn:
+#                                  stop reading, call drain() from the next turn
 
 
 @cython.final
@@ -100,6 +103,22 @@ cdef class ConnCore:
     cdef public Py_ssize_t queue_limit
     cdef public double sweep_at       # monotonic time of the owner's next deadline sweep
     cdef double _last_at              # deadline of the request _request() sent last
+    # Fair share of the loop (see ConnCore.drain): work units done since the
+    # last drain, and what waits for a later turn.
+    cdef public object reader         # the wire that made the core (told when input waits)
+    cdef public Py_ssize_t turn_budget  # work units a turn may take (TURN_BUDGET)
+    cdef Py_ssize_t _spent
+    cdef Py_ssize_t _read_max         # bytes a read may bring (0: the parser's whole window)
+    cdef bint _held                   # input waits, and the reader has been told
+    cdef list _waiting                # received events not yet processed, or None
+    cdef Py_ssize_t _waiting_pos      # the first of them still to process
+    cdef bytes _slice                 # a large merged container being worked through, or None
+    cdef Py_ssize_t _slice_pos        # its next bin (to check, then to dispatch)
+    cdef Py_ssize_t _slice_start      # its first bin
+    cdef Py_ssize_t _slice_end        # the end of its bins
+    cdef uint64_t _slice_count        # bins it announces
+    cdef uint64_t _slice_done         # bins checked (phase 1) or dispatched (phase 2)
+    cdef bint _slice_checked          # every bin checked: dispatching
     cdef _Deadline* _fifo             # ring of deadlines in arrival order (non-decreasing)
     cdef Py_ssize_t _fifo_head
     cdef Py_ssize_t _fifo_len
@@ -107,6 +126,9 @@ cdef class ConnCore:
     cdef list _deadlines              # heap of (monotonic deadline, mux id): the out-of-order ones
 
     cdef int _on_events(self, list events) except -1
+    cdef int _run(self, list events, Py_ssize_t i) except -1
+    cdef int _wait(self, list events, Py_ssize_t i) except -1
+    cdef int _work_slice(self) except -1
     cdef int _on_binary(self, object payload) except -1
     cdef int _on_bytes(self, bytes payload) except -1
     cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1

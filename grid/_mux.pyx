@@ -58,141 +58,8 @@ cdef object _U32_MASK = 0xFFFFFFFF
 cdef object _U64_MASK = 0xFFFFFFFFFFFFFFFF
 
 
-@cython.annotation_typing(False)
-def _allocator_signature(start: int = 0) -> None:
-    pass
-
-
-@cython.annotation_typing(False)
-def _state_signature(mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
-    pass
-
-
-@cython.final
-cdef class MuxIdAllocator:
-    """Hands out caller-side mux ids: pre-incremented from ``start``, wrapping
-    at 2**64 and skipping 0, which is reserved for connection pings (§3.4).
-    One allocator lives as long as its connection object, across reconnects."""
-
-    # What inspect.signature(MuxIdAllocator) reports (a cdef class's
-    # __init__ is a slot wrapper without one).
-    __signature__ = _inspect.signature(_allocator_signature)
-
-    def __init__(self, start: int = 0) -> None:
-        start = PyNumber_Index(start)
-        if not 0 <= start <= _U64_MASK:
-            raise ValueError(f"start {start} is outside 0..2**64-1")
-        self._last = start
-
-    @property
-    def last(self) -> int:
-        """The id handed out most recently (``start`` before the first)."""
-        return self._last
-
-    def next(self) -> int:
-        """Return the next mux id (never 0)."""
-        return self._next()
-
-    cdef uint64_t _next(self) except? 0:
-        # Unsigned arithmetic wraps at 2**64 by definition.
-        cdef uint64_t v = self._last + 1
-        if v == 0:
-            v = 1
-        self._last = v
-        return v
-
-
-@cython.final
-cdef class MuxState:
-    """Sequence numbers and credits of one mux, seen from one side (§8.3, §8.4),
-    and a stream's receiving end for ConnCore's fast paths: the pure twin's
-    :class:`grid._mux_py.MuxState`, with fixed-width C counters."""
-
-    __signature__ = _inspect.signature(_state_signature)
-
-    def __init__(self, mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
-        # Checked with Python ints first, as the pure twin, so out-of-range
-        # values give its ValueError rather than a C OverflowError.
-        mux_id, send_seq, recv_seq = PyNumber_Index(mux_id), PyNumber_Index(send_seq), PyNumber_Index(recv_seq)
-        credits = PyNumber_Index(credits)
-        if not 0 <= mux_id <= _U64_MASK:
-            raise ValueError(f"mux_id {mux_id} is outside 0..2**64-1")
-        if not (0 <= send_seq <= _U32_MASK and 0 <= recv_seq <= _U32_MASK):
-            raise ValueError("sequence numbers are 32-bit unsigned")
-        if credits < 0:
-            raise ValueError("credits must be >= 0")
-        self.mux_id = mux_id
-        self.send_seq = send_seq
-        self.recv_seq = recv_seq
-        self.credits = credits  # OverflowError above 2**63-1 (the pure twin has no cap)
-        self.waiter = None
-        self.items = None
-        self.item_waiter = None
-        self.capacity = 0
-        self.received = 0
-        self.unflushed = 0
-        self.flush_every = 1
-        self.credit_op = 0
-        self.item_op = 0
-        self.fast = False
-
-    def next_send_seq(self) -> int:
-        """Take the Seq for the next counted outgoing message."""
-        return self._next_send_seq()
-
-    cdef uint32_t _next_send_seq(self) except? 0xFFFFFFFF:
-        cdef uint32_t s = self.send_seq
-        self.send_seq = s + 1  # wraps at 2**32, as Go's uint32
-        return s
-
-    def check_recv(self, seq: int) -> None:
-        """Accept ``seq`` if it is the one due, else raise IncorrectSequence
-        (and leave the counter where it was)."""
-        cdef int overflow = 0
-        cdef long long x
-        cdef uint32_t expected = self.recv_seq
-        if PyLong_Check(seq):
-            # Compared whole: 2**32 + expected is a mismatch, not a wrap.
-            x = PyLong_AsLongLongAndOverflow(seq, &overflow)
-            if overflow != 0 or x != <long long>expected:
-                raise IncorrectSequence(expected, seq)
-        elif seq != expected:
-            raise IncorrectSequence(expected, seq)
-        self.recv_seq = expected + 1
-
-    cdef int _check_recv(self, uint32_t seq) except -1:
-        cdef uint32_t expected = self.recv_seq
-        if seq != expected:
-            raise IncorrectSequence(expected, seq)
-        self.recv_seq = expected + 1
-        return 0
-
-    def add_credits(self, n: int = 1) -> int:
-        """Return ``n`` credits (an ack or unblock arrived); give the new total."""
-        cdef int64_t k
-        n = PyNumber_Index(n)
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        k = n  # OverflowError above 2**63-1
-        if self.credits > 0 and k > INT64_MAX - self.credits:
-            raise OverflowError("credits would overflow a 64-bit counter")
-        self.credits += k
-        return self.credits
-
-    def take_credit(self) -> bool:
-        """Spend one credit if there is one; False means the sender must wait."""
-        return self._take_credit()
-
-    cdef bint _take_credit(self) except -1:
-        if self.credits > 0:
-            self.credits -= 1
-            return True
-        return False
-
-    def __repr__(self) -> str:
-        return (f"MuxState(mux_id={self.mux_id}, send_seq={self.send_seq}, "
-                f"recv_seq={self.recv_seq}, credits={self.credits})")
-
+# MuxIdAllocator and MuxState.
+include "_mux_state.pxi"
 
 
 # ---------------------------------------------------------------- the per-connection core
@@ -253,6 +120,8 @@ cdef class ConnCore:
         self.queue_limit = 65535
         self.sweep_at = float("inf")
         self._deadlines = []
+        self.reader = owner
+        self.turn_budget = TURN_BUDGET
 
     def attach(self, owner: CoreOwner, *, caller: str, base_flags: int, ids: MuxIdAllocator,
                loop: Any, singles: dict, singles_sub: dict, callers: dict, callees: dict,
@@ -284,6 +153,8 @@ cdef class ConnCore:
         self.open_calls = False
         self.queue = []
         self.queued_bytes = 0
+        self._waiting = None  # what the old connection's peer sent is not served
+        self._slice = None
 
     def __dealloc__(self):
         PyMem_Free(self._fifo)
@@ -302,13 +173,22 @@ cdef class ConnCore:
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """``asyncio.BufferedProtocol.get_buffer``."""
-        return self.parser.get_buffer(sizehint)
+        view = self.parser.get_buffer(sizehint)
+        if self._read_max and len(view) > self._read_max:
+            return view[:self._read_max]
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         """``asyncio.BufferedProtocol.buffer_updated``: parse and dispatch."""
+        cdef list events
         if self.parser is None:  # C calls below do not check for None
             raise AttributeError("'NoneType' object has no attribute 'buffer_updated'")
-        self._on_events(self.parser._updated(nbytes))
+        events = self.parser._updated(nbytes)
+        if PyList_GET_SIZE(events) > self.turn_budget:
+            self._read_max = max(READ_MIN, <Py_ssize_t>nbytes // 2)
+        elif self._read_max and PyList_GET_SIZE(events) < self.turn_budget >> 2:
+            self._read_max = 0 if self._read_max >= READ_WINDOW else 2 * self._read_max
+        self._on_events(events)
 
     def feed(self, data: Any) -> None:
         """Parse and dispatch bytes received some other way."""
@@ -318,14 +198,70 @@ cdef class ConnCore:
 
     def feed_message(self, payload: Any) -> None:
         """Dispatch one whole binary WebSocket message (see the pure twin)."""
-        self._on_binary(payload)
+        self._on_events([(WS_BINARY, payload)])
+
+    @property
+    def input_waiting(self) -> bool:
+        """True while received input waits for a later loop turn."""
+        return self._held
+
+    def drain(self) -> bool:
+        """Go on with the input that waited, within a fresh turn's budget;
+        True once nothing waits (see the pure twin)."""
+        cdef list events = self._waiting
+        self._spent = 0
+        self._held = False
+        self._waiting = None
+        if self._slice is not None:
+            self._work_slice()
+            if self._slice is not None:
+                self._wait(events, self._waiting_pos)
+                return False
+        if events is not None:
+            self._run(events, self._waiting_pos)
+        return not self._held
 
     cdef int _on_events(self, list events) except -1:
-        for opcode, payload in events:
+        if self._held:  # input already waits: this goes behind it, in order
+            if self._waiting is None:
+                self._waiting = events
+                self._waiting_pos = 0
+            else:
+                self._waiting.extend(events)
+            return 0
+        return self._run(events, 0)
+
+    cdef int _run(self, list events, Py_ssize_t i) except -1:
+        # The budget check is one compare per WebSocket message; a small
+        # merged container counts whole, a large one is worked in slices.
+        cdef Py_ssize_t n = PyList_GET_SIZE(events)
+        while i < n:
+            if self._spent >= self.turn_budget:
+                return self._wait(events, i)
+            opcode, payload = events[i]
+            i += 1
             if opcode == WS_BINARY:
                 self._on_binary(payload)
+                if self._slice is not None:
+                    return self._wait(events, i)
             else:
+                self._spent += TURN_SLOW_COST
                 self.owner._on_control(opcode, payload)
+        return 0
+
+    cdef int _wait(self, list events, Py_ssize_t i) except -1:
+        # Keep events[i:] for drain() and have the reader stop reading and
+        # call drain() from a later turn: other connections go first, and the
+        # unread bytes stay in the kernel (TCP flow control slows the peer).
+        if events is not None and i < PyList_GET_SIZE(events):
+            if self._waiting is None:
+                self._waiting = events
+                self._waiting_pos = i
+            else:  # drain() left a slice unfinished and had events behind it
+                self._waiting.extend(events[i:])
+        if not self._held:
+            self._held = True
+            self.reader._input_waiting()
         return 0
 
     cdef int _on_binary(self, object payload) except -1:
@@ -333,9 +269,12 @@ cdef class ConnCore:
         dispatch what it holds."""
         cdef list msgs
         cdef Py_ssize_t i
-        if not PyBytes_CheckExact(payload):  # a SplitFrame (large frame), or a caller's buffer
+        if isinstance(payload, (bytearray, memoryview)):
+            payload = bytes(payload)  # a caller's buffer: sliced as received frames are
+        if not PyBytes_CheckExact(payload):  # a SplitFrame (one large message)
             msgs = _decode_messages(payload)
             self.msgs_in += len(msgs)
+            self._spent += len(msgs) + (len(payload) >> TURN_BYTE_SHIFT)
             for i in range(len(msgs)):
                 self._dispatch(msgs[i])
             return 0
@@ -356,14 +295,25 @@ cdef class ConnCore:
         cdef uint64_t count
         _decode_tuple(p, n, &t)
         end = _trailers(p, n, t.f[5], t.stop, &sub)
+        self._spent += n >> TURN_BYTE_SHIFT
         if t.f[4] != OP_MERGED:
             self.msgs_in += 1
+            self._spent += 1
             one.base = 0
             one.t = t
             one.sub = sub
             return self._dispatch_at(p, &one)
         count = t.f[1]
         pos = t.stop
+        if count > SLICE_CONTAINER:
+            # Checked, then dispatched, a budget's worth per turn.
+            self._slice = payload
+            self._slice_start = self._slice_pos = pos
+            self._slice_end = end
+            self._slice_count = count
+            self._slice_done = 0
+            self._slice_checked = False
+            return self._work_slice()
         # Each bin takes at least 2 bytes: no more entries than that can exist.
         inner = <_Inner*>PyMem_Malloc(<size_t>(min(count, <uint64_t>((end - pos) // 2 + 1)))
                                       * sizeof(_Inner))
@@ -381,10 +331,58 @@ cdef class ConnCore:
                 got += 1
                 pos = stop
             self.msgs_in += got
+            self._spent += got
             for i in range(got):
                 self._dispatch_at(p, &inner[i])
         finally:
             PyMem_Free(inner)
+        return 0
+
+    cdef int _work_slice(self) except -1:
+        # A large container, within what is left of the turn's budget: first
+        # every bin is checked (as _on_bytes checks a small one: a bad
+        # container dispatches nothing), then the bins are dispatched.  Each
+        # bin is decoded again for dispatch instead of being kept: an _Inner
+        # per bin of a container of millions would be a large allocation.
+        cdef bytes payload = self._slice
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t pos = self._slice_pos, end = self._slice_end, start, stop
+        cdef _Inner one
+        while not self._slice_checked:
+            if self._spent >= self.turn_budget:
+                self._slice_pos = pos
+                return 0
+            if self._slice_done == self._slice_count:
+                self._slice_checked = True
+                self._slice_done = 0
+                pos = self._slice_start
+                break
+            if pos >= end:
+                self._slice = None
+                raise ProtocolError(f"merged container announces {self._slice_count} messages, "
+                                    f"holds {self._slice_done}")
+            stop = _read_bin(p, pos, end, "merged message", &start)
+            _decode_tuple(p + start, stop - start, &one.t)
+            _trailers(p + start, stop - start, one.t.f[5], one.t.stop, &one.sub)
+            self._slice_done += 1
+            if self._slice_done % TURN_CHECKS_PER_UNIT == 0:
+                self._spent += 1
+            pos = stop
+        while self._slice_done < self._slice_count:
+            if self._spent >= self.turn_budget or self._slice is not payload:
+                self._slice_pos = pos
+                return 0
+            stop = _read_bin(p, pos, end, "merged message", &start)
+            _decode_tuple(p + start, stop - start, &one.t)
+            _trailers(p + start, stop - start, one.t.f[5], one.t.stop, &one.sub)
+            one.base = start
+            pos = stop
+            self._slice_done += 1
+            self.msgs_in += 1
+            self._spent += 1
+            self._dispatch_at(p, &one)
+        if self._slice is payload:
+            self._slice = None
         return 0
 
     cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1:
@@ -499,7 +497,8 @@ cdef class ConnCore:
             if entry is not None and not entry.is_async:
                 self._run_inline(m, entry)
                 return 0
-        elif op == OP_MUX_SERVER_MSG or op == OP_UNBLOCK_CL_MUX:
+        self._spent += TURN_SLOW_COST - 1  # Python code of the stream or the connection
+        if op == OP_MUX_SERVER_MSG or op == OP_UNBLOCK_CL_MUX:
             if self.callers is not None:
                 st = self.callers.get(m.mux_id)
                 if st is not None:

@@ -17,7 +17,7 @@ from collections import deque
 from operator import index as _index
 from typing import Any, Protocol
 
-from grid import _codec_py
+from grid import _codec_py, _envelope_py
 from grid._consts import (
     EARLY_FLUSH_BYTES,
     EARLY_FLUSH_MESSAGES,
@@ -29,6 +29,13 @@ from grid._consts import (
     MAX_DEADLINE_MS,
     MAX_UINT32,
     MAX_UINT64,
+    READ_MIN,
+    READ_WINDOW,
+    SLICE_CONTAINER,
+    TURN_BUDGET_PURE,
+    TURN_SLOW_COST,
+    TURN_BYTE_SHIFT,
+    TURN_CHECKS_PER_UNIT,
     WS_BINARY,
     Op,
 )
@@ -198,6 +205,15 @@ class CoreOwner(Protocol):
         """Run the request deadline sweep within ``delay`` seconds."""
 
 
+class CoreReader(Protocol):
+    """What a :class:`ConnCore` calls on its ``reader``: the wire that made
+    it, which owns the socket (grid/_mux.pxd declares the same)."""
+
+    def _input_waiting(self) -> None:
+        """Received input waits for a later loop turn: stop reading and call
+        :meth:`ConnCore.drain` from the next turn, until it returns True."""
+
+
 _MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
 _MUX_SERVER_MSG = int(Op.MUX_SERVER_MSG)
 _UNBLOCK_SRV_MUX = int(Op.UNBLOCK_SRV_MUX)
@@ -239,7 +255,9 @@ class ConnCore:
         "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
         "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
         "callers", "callees", "open_calls", "loop", "default_timeout", "queue_limit", "sweep_at",
-        "_fifo", "_deadlines",
+        "_fifo", "_deadlines", "reader", "turn_budget", "_spent", "_read_max", "_held", "_waiting",
+        "_waiting_pos", "_slice", "_slice_pos", "_slice_start", "_slice_end", "_slice_count",
+        "_slice_done", "_slice_checked",
     )
 
     def __init__(self, owner: CoreOwner, server: bool, max_message_size: int,
@@ -275,6 +293,19 @@ class ConnCore:
         # usual case: one timeout for all), on a heap for the others.
         self._fifo: deque = deque()
         self._deadlines: list = []
+        # Fair share of the loop (see drain()): the wire that made the core
+        # owns the socket and is told when input waits for a later turn.
+        self.reader: Any = owner
+        self.turn_budget = TURN_BUDGET_PURE
+        self._spent = 0
+        self._read_max = 0  # bytes a read may bring (0: the parser's whole window)
+        self._held = False
+        self._waiting: list | None = None
+        self._waiting_pos = 0
+        self._slice: bytes | None = None  # a large merged container being worked through
+        self._slice_pos = self._slice_start = self._slice_end = 0
+        self._slice_count = self._slice_done = 0
+        self._slice_checked = False
 
     def attach(self, owner: CoreOwner, *, caller: str, base_flags: int, ids: MuxIdAllocator,
                loop: Any, singles: dict, singles_sub: dict, callers: dict, callees: dict,
@@ -306,16 +337,27 @@ class ConnCore:
         self.open_calls = False
         self.queue = []
         self.queued_bytes = 0
+        self._waiting = None  # what the old connection's peer sent is not served
+        self._slice = None
 
     # -- receiving
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """``asyncio.BufferedProtocol.get_buffer``."""
-        return self.parser.get_buffer(sizehint)
+        """``asyncio.BufferedProtocol.get_buffer``: the parser's buffer, cut
+        to fewer bytes while reads bring more frames than a turn's budget."""
+        view = self.parser.get_buffer(sizehint)
+        if self._read_max and len(view) > self._read_max:
+            return view[:self._read_max]
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         """``asyncio.BufferedProtocol.buffer_updated``: parse and dispatch."""
-        self._on_events(self.parser.buffer_updated(nbytes))
+        events = self.parser.buffer_updated(nbytes)
+        if len(events) > self.turn_budget:
+            self._read_max = max(READ_MIN, nbytes // 2)
+        elif self._read_max and len(events) < self.turn_budget >> 2:
+            self._read_max = 0 if self._read_max >= READ_WINDOW else 2 * self._read_max
+        self._on_events(events)
 
     def feed(self, data: Any) -> None:
         """Parse and dispatch bytes received some other way."""
@@ -324,18 +366,134 @@ class ConnCore:
     def feed_message(self, payload: Any) -> None:
         """Dispatch one whole binary WebSocket message that a server which
         does the framing itself received: one grid message or an OpMerged
-        container (§4)."""
+        container (§4), within the turn's budget as a received frame is."""
+        self._on_events([(_WS_BINARY, payload)])
+
+    @property
+    def input_waiting(self) -> bool:
+        """True while received input waits for a later loop turn."""
+        return self._held
+
+    def drain(self) -> bool:
+        """Go on with the input that waited, within a fresh turn's budget;
+        True once nothing waits.
+
+        Every message dispatched, control frame passed on and 4 KiB received
+        costs one unit of ``turn_budget``; once the units since the last
+        drain reach it, what is left of the input waits and the core tells
+        its ``reader`` (``_input_waiting()``), which stops reading and calls
+        drain() from a later loop turn -- so other connections have their
+        turn first, and the peer's further bytes wait in the kernel.  A
+        merged container of more than SLICE_CONTAINER messages is checked,
+        then dispatched, in slices across turns; nothing of it is dispatched
+        before all of it has been checked."""
+        events = self._waiting
+        self._spent = 0
+        self._held = False
+        self._waiting = None
+        if self._slice is not None:
+            self._work_slice()
+            if self._slice is not None:
+                self._wait(events, self._waiting_pos)
+                return False
+        if events is not None:
+            self._run(events, self._waiting_pos)
+        return not self._held
+
+    def _on_events(self, events: list) -> None:
+        if self._held:  # input already waits: this goes behind it, in order
+            if self._waiting is None:
+                self._waiting, self._waiting_pos = events, 0
+            else:
+                self._waiting.extend(events)
+            return
+        self._run(events, 0)
+
+    def _run(self, events: list, i: int) -> None:
+        n = len(events)
+        while i < n:
+            if self._spent >= self.turn_budget:
+                self._wait(events, i)
+                return
+            opcode, payload = events[i]
+            i += 1
+            if opcode == _WS_BINARY:
+                self._on_binary(payload)
+                if self._slice is not None:
+                    self._wait(events, i)
+                    return
+            else:
+                self._spent += TURN_SLOW_COST
+                self.owner._on_control(opcode, payload)
+
+    def _wait(self, events: list | None, i: int) -> None:
+        # Keep events[i:] for drain() and have the reader stop reading and
+        # call drain() from a later turn.
+        if events is not None and i < len(events):
+            if self._waiting is None:
+                self._waiting, self._waiting_pos = events, i
+            else:  # drain() left a slice unfinished and had events behind it
+                self._waiting.extend(events[i:])
+        if not self._held:
+            self._held = True
+            self.reader._input_waiting()
+
+    def _on_binary(self, payload: Any) -> None:
+        if isinstance(payload, (bytearray, memoryview)):
+            payload = bytes(payload)  # a caller's buffer: sliced as received frames are
+        if type(payload) is bytes:
+            self._spent += len(payload) >> TURN_BYTE_SHIFT
+            bins = _envelope_py.merged_bins(payload, SLICE_CONTAINER)
+            if bins is not None:
+                self._slice = payload
+                self._slice_count, self._slice_start, self._slice_end = bins
+                self._slice_pos = self._slice_start
+                self._slice_done = 0
+                self._slice_checked = False
+                self._work_slice()
+                return
+        else:  # a SplitFrame (one large message)
+            self._spent += len(payload) >> TURN_BYTE_SHIFT
         msgs = _codec_py.decode_messages(payload)
         self.msgs_in += len(msgs)
+        self._spent += len(msgs)
         for m in msgs:
             self.dispatch(m)
 
-    def _on_events(self, events: list) -> None:
-        for opcode, payload in events:
-            if opcode == _WS_BINARY:
-                self.feed_message(payload)
-            else:
-                self.owner._on_control(opcode, payload)
+    def _work_slice(self) -> None:
+        # A large container, within what is left of the turn's budget: every
+        # bin checked first, then dispatched (decoded again rather than kept).
+        payload = self._slice
+        assert payload is not None
+        pos, end, count = self._slice_pos, self._slice_end, self._slice_count
+        while not self._slice_checked:
+            if self._spent >= self.turn_budget:
+                self._slice_pos = pos
+                return
+            if self._slice_done == count:
+                self._slice_checked = True
+                self._slice_done = 0
+                pos = self._slice_start
+                break
+            try:
+                _, pos = _envelope_py.merged_bin(payload, pos, end, count, self._slice_done)
+            except Exception:
+                self._slice = None
+                raise
+            self._slice_done += 1
+            if self._slice_done % TURN_CHECKS_PER_UNIT == 0:
+                self._spent += 1
+        while self._slice_done < count:
+            if self._spent >= self.turn_budget or self._slice is not payload:
+                self._slice_pos = pos
+                return
+            m, pos = _envelope_py.merged_bin(payload, pos, end, count, self._slice_done)
+            self._slice_done += 1
+            self.msgs_in += 1
+            self._spent += 1
+            self.dispatch(m)
+        if self._slice is payload:
+            self._slice = None
 
     def dispatch(self, m: Any) -> None:
         """Handle one decoded message."""
@@ -358,7 +516,8 @@ class ConnCore:
             if entry is not None and not entry.is_async:
                 self._run_inline(m, entry)
                 return
-        elif op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
+        self._spent += TURN_SLOW_COST - 1  # Python code of the stream or the connection
+        if op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
             if self.callers is not None:
                 st = self.callers.get(m.mux_id)
                 if st is not None:

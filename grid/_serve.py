@@ -5,7 +5,10 @@ Requests for *sync* handlers run inline in the compiled core; what reaches
 at all, or any request while tracing.  Async handlers run as tasks, at most
 ``max_running_handlers`` at once per peer; past that, requests wait in a
 bounded FIFO (``max_queued_requests``), and past that they are answered
-with :data:`~grid.errors.BUSY_TEXT`.
+with :data:`~grid.errors.BUSY_TEXT`.  The payloads of the requests running
+and waiting are bounded in bytes too, per peer (``max_request_bytes``) and
+for the node (``max_total_request_bytes``); a request past either is
+answered with :data:`~grid.errors.BUSY_BYTES_TEXT`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from grid._link import Link
 from grid.errors import (
+    BUSY_BYTES_TEXT,
     BUSY_TEXT,
     CANCELED_TEXT,
     SHUTTING_DOWN_TEXT,
@@ -28,6 +32,7 @@ from grid.handlers import CallContext, _current, unknown_handler_text
 from grid.trace import CallTrace
 
 __all__ = ["SingleServer", "reply_outcome"]
+
 
 
 def reply_outcome(result: Any, err: str | None) -> tuple[int, str | None]:
@@ -85,15 +90,17 @@ class _Traced:
 class SingleServer:
     """Serves the single requests of one connection's peer."""
 
-    __slots__ = ("link", "running", "backlog", "tracing")
+    __slots__ = ("link", "running", "backlog", "tracing", "held")
 
     def __init__(self, link: Link) -> None:
         self.link = link
-        #: Tasks of the async handlers running now (their number is what
-        #: max_running_handlers caps).
-        self.running: set[asyncio.Task[Any]] = set()
-        #: Requests waiting for a handler slot: (message, entry, received).
-        self.backlog: deque[tuple[Any, Any, float]] = deque()
+        #: Tasks of the async handlers running now, each with its request's
+        #: payload bytes (their number is what max_running_handlers caps).
+        self.running: dict[asyncio.Task[Any], int] = {}
+        #: Requests waiting for a handler slot: (message, entry, received, bytes).
+        self.backlog: deque[tuple[Any, Any, float, int]] = deque()
+        #: Payload bytes of the requests running and waiting (max_request_bytes).
+        self.held = 0
         #: Record a CallTrace per request (grid.trace).
         self.tracing = False
 
@@ -118,7 +125,8 @@ class SingleServer:
     def reset(self, reason: str) -> None:
         """The connection dropped: nobody awaits the replies any more."""
         if self.backlog:
-            for _m, entry, _t in self.backlog:
+            for _m, entry, _t, size in self.backlog:
+                self._release(size)
                 if type(entry) is _Traced:
                     entry.record(0, reason)
             self.backlog.clear()
@@ -129,21 +137,36 @@ class SingleServer:
 
     # -- admission
 
-    def _admit(self, m: Any, entry: Any) -> bool:
+    def _admit(self, m: Any, entry: Any) -> str | None:
         """Start an async handler, queue it while max_running_handlers run, or
-        answer BUSY_TEXT when the queue is full too (then return False)."""
+        answer BUSY_TEXT when the queue is full too, BUSY_BYTES_TEXT when its
+        payload would take the bytes held past a cap (then return that text).
+        A request is never refused for its bytes while nothing is held: a
+        payload larger than a cap still runs, alone."""
         node = self.link.node
+        size = 0 if m.payload is None else len(m.payload)
+        total = node._held_requests
+        if ((self.held and self.held + size > node.max_request_bytes)
+                or (total.held and total.held + size > node.max_total_request_bytes)):
+            self.link.core.respond(m.mux_id, m.seq, None, BUSY_BYTES_TEXT)
+            return BUSY_BYTES_TEXT
         if len(self.running) < node.max_running_handlers:
-            self._start(m, entry, time.monotonic())
+            self._start(m, entry, time.monotonic(), size)
         elif len(self.backlog) < node.max_queued_requests:
             # Over the cap: wait in a bounded FIFO for a running handler to end.
-            self.backlog.append((m, entry, time.monotonic()))
+            self.backlog.append((m, entry, time.monotonic(), size))
         else:
             self.link.core.respond(m.mux_id, m.seq, None, BUSY_TEXT)
-            return False
-        return True
+            return BUSY_TEXT
+        self.held += size
+        total.held += size
+        return None
 
-    def _start(self, m: Any, entry: Any, received: float) -> None:
+    def _release(self, size: int) -> None:
+        self.held -= size
+        self.link.node._held_requests.held -= size
+
+    def _start(self, m: Any, entry: Any, received: float, size: int) -> None:
         link = self.link
         loop = link.loop
         deadline = None
@@ -155,7 +178,7 @@ class SingleServer:
         finally:
             _current.reset(token)
         link.tasks.add(task)
-        self.running.add(task)
+        self.running[task] = size
         task.add_done_callback(self._done)
         if deadline is not None:
             # Past its deadline the caller has given up: free the work (Go
@@ -165,16 +188,17 @@ class SingleServer:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.link.tasks.discard(task)
-        self.running.discard(task)
+        self._release(self.running.pop(task, 0))
         backlog = self.backlog
         cap = self.link.node.max_running_handlers
         while backlog and len(self.running) < cap:
-            m, entry, received = backlog.popleft()
+            m, entry, received, size = backlog.popleft()
             if m.deadline_ms and (time.monotonic() - received) * 1000 >= m.deadline_ms:
+                self._release(size)
                 if type(entry) is _Traced:
                     entry.record(0, "deadline exceeded while queued")
                 continue  # the caller has given up while it waited
-            self._start(m, entry, received)
+            self._start(m, entry, received, size)
 
     async def _run(self, fn: Callable[..., Any], m: Any, started: float, gen: int) -> None:
         link = self.link
@@ -225,8 +249,9 @@ class SingleServer:
             self._run_sync_traced(m, entry, start, t0)
             return
         traced = _Traced(self, m, entry, start, t0)
-        if not self._admit(m, traced):
-            traced.record(0, BUSY_TEXT)
+        refused = self._admit(m, traced)
+        if refused is not None:
+            traced.record(0, refused)
 
     def _run_sync_traced(self, m: Any, entry: Any, start: float, t0: float) -> None:
         """What the core's inline path does for a sync handler, timed."""

@@ -134,6 +134,10 @@ class Wire:
         #: Bytes received (for statistics and the keepalive).
         self.bytes_in = 0
         loop = asyncio.get_running_loop()
+        self._loop = loop
+        #: True while the core holds received input for a later loop turn:
+        #: reading is paused until it has been processed.
+        self.input_paused = False
         #: Resolved once the wire is gone.
         self.closed: asyncio.Future[None] = loop.create_future()
         #: The first grid message (Connect, or the ConnectResponse).
@@ -229,6 +233,47 @@ class Wire:
         if self.conn is not None:
             self.conn._send_large(mux_id, seq, deadline_ms, handler, op, flags, payload, subroute)
 
+    # -- the core's reader callback: a fair share of the loop per connection
+
+    def _input_waiting(self) -> None:
+        """The core holds input for a later loop turn (its turn's budget is
+        spent): stop reading and let it go on from the next turn, after the
+        other connections' callbacks and reads."""
+        if not self.input_paused:
+            self.input_paused = True
+            self._pause_reading()
+        self._loop.call_soon(self._drain_input)
+
+    def _drain_input(self) -> None:
+        core = self.core
+        if core is None or self.transport is None or self.transport.is_closing():
+            return
+        try:
+            done = core.drain()
+        except Exception as exc:
+            self.input_failed(exc)
+            return
+        if done and self.input_paused:
+            self.input_paused = False
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        """Stop taking input from the peer."""
+
+    def _resume_reading(self) -> None:
+        """Take input from the peer again."""
+
+    def input_failed(self, exc: Exception) -> None:
+        """The core failed on the peer's input: reject a Connect that does
+        not parse, fail the wire otherwise (see :meth:`read_failed`)."""
+        if isinstance(exc, ProtocolError):
+            connecting = self.accepting and self.conn is None and not self.first_message.done()
+            if connecting:
+                self.first_message.cancel()
+            self.read_failed(exc, connecting)
+        else:
+            self.read_failed(exc, False)
+
     def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
         fut = self.closed.get_loop().create_future()
         fut.set_exception(exc)
@@ -303,12 +348,19 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
             if self.accepting and self.core is None:
                 self._refuse_http(exc)  # still HTTP: never answer with a WebSocket frame
                 return
-            connecting = self.accepting and self.conn is None and not self.first_message.done()
-            if connecting:
-                self.first_message.cancel()
-            self.read_failed(exc, connecting)
+            self.input_failed(exc)
         except Exception as exc:
             self.read_failed(exc, False)
+
+    def _pause_reading(self) -> None:
+        # The peer's further bytes wait in the kernel; once its buffers fill,
+        # TCP flow control slows the peer itself.
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         conn = self.conn

@@ -33,7 +33,7 @@ from grid import _http, _payloads
 from grid import stream as _stream
 from grid._consts import FLAG_CRC, FLAG_SUBROUTE, PING_DEADLINE_MS, Op
 from grid._impl import MuxIdAllocator, encode_message, subroute_id
-from grid._link import Link
+from grid._link import HeldBytes, Link
 from grid._loglimit import LogLimit
 from grid._send import Sender
 from grid._serve import SingleServer
@@ -72,6 +72,9 @@ class ConnectionNode(Protocol):
     max_streams: int
     max_running_handlers: int
     max_queued_requests: int
+    max_request_bytes: int
+    max_total_request_bytes: int
+    _held_requests: HeldBytes
     max_write_buffer: int
     write_timeout: float
     _loop: asyncio.AbstractEventLoop | None

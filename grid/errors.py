@@ -15,6 +15,7 @@ __all__ = [
     "UsedAfterFork",
     "DISCONNECTED_TEXT",
     "BUSY_TEXT",
+    "BUSY_BYTES_TEXT",
     "SHUTTING_DOWN_TEXT",
     "CANCELED_TEXT",
     "DEADLINE_TEXT",
@@ -28,6 +29,9 @@ DISCONNECTED_TEXT = "remote disconnected"
 #: The error a node replies with when it already runs ``max_running_handlers``
 #: handlers for the connection and holds ``max_queued_requests`` more.
 BUSY_TEXT = "grid: too many requests in progress"
+#: The error a node replies with when a request's payload would take the bytes
+#: its handlers hold past ``max_request_bytes`` or ``max_total_request_bytes``.
+BUSY_BYTES_TEXT = "grid: too many request bytes in progress"
 #: The error a node replies with to calls that arrive while it shuts down.
 SHUTTING_DOWN_TEXT = "grid: server is shutting down"
 #: Go's text for a call whose handler was cancelled (its context's error).

@@ -26,6 +26,7 @@ from grid._consts import (
 )
 from grid._handshake import Handshake
 from grid._impl import local_dials
+from grid._link import HeldBytes
 from grid._wire import SocketWire
 from grid.connection import Connection, ConnectionStats, State
 from grid.errors import GridError, UsedAfterFork
@@ -128,6 +129,14 @@ class Manager:
         a request is answered at once with the error
         ``grid: too many requests in progress`` (a :class:`grid.RemoteError`
         for the caller).  A waiting request whose deadline passes is dropped.
+    :param max_request_bytes: payload bytes of the ``async`` requests one
+        peer may have running and waiting at once; a request that would go
+        past it is answered at once with the error
+        ``grid: too many request bytes in progress`` (a
+        :class:`grid.RemoteError` for the caller), unless nothing is held for
+        that peer (a payload larger than the cap runs alone).
+    :param max_total_request_bytes: the same bound for all peers together;
+        past it a request is refused the same way unless nothing is held.
     """
 
     def __init__(
@@ -153,9 +162,13 @@ class Manager:
         stream_ping_interval: float = STREAM_PING_INTERVAL,
         max_running_handlers: int = 1024,
         max_queued_requests: int = 16384,
+        max_request_bytes: int = 64 * 1024 * 1024,
+        max_total_request_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         if max_running_handlers < 1 or max_queued_requests < 0:
             raise ValueError("max_running_handlers must be >= 1 and max_queued_requests >= 0")
+        if not 0 <= max_request_bytes <= max_total_request_bytes:
+            raise ValueError("need 0 <= max_request_bytes <= max_total_request_bytes")
         if list(hosts).count(local) != 1:
             raise ValueError(f"local host {local!r} must appear exactly once in hosts")
         for h in hosts:
@@ -180,6 +193,9 @@ class Manager:
         self.stream_ping_interval = stream_ping_interval
         self.max_running_handlers = max_running_handlers
         self.max_queued_requests = max_queued_requests
+        self.max_request_bytes = max_request_bytes
+        self.max_total_request_bytes = max_total_request_bytes
+        self._held_requests = HeldBytes()  # bytes held for requests, all peers
         self._pid = os.getpid()  # a Manager belongs to the process that made it
         self._forked = False
         self._draining = False  # close(grace=...) in progress: refuse new calls

@@ -109,6 +109,7 @@ class MessageWire(Wire):
         self._low = low_water
         self._paused = False
         self._wake: asyncio.Future[None] | None = None
+        self._readable: asyncio.Future[None] | None = None  # awaited while input_paused
         self._got_first = False  # the grid Connect message has arrived
         self._closing = False  # no more output is accepted
         self._aborted = False
@@ -120,6 +121,21 @@ class MessageWire(Wire):
         self.start_handshake_timer()  # aborted by Manager.close until attached
 
     # -- receiving (called by the server adapter)
+
+    async def readable(self) -> None:
+        """Return once the wire takes input again: the adapter awaits this
+        after each message, so that while the core holds input for a later
+        loop turn the server stops reading this peer (its own flow control
+        then pushes back on the peer)."""
+        while self.input_paused and not self._closing:
+            if self._readable is None:
+                self._readable = self._loop.create_future()
+            await self._readable
+
+    def _resume_reading(self) -> None:
+        fut, self._readable = self._readable, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def on_binary(self, payload: bytes) -> None:
         """One whole binary WebSocket message from the peer."""
@@ -160,6 +176,7 @@ class MessageWire(Wire):
             return
         self._gone = True
         self._closing = True
+        self._resume_reading()  # an adapter waiting in readable() goes on, to its end
         self.stop_handshake_timer()
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -287,6 +304,7 @@ class MessageWire(Wire):
         if self._closing:
             return
         self._closing = True
+        self._resume_reading()  # an adapter waiting in readable() goes on, to its end
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
@@ -298,6 +316,7 @@ class MessageWire(Wire):
             return
         self._aborted = True
         self._closing = True
+        self._resume_reading()  # an adapter waiting in readable() goes on, to its end
         self._out.clear()
         self._out_bytes = 0
         if self._close_timer is not None:

@@ -75,6 +75,7 @@ def grid_handler(manager: Manager, *, high_water: int = DEFAULT_HIGH_WATER,
                 msg = await ws.receive()
                 if msg.type is WSMsgType.BINARY:
                     wire.on_binary(msg.data)
+                    await wire.readable()
                 elif msg.type is WSMsgType.TEXT:
                     wire.on_text(msg.data)
                 elif msg.type is WSMsgType.ERROR:

@@ -190,6 +190,7 @@ class GridASGI:
                     data = msg.get("bytes")
                     if data is not None:
                         wire.on_binary(data)
+                        await wire.readable()
                     else:
                         wire.on_text(msg.get("text") or "")
                 elif kind == "websocket.disconnect":
