@@ -88,6 +88,8 @@ cdef class FrameParser:
     cdef bint _big_masked
     cdef uint8_t _big_key[4]
     cdef object _view           # the memoryview of _big get_buffer() handed out, while current
+    cdef object _budget         # `budget`: bytes shared with other parsers, or None
+    cdef Py_ssize_t _held       # bytes taken from _budget (see _held_now)
 
     cdef int _set_limit(self, object value) except -1
     cdef int _check_size(self, uint64_t total) except -1
@@ -108,6 +110,9 @@ cdef class FrameParser:
     cdef tuple _big_event(self)
     cdef int _big_clear(self) except -1
     cdef int _drop_view(self) except -1
+    cdef Py_ssize_t _held_now(self)
+    cdef bint _settle(self, Py_ssize_t n) except -1
+    cdef str _over_budget(self)
 
 
 cdef struct _Tuple:

@@ -127,6 +127,16 @@ cdef class FrameParser:
     it holds one grid message with a non-nil payload, so that the message
     payload is received in place and decodes without a copy; other frames
     stay plain ``bytes``.
+
+    :attr:`budget`, when set, is shared with other parsers (a node's
+    sockets): what this parser holds of messages not yet complete (a large
+    frame's announced length, an unfinished frame's bytes, the fragments of
+    a message so far) is taken from it once it reaches :data:`LARGE_FRAME`
+    bytes, and given back as those messages complete or the parser fails or
+    closes.  A large frame takes its length before its buffer is allocated;
+    the rest is settled at the end of each read.  When the budget refuses,
+    the parser fails with a ProtocolError (nothing of that read is
+    delivered).
     """
 
     # Input is parsed where it lies: in the bytes given to feed(), or in the
@@ -203,6 +213,57 @@ cdef class FrameParser:
         """True once the parser has raised; it then refuses further input."""
         return self._state == PARSER_FAILED
 
+    @property
+    def budget(self):
+        """The budget shared with other parsers (see the class docstring), or None."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, value):
+        self._settle(0)  # what the old budget holds for this parser goes back to it
+        self._budget = value
+        if self._state != PARSER_FAILED and not self._settle(self._held_now()):
+            raise self._fail(self._over_budget())
+
+    @property
+    def held(self) -> int:
+        """Bytes this parser has taken from its budget."""
+        return self._held
+
+    def close(self) -> None:
+        """Let go of every buffer (and all that the budget holds for this
+        parser); the parser refuses further input, as a failed one does."""
+        if self._state != PARSER_FAILED:
+            self._fail("parser closed")
+
+    # -- the shared budget (the pure twin's methods)
+
+    cdef Py_ssize_t _held_now(self):
+        """What this parser holds of unfinished messages, as the budget
+        counts it: nothing below LARGE_FRAME bytes."""
+        cdef Py_ssize_t n = self._acc_len + self._frag_len
+        if self._state == PARSER_LARGE:
+            n += self._flen
+        return n if n >= LARGE_FRAME_C else 0
+
+    cdef bint _settle(self, Py_ssize_t n) except -1:
+        """Hold ``n`` bytes of the budget (taking or giving the difference);
+        False, with nothing changed, if the budget refuses."""
+        cdef object budget = self._budget
+        if budget is None or n == self._held:
+            return True
+        if n > self._held:
+            if not budget.take(n - self._held):
+                return False
+        else:
+            budget.give(self._held - n)
+        self._held = n
+        return True
+
+    cdef str _over_budget(self):
+        return (f"partly received messages of all sockets would hold more than the limit of "
+                f"{self._budget.limit} bytes")
+
     cdef int _set_limit(self, object value) except -1:
         cdef int overflow = 0
         cdef long long x
@@ -268,6 +329,7 @@ cdef class FrameParser:
         self._failed = text
         self._release_buffers()
         self._state = PARSER_FAILED
+        self._settle(0)
         return ProtocolError(text)
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -340,6 +402,7 @@ cdef class FrameParser:
             PyBuffer_Release(&view)
 
     cdef list _process(self, const uint8_t* data, Py_ssize_t n):
+        cdef list events
         # _parse reads _acc through a raw pointer; a re-entrant call (from a
         # finalizer run by the GC during an allocation, say) could move it.
         if self._busy:
@@ -347,7 +410,10 @@ cdef class FrameParser:
         self._busy = True
         try:
             self._drop_view()  # the frame moves on: a view handed out earlier is stale
-            return self._consume(data, n)
+            events = self._consume(data, n)
+            if self._held_now() != self._held and not self._settle(self._held_now()):
+                raise self._fail(self._over_budget())
+            return events
         except ProtocolError:
             raise  # already failed by _fail()
         except BaseException as exc:
@@ -601,6 +667,10 @@ cdef class FrameParser:
             else:
                 head_len = 0
                 size = length
+        # Taken before the buffer exists; nothing else is held meanwhile:
+        # the frame takes all the rest of the input.
+        if not self._settle(<Py_ssize_t>length):
+            raise self._fail(self._over_budget())
         if size > <uint64_t>(PY_SSIZE_T_MAX - 64):
             raise MemoryError()  # as the pure twin's bytearray(size) (no OverflowError)
         big = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)

@@ -101,6 +101,10 @@ WS_PONG = 0xA
 # Largest WebSocket message (after reassembly) the parser accepts by default.
 # Go has no limit; we cap memory per connection and make it configurable.
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+#: The largest WebSocket message an accepted socket may send before its
+#: handshake completes (its Connect message; a token fits in the 16 KiB of
+#: the HTTP head, so this leaves room to spare).
+HANDSHAKE_MESSAGE_MAX = 64 * 1024
 
 # Merging (§4): add while fewer than this many entries / bytes precede.
 MERGE_MAX_MESSAGES = 50

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from grid import _http, _payloads
+from grid._budget import ByteBudget
 from grid._consts import HANDSHAKE_CLOCK_SKEW, HTTP_CLOCK_SKEW, OP_NAMES, Op
 from grid._impl import encode_message
 from grid._loglimit import PeerLogLimits
@@ -98,6 +99,8 @@ class Node(Protocol):
     route_path: str
     handshake_timeout: float
     max_message_size: int
+    max_write_buffer: int
+    max_pending_handshakes: int
 
     def connection(self, host: str) -> Any: ...
 
@@ -108,14 +111,23 @@ class Handshake:
     :param node: the node's settings (read on every handshake, so a change
         takes effect for the next one).
     :param validate: called with each incoming token; raises to reject.
+    :param max_partial_bytes: the most bytes all the node's sockets may hold
+        of messages they have partly received.
     """
 
-    def __init__(self, node: Node, validate: Callable[[str], Any] | None) -> None:
+    def __init__(self, node: Node, validate: Callable[[str], Any] | None,
+                 max_partial_bytes: int) -> None:
         self._node = node
         self._validate = validate
         self._peer_logs = PeerLogLimits()
         #: Accepted wires not attached to a connection yet.
         self.pending: set[Wire] = set()
+        #: ... of which those upgraded to a WebSocket (at most
+        #: ``max_pending_handshakes``).
+        self.upgraded: set[Wire] = set()
+        #: What the parsers of every wire of the node hold of partly
+        #: received messages.
+        self.frame_budget = ByteBudget(max_partial_bytes)
 
     @property
     def handshake_timeout(self) -> float:
@@ -127,6 +139,11 @@ class Handshake:
         """The largest WebSocket message a wire accepts."""
         return self._node.max_message_size
 
+    @property
+    def max_write_buffer(self) -> int:
+        """Bytes a socket may buffer towards its peer before it is dropped."""
+        return self._node.max_write_buffer
+
     def track(self, wire: Wire) -> None:
         """Remember an accepted wire until it is attached or gone."""
         self.pending.add(wire)
@@ -134,6 +151,20 @@ class Handshake:
     def untrack(self, wire: Wire) -> None:
         """Forget a wire (attached, or gone)."""
         self.pending.discard(wire)
+        self.upgraded.discard(wire)
+
+    def admit(self, wire: Wire) -> bool:
+        """Count ``wire`` among the upgraded sockets waiting for their
+        handshake; False (logged, at most once per interval per address)
+        when ``max_pending_handshakes`` are waiting already."""
+        limit = self._node.max_pending_handshakes
+        if len(self.upgraded) >= limit and wire not in self.upgraded:
+            self.peer_log((wire.peer_ip(), 503), logging.WARNING,
+                          "grid: refused upgrade from %s: %d handshakes in progress "
+                          "(max_pending_handshakes)", wire.peer_name(), limit)
+            return False
+        self.upgraded.add(wire)
+        return True
 
     def abort_pending(self) -> None:
         """Drop every accepted wire still in its handshake."""
@@ -141,10 +172,12 @@ class Handshake:
             if w.transport is not None:
                 w.transport.abort()
 
-    def peer_log(self, key: object, level: int, msg: str, *args: object) -> None:
+    def peer_log(self, key: object, level: int, msg: str, *args: object,
+                 exc: BaseException | None = None) -> None:
         """Log about a socket not tied to a connection yet, at most once per
-        interval per ``key`` at ``level`` (the rest at DEBUG)."""
-        self._peer_logs.log(log, key, level, msg, *args)
+        interval per ``key`` at ``level`` (the rest at DEBUG), with the
+        traceback of ``exc`` if given."""
+        self._peer_logs.log(log, key, level, msg, *args, exc=exc)
 
     def check_token(self, token: str) -> str | None:
         """Why ``token`` is refused, or None."""
@@ -191,6 +224,10 @@ class Handshake:
     def on_upgrade(self, wire: SocketWire, head: _http.HttpHead, rest: bytes) -> None:
         """Answer the upgrade request of an accepted socket."""
         status, response = self.check_upgrade(head)
+        if status == 101 and not self.admit(wire):
+            wire.write(_http.error_response(503, "grid: too many handshakes in progress"))
+            wire.close()
+            return
         wire.write(response)
         if status != 101:
             reason = response.partition(b"\r\n\r\n")[2].decode("utf-8", "replace").strip()
@@ -233,6 +270,7 @@ class Handshake:
             return self.reject(wire, "grid: expected to be client side, not server side")
         wire.stop_handshake_timer()
         self.untrack(wire)
+        wire.handshake_done()
         self._respond(wire, _payloads.ConnectResponse(self._node.instance_id, True, ""))
         conn._attach(wire, req.instance_id)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from grid import _payloads
 from grid._consts import FLAG_SUBROUTE, Op
 from grid._impl import encode_message
+from grid._loglimit import LogLimit
 from grid.errors import GridError
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ __all__ = ["Link", "Node", "HeldBytes"]
 log = logging.getLogger("grid.connection")
 
 _MUX_CONNECT_ERROR = int(Op.MUX_CONNECT_ERROR)
+
+#: Handler exceptions logged with their traceback per peer per log interval.
+HANDLER_LOG_BURST = 5
 
 #: ``send_large(mux_id, seq, deadline_ms, handler, op, flags, payload, subroute)``
 SendLarge = Callable[[int, int, int, int, int, int, bytes, "bytes | None"], None]
@@ -70,7 +73,7 @@ class Link:
 
     __slots__ = ("remote", "local", "loop", "base", "node", "registry", "tracers", "ids",
                  "core", "callers", "callees", "tasks", "generation", "_send_large", "_down",
-                 "_connected")
+                 "_connected", "_failures")
 
     def __init__(self, remote: str, local: str, loop: asyncio.AbstractEventLoop, base: int,
                  node: Node, registry: HandlerRegistry, tracers: TracerSet, ids: Any,
@@ -96,6 +99,9 @@ class Link:
         self._send_large = send_large
         self._down = down
         self._connected = connected
+        # Handler exceptions: the first few per interval with their
+        # traceback, the rest counted (the peer decides how often they happen).
+        self._failures = LogLimit(burst=HANDLER_LOG_BURST)
 
     @property
     def connected(self) -> bool:
@@ -136,7 +142,13 @@ class Link:
         self.reply(m, _MUX_CONNECT_ERROR, _payloads.encode_mux_connect_error(text))
 
     def handler_failed(self, m: Any, exc: BaseException) -> str:
-        """Log a handler's unexpected exception; return the error text sent."""
-        log.error("grid: handler %d for %s raised\n%s", m.handler, self.remote,
-                  "".join(traceback.format_exception(exc)).rstrip())
+        """Log a handler's unexpected exception (rate-limited); return the
+        error text sent."""
+        self.log_failure("handler", m.handler, exc)
         return f"{type(exc).__name__}: {exc}"
+
+    def log_failure(self, kind: str, handler_id: int, exc: BaseException) -> None:
+        """Log that a ``kind`` handler raised ``exc`` serving the peer: with
+        its traceback for the first few per interval, then counted at DEBUG."""
+        self._failures.log(logging.ERROR, "grid: %s %d for %s raised %s: %s", kind, handler_id,
+                           self.remote, type(exc).__name__, exc, logger=log, exc=exc)

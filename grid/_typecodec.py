@@ -35,10 +35,29 @@ from grid._impl import StructCodec as _StructCodec
 from grid._msgptime import time_ext, time_parts
 from grid.errors import ProtocolError
 
-__all__ = ["ArrayOfBase", "Codec", "JSONBase", "as_str", "converter", "payload_pair", "py_codec",
-           "struct_codec"]
+__all__ = ["ArrayOfBase", "Codec", "JSONBase", "MAX_ITEMS", "RECURSION_TEXT", "as_str",
+           "converter", "payload_pair", "py_codec", "struct_codec"]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+#: The most items an array or map of a typed payload may announce; msgpack
+#: checks it from the header, before anything is allocated.
+MAX_ITEMS = 1 << 20
+#: The decode error (Go's msgp text) for a payload nested deeper than
+#: msgpack's stack (1024 levels) or than the interpreter's recursion limit
+#: lets a recursive type's decoder go.
+RECURSION_TEXT = "msgp: recursion limit reached"
+
+#: ``msgpack.unpackb`` within the payload limits.
+_unpackb = functools.partial(msgpack.unpackb, max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS)
+
+
+def _decode_error(exc: BaseException) -> ProtocolError:
+    """The decode error for what msgpack or a converter raised: Go's text for
+    nesting too deep, else ``msgp: `` and the exception's text."""
+    if isinstance(exc, (msgpack.StackError, RecursionError)):
+        return ProtocolError(RECURSION_TEXT)
+    return ProtocolError(f"msgp: {exc}")
 
 
 class ArrayOfBase:
@@ -480,7 +499,8 @@ def _dataclass_conv(tp: Any) -> _Conv:
             return tp(**kwargs)
 
     # -- the generated fast paths
-    ns: dict[str, Any] = {"_tp": tp, "_PE": ProtocolError, "_unpackb": msgpack.unpackb,
+    ns: dict[str, Any] = {"_tp": tp, "_PE": ProtocolError, "_unpackb": _unpackb,
+                          "_err": _decode_error,
                           "_local": _local, "_getattr": getattr, "_setattr": setattr,
                           "_new": object.__new__, "_slow": slow}
     values = []
@@ -542,13 +562,13 @@ def _dataclass_conv(tp: Any) -> _Conv:
             "    try:",
             "        v = _unpackb(data)",
             "    except Exception as exc:",
-            "        raise _PE('msgp: ' + str(exc)) from None",
+            "        raise _err(exc) from None",
             "    try:"]
     src += _indent(body, 8)
     src += ["    except _PE:",
             "        raise",
-            "    except (TypeError, ValueError, KeyError, AttributeError) as exc:",
-            "        raise _PE('msgp: ' + str(exc)) from None"]
+            "    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:",
+            "        raise _err(exc) from None"]
     code = "\n".join(src) + "\n"
     exec(compile(code, f"<grid codec {tp.__module__}.{tp.__qualname__}>", "exec"), ns)
     py_codecs[tp] = _dc_codecs[tp] = (ns["encode"], ns["decode"])
@@ -567,7 +587,7 @@ def _dataclass_conv(tp: Any) -> _Conv:
 def _generic_codec(tp: Any) -> Codec:
     to_wire, from_wire = converter(tp)
     local = _local
-    unpackb = msgpack.unpackb
+    unpackb = _unpackb
 
     def encode(v: Any) -> bytes | None:
         return local.pack(to_wire(v))
@@ -580,13 +600,13 @@ def _generic_codec(tp: Any) -> Codec:
             # as bytes, map keys str or bytes, timestamps as msgpack.Timestamp.
             obj = unpackb(data)
         except Exception as exc:
-            raise ProtocolError(f"msgp: {exc}") from None
+            raise _decode_error(exc) from None
         try:
             return from_wire(obj)
         except ProtocolError:
             raise
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise ProtocolError(f"msgp: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+            raise _decode_error(exc) from None
 
     return encode, decode
 

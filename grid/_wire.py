@@ -25,12 +25,12 @@ import socket
 from typing import Any, ClassVar, Protocol
 
 from grid import _http
-from grid._consts import WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_TEXT
+from grid._consts import HANDSHAKE_MESSAGE_MAX, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_TEXT
 from grid._impl import ConnCore, decode_message, encode_frame
 from grid.errors import Disconnected, ProtocolError, Rejected
 from grid.handlers import _current
 
-__all__ = ["Acceptor", "WireOwner", "Wire", "SocketWire", "mask_key"]
+__all__ = ["Acceptor", "WireOwner", "Wire", "SocketWire", "close_reply", "mask_key"]
 
 log = logging.getLogger("grid.connection")
 
@@ -45,6 +45,14 @@ class Acceptor(Protocol):
     @property
     def max_message_size(self) -> int:
         """The largest WebSocket message a wire accepts."""
+
+    @property
+    def max_write_buffer(self) -> int:
+        """Bytes a socket may buffer towards its peer before it is dropped."""
+
+    @property
+    def frame_budget(self) -> Any:
+        """The node's budget for partly received messages (a ByteBudget)."""
 
     def track(self, wire: Wire) -> None:
         """An accepted socket without a connection yet (aborted on close)."""
@@ -61,8 +69,9 @@ class Acceptor(Protocol):
     def reject(self, wire: Wire, reason: str) -> None:
         """Refuse the handshake with ``reason`` and close."""
 
-    def peer_log(self, key: object, level: int, msg: str, *args: object) -> None:
-        """Log about a socket not tied to a connection, rate-limited per ``key``."""
+    def peer_log(self, key: object, level: int, msg: str, *args: object,
+                 exc: BaseException | None = None) -> None:
+        """Log about a socket (``exc``: with its traceback), rate-limited per ``key``."""
 
 
 class WireOwner(Protocol):
@@ -148,8 +157,21 @@ class Wire:
         self._handshake_timer: asyncio.TimerHandle | None = None
 
     def new_core(self) -> Any:
-        """The core of this wire, owned by the wire until attach."""
-        return ConnCore(self, self.accepting, self.acceptor.max_message_size, _current)
+        """The core of this wire, owned by the wire until attach.  Its parser
+        holds what it receives within the node's budget; until the handshake
+        is over, an accepting wire takes messages of HANDSHAKE_MESSAGE_MAX
+        bytes at most (a Connect is far smaller, and nothing else may come
+        before the reply)."""
+        limit = self.acceptor.max_message_size
+        core = ConnCore(self, self.accepting,
+                        min(limit, HANDSHAKE_MESSAGE_MAX) if self.accepting else limit, _current)
+        core.parser.budget = self.acceptor.frame_budget
+        return core
+
+    def handshake_done(self) -> None:
+        """The peer is known: messages up to the node's full limit from now on."""
+        if self.core is not None and self.core.parser is not None:
+            self.core.parser.max_message_size = self.acceptor.max_message_size
 
     def peer_name(self) -> str:
         """The peer's host string once known, else its address."""
@@ -298,7 +320,9 @@ class Wire:
             else:
                 self.fail(f"protocol error: {exc}")
             return
-        log.exception("grid: unexpected error reading from %s", self.peer_name())
+        self.acceptor.peer_log((self.peer_ip(), "internal"), logging.ERROR,
+                               "grid: unexpected error reading from %s", self.peer_name(),
+                               exc=exc)
         self.fail(f"internal error: {exc!r}")
 
 
@@ -314,6 +338,8 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
         self._ws_key = ""
         self._body_wanted = -1  # dialer: bytes of an error body still to read
         self._error_head: _http.HttpHead | None = None
+        self._write_paused = False  # the transport asked for no more writes
+        self._pong: bytes | None = None  # the answer to the latest ping, held while paused
         #: What must live as long as the socket: the asyncio streams an
         #: adopted connection came in on (a StreamWriter closes its transport
         #: when it is collected).
@@ -363,11 +389,16 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         conn = self.conn
         if conn is not None and conn._is_live(self):
             conn._pause_writing()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
+        pong, self._pong = self._pong, None
+        if pong is not None:
+            self.write_frame(pong, WS_PONG)
         conn = self.conn
         if conn is not None and conn._is_live(self):
             conn._resume_writing()
@@ -375,6 +406,12 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_handshake_timer()
         self.acceptor.untrack(self)
+        # What the parser holds (a large frame, fragments) goes now, whoever
+        # still refers to this wire.
+        parser = self.core.parser if self.core is not None else None
+        if parser is not None:
+            parser.close()
+        self._pong = None
         reason = f"connection lost: {exc}" if exc else "connection closed by peer"
         for fut in (self._head_future, self.first_message):
             if fut is not None and not fut.done():
@@ -421,9 +458,15 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
         self.transport.write(data)
 
     def write_frame(self, payload: bytes, opcode: int = WS_BINARY) -> None:
-        if self.transport is None or self.transport.is_closing():
+        """Write one whole message or control frame; past ``max_write_buffer``
+        bytes buffered the peer is not reading and the socket is dropped."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
-        self.transport.write(encode_frame(payload, opcode, mask_key() if self.mask else None))
+        transport.write(encode_frame(payload, opcode, mask_key() if self.mask else None))
+        limit = self.acceptor.max_write_buffer
+        if transport.get_write_buffer_size() > limit:
+            self.fail(f"send buffer over {limit} bytes: peer is not reading")
 
     def start_websocket(self, leftover: bytes) -> None:
         """The upgrade is done: frames from here on (``leftover`` first)."""
@@ -503,12 +546,44 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
         if opcode == WS_PING:
-            self.write_frame(payload, WS_PONG)
+            if self._write_paused:
+                # The peer is not reading: keep only the answer to its latest
+                # ping (RFC 6455 §5.5.3), sent once writes resume.
+                self._pong = payload
+            else:
+                self.write_frame(payload, WS_PONG)
         elif opcode == WS_CLOSE:
-            # Echo the status code, then tear down (§1.5).
-            self.write_frame(payload[:2], WS_CLOSE)
+            # Answer with the status code, then tear down (§1.5).
+            self.write_frame(close_reply(payload), WS_CLOSE)
             self.fail("peer sent a WebSocket close frame")
         elif opcode == WS_TEXT:
             if self.accepting and self.conn is None and not self.first_message.done():
                 self._on_message(decode_message(payload))  # Go accepts a text handshake
         # pongs, and text after the handshake, are ignored
+
+
+def _valid_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a close frame (RFC 6455 §7.4): the
+    defined codes an endpoint may send, and the registered (3000-3999) and
+    private (4000-4999) ranges."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def close_reply(payload: bytes) -> bytes:
+    """The payload of the close frame answering a peer's close ``payload``:
+    its status code echoed, nothing for an empty one, and 1002 (protocol
+    error) for a one-byte payload, a code no endpoint may send, or a reason
+    that is not UTF-8 (RFC 6455 §5.5.1, §7.1.5, §7.4)."""
+    if not payload:
+        return b""
+    if len(payload) >= 2 and _valid_close_code(int.from_bytes(payload[:2], "big")):
+        try:
+            payload[2:].decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return payload[:2]
+    return _CLOSE_PROTOCOL_ERROR
+
+
+_CLOSE_PROTOCOL_ERROR = (1002).to_bytes(2, "big")

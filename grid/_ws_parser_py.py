@@ -5,6 +5,8 @@ Part of :mod:`grid._codec_py`, which re-exports :class:`FrameParser`.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from grid._consts import DEFAULT_MAX_MESSAGE_SIZE, WS_CONTINUATION
 from grid._envelope_py import (
     _HEAD_MAX,
@@ -29,6 +31,19 @@ PARSER_LARGE = 2        # receiving a large frame in place (_big, _flen, _fgot, 
 PARSER_FAILED = 3       # refused all further input (_failed); buffers released
 
 
+class ByteBudget(Protocol):
+    """What a parser's ``budget`` is: bytes shared by many parsers."""
+
+    limit: int
+
+    def take(self, n: int) -> bool:
+        """Add ``n`` bytes to what is held, or return False (nothing taken)
+        when that would pass ``limit``."""
+
+    def give(self, n: int) -> None:
+        """``n`` bytes taken earlier are no longer held."""
+
+
 class FrameParser:
     """Incremental RFC 6455 frame parser for one side of a connection.
 
@@ -51,11 +66,21 @@ class FrameParser:
     it holds one grid message with a non-nil payload, so that the message
     payload is received in place and decodes without a copy; other frames
     stay plain ``bytes``.
+
+    :attr:`budget`, when set, is shared with other parsers (a node's
+    sockets): what this parser holds of messages not yet complete (a large
+    frame's announced length, an unfinished frame's bytes, the fragments of
+    a message so far) is taken from it once it reaches :data:`LARGE_FRAME`
+    bytes, and given back as those messages complete or the parser fails or
+    closes.  A large frame takes its length before its buffer is allocated;
+    the rest is settled at the end of each read.  When the budget refuses,
+    the parser fails with a ProtocolError (nothing of that read is
+    delivered).
     """
 
     __slots__ = ("server", "max_message_size", "split_large", "_state", "_buf", "_frag_op", "_frag",
                  "_failed", "_recv", "_big", "_big_op", "_flen", "_fgot", "_head_len", "_head",
-                 "_tail", "_key", "_view")
+                 "_tail", "_key", "_view", "_budget", "_held")
 
     def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
                  split_large: bool = False) -> None:
@@ -84,6 +109,31 @@ class FrameParser:
         # The view of _big that get_buffer() handed out; only ever the
         # current one (dropped whenever the frame moves on).
         self._view: memoryview | None = None
+        self._budget: ByteBudget | None = None
+        self._held = 0  # bytes taken from _budget
+
+    @property
+    def budget(self) -> ByteBudget | None:
+        """The budget shared with other parsers (see the class docstring), or None."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, value: ByteBudget | None) -> None:
+        self._settle(0)  # what the old budget holds for this parser goes back to it
+        self._budget = value
+        if self._state != PARSER_FAILED and not self._settle(self._held_now()):
+            raise self._fail(self._over_budget())
+
+    @property
+    def held(self) -> int:
+        """Bytes this parser has taken from its budget."""
+        return self._held
+
+    def close(self) -> None:
+        """Let go of every buffer (and all that the budget holds for this
+        parser); the parser refuses further input, as a failed one does."""
+        if self._state != PARSER_FAILED:
+            self._fail("parser closed")
 
     @property
     def failed(self) -> bool:
@@ -120,7 +170,11 @@ class FrameParser:
             assert self._big is not None
             self._big[at:at + k] = apply_mask(self._big[at:at + k], self._rotated_key())
         self._fgot += k
-        return [self._big_event()] if self._fgot == self._flen else []
+        if self._fgot < self._flen:
+            return []
+        event = self._big_event()
+        self._settle(self._held_now())  # gives back: never refused
+        return [event]
 
     def _drop_view(self) -> None:
         view = self._view
@@ -137,7 +191,37 @@ class FrameParser:
         self._frag = bytearray()
         self._big_clear()
         self._state = PARSER_FAILED
+        self._settle(0)
         return ProtocolError(text)
+
+    # -- the shared budget
+
+    def _held_now(self) -> int:
+        """What this parser holds of unfinished messages, as the budget
+        counts it: nothing below LARGE_FRAME bytes."""
+        n = len(self._buf) + len(self._frag)
+        if self._state == PARSER_LARGE:
+            n += self._flen
+        return n if n >= LARGE_FRAME else 0
+
+    def _settle(self, n: int) -> bool:
+        """Hold ``n`` bytes of the budget (taking or giving the difference);
+        False, with nothing changed, if the budget refuses."""
+        budget = self._budget
+        if budget is None or n == self._held:
+            return True
+        if n > self._held:
+            if not budget.take(n - self._held):
+                return False
+        else:
+            budget.give(self._held - n)
+        self._held = n
+        return True
+
+    def _over_budget(self) -> str:
+        assert self._budget is not None
+        return (f"partly received messages of all sockets would hold more than the limit of "
+                f"{self._budget.limit} bytes")
 
     def feed(self, data: Buffer) -> list[tuple[int, bytes | SplitFrame]]:
         """Add received bytes; return the events they complete."""
@@ -164,6 +248,8 @@ class FrameParser:
                     del buf[:pos]
                 if self._state != PARSER_LARGE:
                     break
+            if not self._settle(self._held_now()):
+                raise self._fail(self._over_budget())
         except ProtocolError:
             raise  # _fail() already ran
         except BaseException as exc:
@@ -199,6 +285,10 @@ class FrameParser:
                 return False
             if verdict == _OK:
                 head, head_len, size = first[:at], at, n
+        # Taken before the buffer exists; nothing else is held meanwhile:
+        # the frame takes all the rest of the input.
+        if not self._settle(length):
+            raise self._fail(self._over_budget())
         big = bytearray(size)
         tail = bytearray(length - head_len - size)
         self._big, self._tail, self._head, self._key = big, tail, head, key

@@ -224,6 +224,7 @@ class Connection:
         self._last_error: str | None = None
         self._warn_limit = LogLimit()  # failures: connect failed, disconnected
         self._info_limit = LogLimit()  # "connected", so a flapping link stays quiet too
+        self._restart_limit = LogLimit()  # "restarted": the peer decides how often
 
     # -- public API
 
@@ -578,7 +579,8 @@ class Connection:
         if self._remote_id is not None:
             self._reconnects += 1
             if remote_id != self._remote_id:
-                log.info("grid: %s restarted (new instance id)", self.remote)
+                self._restart_limit.log(logging.INFO, "grid: %s restarted (new instance id)",
+                                        self.remote, logger=log)
         self._remote_id = remote_id
         mgr = self._mgr
         link = self._link

@@ -106,7 +106,8 @@ class Manager:
     :param max_message_size: largest WebSocket message accepted (bytes).
     :param send_queue_size: messages a connection queues before callers wait.
     :param max_write_buffer: bytes buffered towards a peer before the
-        connection is dropped as not reading.
+        connection is dropped as not reading (everything written counts:
+        messages, WebSocket pongs and close frames, before the handshake too).
     :param write_timeout: seconds writes may stay paused before the
         connection is dropped.
     :param handshake_timeout: seconds an incoming socket has to complete the
@@ -137,6 +138,16 @@ class Manager:
         that peer (a payload larger than the cap runs alone).
     :param max_total_request_bytes: the same bound for all peers together;
         past it a request is refused the same way unless nothing is held.
+    :param max_partial_bytes: bytes that all of this node's sockets together
+        may hold of WebSocket messages they have received only in part (a
+        large frame counts its announced length once its header is in;
+        below 256 KiB per socket nothing is counted).  The socket whose
+        frame would pass it is dropped (a ``ProtocolError``); the memory of
+        a closed socket is released as it closes.  Before its handshake an
+        accepted socket may send messages of 64 KiB at most.
+    :param max_pending_handshakes: upgraded sockets that may wait for their
+        grid handshake at once; a further upgrade request is answered with
+        HTTP 503 and closed.
     """
 
     def __init__(
@@ -164,11 +175,15 @@ class Manager:
         max_queued_requests: int = 16384,
         max_request_bytes: int = 64 * 1024 * 1024,
         max_total_request_bytes: int = 256 * 1024 * 1024,
+        max_partial_bytes: int = 256 * 1024 * 1024,
+        max_pending_handshakes: int = 256,
     ) -> None:
         if max_running_handlers < 1 or max_queued_requests < 0:
             raise ValueError("max_running_handlers must be >= 1 and max_queued_requests >= 0")
         if not 0 <= max_request_bytes <= max_total_request_bytes:
             raise ValueError("need 0 <= max_request_bytes <= max_total_request_bytes")
+        if max_partial_bytes < 0 or max_pending_handshakes < 1:
+            raise ValueError("max_partial_bytes must be >= 0 and max_pending_handshakes >= 1")
         if list(hosts).count(local) != 1:
             raise ValueError(f"local host {local!r} must appear exactly once in hosts")
         for h in hosts:
@@ -196,11 +211,12 @@ class Manager:
         self.max_request_bytes = max_request_bytes
         self.max_total_request_bytes = max_total_request_bytes
         self._held_requests = HeldBytes()  # bytes held for requests, all peers
+        self.max_pending_handshakes = max_pending_handshakes
         self._pid = os.getpid()  # a Manager belongs to the process that made it
         self._forked = False
         self._draining = False  # close(grace=...) in progress: refuse new calls
         self._auth_fn = auth_fn
-        self._handshake = Handshake(self, validate_token)  # the acceptor
+        self._handshake = Handshake(self, validate_token, max_partial_bytes)  # the acceptor
         self._ssl = ssl
         self._client_ssl = client_ssl if client_ssl is not None else ssl
         self._registry = HandlerRegistry()
@@ -372,6 +388,11 @@ class Manager:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def max_partial_bytes(self) -> int:
+        """The most bytes all sockets may hold of partly received messages."""
+        return int(self._handshake.frame_budget.limit)
+
     def connection(self, host: str) -> Connection | None:
         """The connection to ``host``, or None if it is not a peer of this node."""
         return self._conns.get(host)
@@ -440,6 +461,9 @@ class Manager:
         wire.holds = holds
         transport.set_protocol(wire)
         wire.connection_made(transport)
+        if not self._handshake.admit(wire):
+            transport.abort()  # the 101 is out: nothing else can be said
+            return
         wire.start_websocket(initial)
 
     async def adopt_stream(self, reader: asyncio.StreamReader,

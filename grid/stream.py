@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Union
@@ -685,8 +684,7 @@ class _ServerStream:
         except RemoteError as exc:
             err = exc.message
         except Exception as exc:
-            log.error("grid: stream handler %d for %s raised\n%s", ctx.handler_id, ctx.caller,
-                      "".join(traceback.format_exception(exc)).rstrip())
+            self.link.log_failure("stream handler", ctx.handler_id, exc)
             err = f"{type(exc).__name__}: {exc}"
         if self.closed is not None:
             return

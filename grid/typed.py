@@ -4,9 +4,11 @@ byte-level API (see :mod:`grid.types` for how types map to msgp)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
+from grid._loglimit import LogLimit
 from grid.errors import ProtocolError, RemoteError
 from grid.stream import Stream, StreamContext, StreamHandler, StreamOut
 from grid.types import NoPayload, payload_codec
@@ -20,6 +22,10 @@ __all__ = ["SingleHandler", "StreamTypeHandler", "TypedStream", "TypedStreamOut"
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 P = TypeVar("P")
+
+log = logging.getLogger("grid.connection")
+# Payloads that do not decode are the sender's fault: logged, but a few per interval.
+_decode_log = LogLimit(burst=3)
 
 
 class SingleHandler(Generic[Req, Resp]):
@@ -76,6 +82,8 @@ def _decode_request(decode: Callable[[bytes | None], Any], payload: bytes | None
     try:
         return decode(payload)
     except ProtocolError as exc:
+        _decode_log.log(logging.WARNING, "grid: a typed payload did not decode: %s", exc,
+                        logger=log)
         raise RemoteError(str(exc)) from None
 
 
