@@ -27,9 +27,10 @@ class LogLimit:
         self._suppressed = 0
 
     def log(self, level: int, msg: str, *args: object, force: bool = False,
-            logger: logging.Logger = _default_log) -> None:
+            logger: logging.Logger = _default_log) -> bool:
         """Log ``msg % args`` at ``level`` unless a record went out less than
-        :data:`LOG_INTERVAL` ago (then at DEBUG); ``force`` lets it through."""
+        :data:`LOG_INTERVAL` ago (then at DEBUG); ``force`` lets it through.
+        Returns True if the record went out at ``level``."""
         now = time.monotonic()
         if force or now - self._last >= LOG_INTERVAL:
             self._last = now
@@ -38,9 +39,10 @@ class LogLimit:
                 args += (self._suppressed, LOG_INTERVAL)
                 self._suppressed = 0
             logger.log(level, msg, *args)
-        else:
-            self._suppressed += 1
-            logger.debug(msg, *args)
+            return True
+        self._suppressed += 1
+        logger.debug(msg, *args)
+        return False
 
 
 class PeerLogLimits:
