@@ -69,8 +69,9 @@ class PeerLog:
 
     def _warn_still_down(self, after: float) -> None:
         self._still_down = None
-        if self.failure(f"still disconnected {after:g} s after it closed the connection"):
-            self._down_logged = True
+        # Forced: the INFO line of the close used this interval's record.
+        self.failure(f"still disconnected {after:g} s after it closed the connection", True)
+        self._down_logged = True
 
     def connected(self, reconnects: int) -> None:
         """The connection is up (again)."""
