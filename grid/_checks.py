@@ -17,12 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from grid import _http
-from grid.errors import (
-    MessageTooLarge,
-    bad_payload_text,
-    payload_limit,
-    too_large_text,
-)
+from grid.errors import bad_payload_text, checked_len, payload_limit
 
 __all__ = ["check_manager", "check_seconds", "as_payload", "payload_size", "MIN_MESSAGE_SIZE"]
 
@@ -167,19 +162,11 @@ def check_manager(local: object, hosts: object, auth_fn: object, validate_token:
     return tuple(checked)
 
 
-def payload_size(value: Any, max_message_size: int, name: str, what: str) -> int:
-    """The length of a stream payload ``value`` (not None); TypeError if it
-    is not bytes-like, :class:`grid.MessageTooLarge` if it cannot be sent."""
-    try:
-        n = len(value)
-        if isinstance(value, str):
-            raise TypeError
-    except TypeError:
-        raise TypeError(bad_payload_text(name, value)) from None
-    limit = payload_limit(max_message_size)
-    if n > limit:
-        raise MessageTooLarge(too_large_text(what, n, limit), n, limit)
-    return n
+def payload_size(value: Any, max_message_size: int, what: str, name: str) -> int:
+    """The length of a stream payload ``value`` (not None); TypeError naming
+    ``name`` if it is not bytes-like, :class:`grid.MessageTooLarge` if it
+    cannot be sent."""
+    return checked_len(value, payload_limit(max_message_size), what, name)
 
 
 def check_seconds(timeout: object) -> None:

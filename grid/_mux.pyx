@@ -48,11 +48,10 @@ from grid.errors import (
     REQUEST_TIMEOUT_TEXT,
     GridError,
     IncorrectSequence,
-    MessageTooLarge,
     ProtocolError,
     RemoteError,
-    bad_payload_text,
     bad_reply_text,
+    checked_len,
     payload_limit,
     too_large_text,
 )
@@ -743,16 +742,8 @@ cdef class ConnCore:
         if deadline_ms > 0xFFFFFFFF:
             deadline_ms = 0xFFFFFFFF
         flags = self.base_flags | FLAG_EOF
-        if payload is not None:
-            try:
-                n = len(payload)
-            except TypeError:
-                raise TypeError(bad_payload_text("payload", payload)) from None
-            if n > self.max_payload:
-                raise MessageTooLarge(too_large_text("request payload", n, self.max_payload),
-                                      n, self.max_payload)
-            if n == 0:
-                flags |= FLAG_PAYLOAD_IS_ZERO
+        if payload is not None and checked_len(payload, self.max_payload) == 0:
+            flags |= FLAG_PAYLOAD_IS_ZERO
         if subroute is not None:
             flags |= FLAG_SUBROUTE
         if self.ids is None:  # the C call below does not check for None

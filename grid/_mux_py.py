@@ -38,10 +38,9 @@ from grid.errors import (
     REQUEST_TIMEOUT_TEXT,
     GridError,
     IncorrectSequence,
-    MessageTooLarge,
     RemoteError,
-    bad_payload_text,
     bad_reply_text,
+    checked_len,
     payload_limit,
     too_large_text,
 )
@@ -516,16 +515,8 @@ class ConnCore:
         if deadline_ms > MAX_DEADLINE_MS:
             deadline_ms = MAX_DEADLINE_MS
         flags = self.base_flags | _FLAG_EOF
-        if payload is not None:
-            try:
-                n = len(payload)
-            except TypeError:
-                raise TypeError(bad_payload_text("payload", payload)) from None
-            if n > self.max_payload:
-                raise MessageTooLarge(too_large_text("request payload", n, self.max_payload),
-                                      n, self.max_payload)
-            if n == 0:
-                flags |= _FLAG_ZERO
+        if payload is not None and checked_len(payload, self.max_payload) == 0:
+            flags |= _FLAG_ZERO
         if subroute is not None:
             flags |= _FLAG_SUBROUTE
         ids = self.ids

@@ -24,6 +24,7 @@ __all__ = [
     "bad_reply_text",
     "too_large_text",
     "bad_payload_text",
+    "checked_len",
 ]
 
 #: The most bytes a grid message adds around its payload: the 7-tuple's
@@ -43,6 +44,22 @@ def bad_payload_text(name: str, value: object) -> str:
     """The TypeError text for a payload argument that is not bytes-like."""
     return (f"{name} must be bytes, bytearray, memoryview or None, "
             f"not {type(value).__name__}")
+
+
+def checked_len(payload: object, limit: int, what: str = "request payload",
+                name: str = "payload") -> int:
+    """The length of ``payload`` (not None, what is sent as ``what``): a
+    TypeError naming the argument ``name`` if it is not bytes-like,
+    :class:`MessageTooLarge` if it is over ``limit``."""
+    try:
+        n = len(payload)  # type: ignore[arg-type]
+        if isinstance(payload, str):
+            raise TypeError
+    except TypeError:
+        raise TypeError(bad_payload_text(name, payload)) from None
+    if n > limit:
+        raise MessageTooLarge(too_large_text(what, n, limit), n, limit)
+    return n
 
 
 def too_large_text(what: str, size: int, limit: int) -> str:

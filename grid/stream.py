@@ -241,7 +241,7 @@ class Stream:
         # a credit in hand: queued in one step.
         if core is not None and not self._eof_out and core.send_item(st, item):
             return
-        payload_size(item, self._link.node.max_message_size, "item", "stream item")
+        payload_size(item, self._link.node.max_message_size, "stream item", "item")
         if self.in_capacity == 0:
             raise GridError("stream does not accept requests")
         if self._eof_out:
@@ -489,7 +489,7 @@ async def open_stream(link: Link, handler_id: int, payload: bytes | None,
         raise link.down()
     check_handler_id(handler_id)
     if payload is not None:
-        payload_size(payload, link.node.max_message_size, "payload", "initial stream payload")
+        payload_size(payload, link.node.max_message_size, "initial stream payload", "payload")
     if timeout is not None:
         check_seconds(timeout)
     if in_capacity is None or out_capacity is None:
@@ -547,7 +547,7 @@ class StreamOut:
         core = srv.core
         if core is not None and core.send_item(srv.state, item):  # open, credit in hand: sent
             return
-        payload_size(item, srv.link.node.max_message_size, "item", "stream item")
+        payload_size(item, srv.link.node.max_message_size, "stream item", "item")
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
         link = srv.link

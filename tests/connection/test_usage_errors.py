@@ -125,7 +125,7 @@ def test_oversized_payloads_fail_alone(loop_kind: str) -> None:
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    return make_tls(tmp_path_factory.mktemp("tls"))  # type: ignore[no-any-return]
+    return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 def _https_pair() -> tuple[str, str]:
@@ -226,17 +226,17 @@ def test_type_errors_and_use_after_close(loop_kind: str) -> None:
             c = g.conn(0, 1)
             with pytest.raises(TypeError, match="payload must be bytes, bytearray, memoryview "
                                                 "or None, not int"):
-                await c.request(ECHO, 5)  # type: ignore[arg-type]
+                await c.request(ECHO, 5)
             with pytest.raises(TypeError, match="timeout must be a number of seconds or None, "
                                                 "not str"):
-                await c.request(ECHO, b"x", timeout="1")  # type: ignore[arg-type]
+                await c.request(ECHO, b"x", timeout="1")
             with pytest.raises(TypeError, match="payload must be .* not int"):
-                await c.new_stream(SINK, 5)  # type: ignore[arg-type]
+                await c.new_stream(SINK, 5)
             with pytest.raises(TypeError, match="timeout must be a number"):
-                await c.new_stream(SINK, timeout="1")  # type: ignore[arg-type]
+                await c.new_stream(SINK, timeout="1")
             st = await c.new_stream(SINK)
             with pytest.raises(TypeError, match="item must be .* not int"):
-                await st.send(7)  # type: ignore[arg-type]
+                await st.send(7)
             st.cancel()
             assert await c.request(ECHO, b"ok", timeout=2) == b"ok"  # an int timeout is fine
         m = g.managers[0]
