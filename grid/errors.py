@@ -24,7 +24,6 @@ __all__ = [
     "bad_reply_text",
     "too_large_text",
     "bad_payload_text",
-    "checked_len",
 ]
 
 #: The most bytes a grid message adds around its payload: the 7-tuple's
