@@ -18,6 +18,7 @@ from grid.errors import (
     GridError as GridError,
     HandlerAlreadyExists as HandlerAlreadyExists,
     IncorrectSequence as IncorrectSequence,
+    MessageTooLarge as MessageTooLarge,
     ProtocolError as ProtocolError,
     Rejected as Rejected,
     RemoteError as RemoteError,

@@ -123,6 +123,9 @@ MAX_DEADLINE_MS = 0xFFFFFFFF
 STREAM_PING_INTERVAL = 15.0
 STREAM_PONG_TIMEOUT = 30.0
 STREAM_LIVENESS_LIMIT = 60.0
+#: A sync handler running inline longer than this gets a (rate-limited)
+#: warning: it holds up every connection of its node while it runs.
+SLOW_HANDLER = 0.1
 
 MAX_UINT32 = 0xFFFFFFFF
 MAX_UINT64 = 0xFFFFFFFFFFFFFFFF

@@ -50,6 +50,7 @@ class Node(Protocol):
     """The node settings streams and served requests read (a Manager's)."""
 
     stream_ping_interval: float
+    max_message_size: int
     max_streams: int
     max_running_handlers: int
     max_queued_requests: int

@@ -34,10 +34,11 @@ class LogLimit:
         self._burst = burst
 
     def log(self, level: int, msg: str, *args: object, force: bool = False,
-            logger: logging.Logger = _default_log, exc: BaseException | None = None) -> None:
+            logger: logging.Logger = _default_log, exc: BaseException | None = None) -> bool:
         """Log ``msg % args`` at ``level`` (with the traceback of ``exc``, if
         given) unless this interval's records are spent (then at DEBUG,
-        without the traceback); ``force`` lets it through."""
+        without the traceback); ``force`` lets it through.  Returns True if
+        the record went out at ``level``."""
         now = time.monotonic()
         if now - self._start >= LOG_INTERVAL:
             self._start = now
@@ -49,9 +50,10 @@ class LogLimit:
                 args += (self._suppressed, LOG_INTERVAL)
                 self._suppressed = 0
             logger.log(level, msg, *args, exc_info=exc)
-        else:
-            self._suppressed += 1
-            logger.debug(msg, *args)
+            return True
+        self._suppressed += 1
+        logger.debug(msg, *args)
+        return False
 
 
 class PeerLogLimits:

@@ -102,6 +102,7 @@ cdef class ConnCore:
     cdef public double default_timeout
     cdef public Py_ssize_t queue_limit
     cdef public double sweep_at       # monotonic time of the owner's next deadline sweep
+    cdef readonly Py_ssize_t max_payload  # largest payload a message sent here may carry
     cdef double _last_at              # deadline of the request _request() sent last
     # Fair share of the loop (see ConnCore.drain): work units done since the
     # last drain, and what waits for a later turn.

@@ -42,6 +42,7 @@ from contextvars import ContextVar as _ContextVar
 import time as _time
 
 from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
+from grid._consts import SLOW_HANDLER
 from grid.errors import (
     OUT_OF_SEQUENCE_TEXT,
     REQUEST_TIMEOUT_TEXT,
@@ -50,6 +51,9 @@ from grid.errors import (
     ProtocolError,
     RemoteError,
     bad_reply_text,
+    checked_len,
+    payload_limit,
+    too_large_text,
 )
 
 __all__ = ["MuxIdAllocator", "MuxState", "ConnCore"]
@@ -68,6 +72,7 @@ include "_mux_state.pxi"
 include "_consts.pxi"
 
 cdef object _monotonic = _time.monotonic  # the clock request deadlines are kept on
+cdef double _SLOW_HANDLER = SLOW_HANDLER
 cdef object _heappush = heapq.heappush
 cdef object _heappop = heapq.heappop
 cdef object _heapify = heapq.heapify
@@ -100,6 +105,7 @@ cdef class ConnCore:
         self.owner = owner
         self.parser = FrameParser(server, max_message_size, split_large=True)
         self.context_var = context_var
+        self.max_payload = payload_limit(max_message_size)
         self.pending = {}
         self.queue = []
         self.queued_bytes = 0
@@ -534,7 +540,10 @@ cdef class ConnCore:
                 PyContextVar_Reset(var, token)
             else:
                 var.reset(token)
-        if dl and (_monotonic() - started) * 1000 > dl:
+        elapsed = _monotonic() - started
+        if elapsed >= _SLOW_HANDLER:
+            entry.ran_slow(elapsed)  # a rate-limited warning
+        if dl and elapsed * 1000 > dl:
             return 0  # the caller has given up (§7 step 3)
         self._respond(m.mux_id, m.seq, result, err)
         return 0
@@ -586,7 +595,8 @@ cdef class ConnCore:
         s = <MuxState>state
         if not s.fast or s.credits <= 0:
             return False
-        if not PyBytes_CheckExact(item) or PyBytes_GET_SIZE(item) >= LARGE_MESSAGE:
+        if (not PyBytes_CheckExact(item) or PyBytes_GET_SIZE(item) >= LARGE_MESSAGE
+                or PyBytes_GET_SIZE(item) > self.max_payload):
             return False
         s.credits -= 1
         seq = s.send_seq
@@ -645,6 +655,8 @@ cdef class ConnCore:
                 err = bad_reply_text(result)
             elif len(result) == 0:
                 flags |= FLAG_PAYLOAD_IS_ZERO
+            elif len(result) > self.max_payload:
+                err = too_large_text("reply", len(result), self.max_payload)
         if err is not None:
             flags |= FLAG_PAYLOAD_IS_ERR
             result = err.encode("utf-8", "replace")
@@ -704,6 +716,7 @@ cdef class ConnCore:
         if (type(timeout) is float and 0.0 <= <double>timeout < 4294967.0
                 and type(handler_id) is int and type(self.base_flags) is int
                 and PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) < LARGE_MESSAGE
+                and PyBytes_GET_SIZE(payload) <= self.max_payload
                 and (subroute is None or PyBytes_CheckExact(subroute)) and self.ids is not None):
             h = PyLong_AsLongLongAndOverflow(handler_id, &overflow)
             if not overflow:
@@ -728,7 +741,7 @@ cdef class ConnCore:
         if deadline_ms > 0xFFFFFFFF:
             deadline_ms = 0xFFFFFFFF
         flags = self.base_flags | FLAG_EOF
-        if payload is not None and len(payload) == 0:
+        if payload is not None and checked_len(payload, self.max_payload) == 0:
             flags |= FLAG_PAYLOAD_IS_ZERO
         if subroute is not None:
             flags |= FLAG_SUBROUTE

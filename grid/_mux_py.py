@@ -36,6 +36,7 @@ from grid._consts import (
     TURN_SLOW_COST,
     TURN_BYTE_SHIFT,
     TURN_CHECKS_PER_UNIT,
+    SLOW_HANDLER,
     WS_BINARY,
     Op,
 )
@@ -46,6 +47,9 @@ from grid.errors import (
     IncorrectSequence,
     RemoteError,
     bad_reply_text,
+    checked_len,
+    payload_limit,
+    too_large_text,
 )
 
 __all__ = ["MuxIdAllocator", "MuxState", "ConnCore"]
@@ -245,7 +249,8 @@ class ConnCore:
     :meth:`attach` call, and handed back to the wire by :meth:`detach` when
     the connection lets go of it.  ``singles`` / ``singles_sub`` are the
     manager's live registration dicts (handler id -> entry, subroute id ->
-    entry); an entry has ``fn``, ``is_async`` and ``route``.
+    entry); an entry has ``fn``, ``is_async``, ``route`` and ``ran_slow(seconds)``,
+    called when the handler ran inline for SLOW_HANDLER seconds or more.
     ``context_var`` receives a ``(caller, handler_id, route, mux_id,
     deadline)`` tuple while an inline handler runs.  Request deadlines are
     tracked on ``time.monotonic()``.
@@ -255,9 +260,9 @@ class ConnCore:
         "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
         "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
         "callers", "callees", "open_calls", "loop", "default_timeout", "queue_limit", "sweep_at",
-        "_fifo", "_deadlines", "reader", "turn_budget", "_spent", "_read_max", "_held", "_waiting",
-        "_waiting_pos", "_slice", "_slice_pos", "_slice_start", "_slice_end", "_slice_count",
-        "_slice_done", "_slice_checked",
+        "max_payload", "_fifo", "_deadlines", "reader", "turn_budget", "_spent", "_read_max",
+        "_held", "_waiting", "_waiting_pos", "_slice", "_slice_pos", "_slice_start", "_slice_end",
+        "_slice_count", "_slice_done", "_slice_checked",
     )
 
     def __init__(self, owner: CoreOwner, server: bool, max_message_size: int,
@@ -265,6 +270,8 @@ class ConnCore:
         self.owner = owner
         self.parser = _codec_py.FrameParser(server, max_message_size, split_large=True)
         self.context_var = context_var
+        #: The largest payload a message sent here may carry (payload_limit).
+        self.max_payload = payload_limit(max_message_size)
         self.pending: dict = {}
         self.queue: list = []
         self.queued_bytes = 0
@@ -547,7 +554,10 @@ class ConnCore:
             err = None
         finally:
             self.context_var.reset(token)
-        if dl and (time.monotonic() - started) * 1000 > dl:
+        elapsed = time.monotonic() - started
+        if elapsed >= SLOW_HANDLER:
+            entry.ran_slow(elapsed)  # a rate-limited warning
+        if dl and elapsed * 1000 > dl:
             return  # the caller has given up (§7 step 3)
         self.respond(m.mux_id, m.seq, result, err)
 
@@ -590,7 +600,7 @@ class ConnCore:
             raise TypeError(f"send_item() needs a MuxState, not {type(state).__name__}")
         if not state.fast or state.credits <= 0:
             return False
-        if type(item) is not bytes or len(item) >= LARGE_MESSAGE:
+        if type(item) is not bytes or len(item) >= LARGE_MESSAGE or len(item) > self.max_payload:
             return False
         state.credits -= 1
         flags = self.base_flags | _FLAG_ZERO if len(item) == 0 else self.base_flags
@@ -623,6 +633,8 @@ class ConnCore:
                 err = bad_reply_text(result)
             elif len(result) == 0:
                 flags |= _FLAG_ZERO
+            elif len(result) > self.max_payload:
+                err = too_large_text("reply", len(result), self.max_payload)
         if err is not None:
             flags |= _FLAG_ERR
             result = err.encode("utf-8", "replace")
@@ -662,7 +674,7 @@ class ConnCore:
         if deadline_ms > MAX_DEADLINE_MS:
             deadline_ms = MAX_DEADLINE_MS
         flags = self.base_flags | _FLAG_EOF
-        if payload is not None and len(payload) == 0:
+        if payload is not None and checked_len(payload, self.max_payload) == 0:
             flags |= _FLAG_ZERO
         if subroute is not None:
             flags |= _FLAG_SUBROUTE

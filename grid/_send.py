@@ -158,7 +158,10 @@ class Sender:
         if not wire.framed or not ACCELERATED:
             # grid.integrations frame whole messages themselves; and the pure
             # codec holds the GIL throughout, so a thread would only contend
-            # with the loop for it: both encode here, in order, as any message.
+            # with the loop for it: both encode here, in order, as any message,
+            # written apart from what precedes it, so that no container
+            # makes it larger than the receiver's max_message_size.
+            self.flush()
             core.send(encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
                                      subroute))
             return

@@ -31,16 +31,19 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from grid import _http, _payloads
 from grid import stream as _stream
+from grid._checks import as_payload, check_seconds
 from grid._consts import FLAG_CRC, FLAG_SUBROUTE, PING_DEADLINE_MS, Op
 from grid._impl import MuxIdAllocator, encode_message, subroute_id
 from grid._link import HeldBytes, Link
 from grid._loglimit import LogLimit
+from grid._peerlog import PeerLog
 from grid._send import Sender
 from grid._serve import SingleServer
 from grid._handshake import dial
 from grid._wire import Wire
-from grid.errors import Disconnected, GridError, ProtocolError, Rejected, RemoteUnknownHandler
+from grid.errors import DISCONNECTED_TEXT, Disconnected, GridError, ProtocolError, Rejected
 from grid.handlers import _current, check_handler_id, inherit_deadline, join_route
+from grid.handlers import remember_route, remote_unknown_handler, route_name
 from grid.trace import CallTrace, error_text
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ class ConnectionNode(Protocol):
     instance_id: bytes
     route_path: str
     send_queue_size: int
+    max_message_size: int
     default_timeout: float
     ping_interval: float
     retry_base: float
@@ -84,6 +88,7 @@ class ConnectionNode(Protocol):
     _client_ssl: _ssl.SSLContext | None
     _forked: bool
     _draining: bool
+    _closed: bool
 
     @property
     def draining(self) -> bool: ...
@@ -115,11 +120,6 @@ _CALLER_OPS = frozenset((_MUX_CONNECT_ERROR, int(Op.ACK_MUX), int(Op.MUX_SERVER_
                          int(Op.UNBLOCK_CL_MUX), int(Op.DISCONNECT_CLIENT_MUX), _PONG))
 
 _NO_PONG = "no pong for"  # how a keepalive drop's reason starts
-
-# Subroute names by the 31 route bytes of their subroute id, for traces
-# (filled by Subroute; bounded, since routes are static in practice).
-_ROUTE_NAMES: dict[bytes, str] = {}
-_ROUTE_NAMES_MAX = 4096
 
 
 class State(enum.IntEnum):
@@ -162,8 +162,6 @@ def _base_flags(local: str, remote: str) -> int:
     return 0 if local.startswith(tls) and remote.startswith(tls) else FLAG_CRC
 
 
-def _as_bytes(payload: Payload) -> bytes | None:
-    return payload if payload is None or isinstance(payload, bytes) else bytes(payload)
 
 
 class Connection:
@@ -222,9 +220,8 @@ class Connection:
         self._pings: dict[int, asyncio.Future[None]] = {}  # ping time (ns) -> waiter
         self._connected_at: float | None = None
         self._last_error: str | None = None
-        self._warn_limit = LogLimit()  # failures: connect failed, disconnected
-        self._info_limit = LogLimit()  # "connected", so a flapping link stays quiet too
         self._restart_limit = LogLimit()  # "restarted": the peer decides how often
+        self._log = PeerLog(self.local, remote, loop)  # rate-limited, truthful peer log
 
     # -- public API
 
@@ -343,7 +340,7 @@ class Connection:
         :raises UnknownHandler: no local registration to read capacities from.
         :raises Disconnected: the connection is down.
         """
-        return await _stream.open_stream(self._link, handler_id, _as_bytes(payload), timeout,
+        return await _stream.open_stream(self._link, handler_id, as_payload(payload), timeout,
                                          None, None, in_capacity, out_capacity)
 
     def stats(self) -> ConnectionStats:
@@ -388,6 +385,8 @@ class Connection:
                 raise self._down()
             if type(handler_id) is not int or not 0 < handler_id < 256:
                 check_handler_id(handler_id)
+            if timeout is not None and type(timeout) is not float:
+                check_seconds(timeout)
             ctx = _current.get()
             if ctx is not None:  # serving a call: its deadline bounds this one
                 timeout = inherit_deadline(ctx, timeout, self._loop)
@@ -417,7 +416,9 @@ class Connection:
     def _down(self) -> GridError:
         """The error for a call while there is no live connection."""
         err = self._mgr._fork_error() if self._mgr._forked else None
-        return err if err is not None else Disconnected()
+        if err is not None:
+            return err
+        return Disconnected("grid: manager is closed" if self._mgr._closed else DISCONNECTED_TEXT)
 
     def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
         fut = self._loop.create_future()
@@ -498,7 +499,7 @@ class Connection:
                         text = _payloads.decode_mux_connect_error(m.payload)
                     except ProtocolError as exc:
                         text = str(exc)
-                    fut.set_exception(RemoteUnknownHandler(text))
+                    fut.set_exception(remote_unknown_handler(text, m.handler, self.remote))
             else:
                 _stream.on_caller_op(self._link, m)
         elif op == _CONNECT_MUX:
@@ -561,11 +562,6 @@ class Connection:
 
     # -- lifecycle
 
-    def _log_failure(self, text: str, force: bool = False) -> None:
-        # Rate-limited so a dead peer does not flood the log.
-        self._warn_limit.log(logging.WARNING, "grid: %s -> %s: %s", self.local, self.remote,
-                             text, force=force, logger=log)
-
     def _attach(self, wire: Wire, remote_id: bytes) -> None:
         """Make ``wire`` the live socket after a successful handshake."""
         old = self._wire
@@ -604,12 +600,7 @@ class Connection:
         self._sender.attach(wire, core)
         self._open_calls()
         self._ping_timer = self._loop.call_later(mgr.ping_interval, self._ping_tick)
-        if self._reconnects:
-            self._info_limit.log(logging.INFO, "grid: %s connected to %s (reconnect %d)",
-                                 self.local, self.remote, self._reconnects, logger=log)
-        else:
-            self._info_limit.log(logging.INFO, "grid: %s connected to %s",
-                                 self.local, self.remote, logger=log)
+        self._log.connected(self._reconnects)
         waiters, self._connect_waiters = self._connect_waiters, []
         for w in waiters:
             if not w.done():
@@ -671,7 +662,7 @@ class Connection:
         if self._state is State.SHUTDOWN:
             log.debug("grid: %s -> %s closed: %s", self.local, self.remote, reason)
         else:
-            self._log_failure(f"disconnected: {reason}", force=reason.startswith(_NO_PONG))
+            self._log.lost(reason, reason.startswith(_NO_PONG), 2 * self._mgr.ping_interval)
         self._reset(reason, wire)
 
     def _reset(self, reason: str, wire: Wire | None) -> None:
@@ -719,7 +710,8 @@ class Connection:
                 wait = max(0.0, started + delay - loop.time())
                 if attempt > 1 or isinstance(exc, Rejected):
                     # A refusal is a configuration error: worth a warning at once.
-                    self._log_failure(f"connect failed: {text}; retrying in {wait:.2f} s")
+                    self._log.connect_failed(f"connect failed: {text}; retrying in {wait:.2f} s",
+                                            isinstance(exc, Rejected))
                 else:  # the peer may not be up yet
                     log.debug("grid: %s -> %s: first connect failed: %s; retrying in %.2f s",
                               self.local, self.remote, text, wait)
@@ -751,10 +743,12 @@ class Connection:
     def _shutting_down(self) -> None:
         """From here on, a drop is the node leaving: no warning about it."""
         self._state = State.SHUTDOWN
+        self._log.stop()
         self._open_calls()
 
     async def _close(self) -> None:
         self._state = State.SHUTDOWN
+        self._log.stop()
         self._open_calls()
         if self._dial_task is not None:
             self._dial_task.cancel()
@@ -806,7 +800,7 @@ class Connection:
         # A task waits for room in the send queue (back-pressure): its mux id
         # is not known yet; a done future failed before it was sent.
         mux_id = 0 if isinstance(res, asyncio.Task) or res.done() else self._ids.last
-        route = None if sub is None else _ROUTE_NAMES.get(sub[1:], sub.hex())
+        route = None if sub is None else route_name(sub)
         size = 0 if payload is None else len(payload)
         emit = self._mgr._tracers.emit
 
@@ -835,8 +829,7 @@ class Subroute:
         #: The joined route, e.g. ``"disk/1"``.
         self.route = route
         self._base_id = subroute_id(route, 0)
-        if len(_ROUTE_NAMES) < _ROUTE_NAMES_MAX:
-            _ROUTE_NAMES[self._base_id[1:]] = route
+        remember_route(self._base_id, route)
 
     def _sub(self, handler_id: int) -> bytes:
         check_handler_id(handler_id)
@@ -859,7 +852,7 @@ class Subroute:
                          timeout: float | None = None, *, in_capacity: int | None = None,
                          out_capacity: int | None = None) -> _stream.Stream:
         """Like :meth:`Connection.new_stream`, for the handler under this subroute."""
-        return await _stream.open_stream(self._conn._link, handler_id, _as_bytes(payload),
+        return await _stream.open_stream(self._conn._link, handler_id, as_payload(payload),
                                          timeout, self.route, self._sub(handler_id),
                                          in_capacity, out_capacity)
 

@@ -13,6 +13,7 @@ __all__ = [
     "RemoteUnknownHandler",
     "Rejected",
     "UsedAfterFork",
+    "MessageTooLarge",
     "DISCONNECTED_TEXT",
     "BUSY_TEXT",
     "BUSY_BYTES_TEXT",
@@ -22,7 +23,50 @@ __all__ = [
     "OUT_OF_SEQUENCE_TEXT",
     "REQUEST_TIMEOUT_TEXT",
     "bad_reply_text",
+    "too_large_text",
+    "bad_payload_text",
 ]
+
+#: The most bytes a grid message adds around its payload: the 7-tuple's
+#: header and integers at their widest, a bin32 header, the 32-byte subroute
+#: id and the 4-byte CRC (GRID-PROTOCOL.md §2.1, §2.2).
+ENVELOPE_MAX = 67
+
+
+def payload_limit(max_message_size: int) -> int:
+    """The largest payload one message may carry on a node whose
+    ``max_message_size`` is given: what fits with its envelope (every node
+    is expected to use the same ``max_message_size``)."""
+    return max(max_message_size - ENVELOPE_MAX, 0)
+
+
+def bad_payload_text(name: str, value: object) -> str:
+    """The TypeError text for a payload argument that is not bytes-like."""
+    return (f"{name} must be bytes, bytearray, memoryview or None, "
+            f"not {type(value).__name__}")
+
+
+def checked_len(payload: object, limit: int, what: str = "request payload",
+                name: str = "payload") -> int:
+    """The length of ``payload`` (not None, what is sent as ``what``): a
+    TypeError naming the argument ``name`` if it is not bytes-like,
+    :class:`MessageTooLarge` if it is over ``limit``."""
+    try:
+        n = len(payload)  # type: ignore[arg-type]
+        if isinstance(payload, str):
+            raise TypeError
+    except TypeError:
+        raise TypeError(bad_payload_text(name, payload)) from None
+    if n > limit:
+        raise MessageTooLarge(too_large_text(what, n, limit), n, limit)
+    return n
+
+
+def too_large_text(what: str, size: int, limit: int) -> str:
+    """The text of a :class:`MessageTooLarge` (also sent as the error of a
+    reply that was too large)."""
+    return (f"grid: {what} of {size} bytes exceeds the limit of {limit} bytes "
+            f"(max_message_size minus {ENVELOPE_MAX} bytes of envelope)")
 
 #: The text Go uses for a dropped connection (GRID-PROTOCOL.md §10.3).
 DISCONNECTED_TEXT = "remote disconnected"
@@ -91,12 +135,44 @@ class UnknownHandler(GridError, LookupError):
 
 
 class RemoteUnknownHandler(RemoteError, UnknownHandler):
-    """The remote has no handler for the id or subroute (its MuxConnectError text
-    is in :attr:`message`); both a RemoteError and an UnknownHandler."""
+    """The remote has no handler for the id or subroute; both a RemoteError
+    and an UnknownHandler.
+
+    ``str()`` names the id, subroute and remote as the caller addressed them
+    (``no handler for id 50 (subroute 'disk/9') on http://...``);
+    :attr:`message` keeps the MuxConnectError text exactly as the remote
+    sent it (Go's wording, e.g. ``Invalid Handler for type: GetCPUs``).
+    """
+
+    def __init__(self, message: str, handler_id: int | None = None,
+                 subroute: str | None = None, remote: str | None = None) -> None:
+        super().__init__(message)
+        #: The handler id called (None when not known).
+        self.handler_id = handler_id
+        #: The subroute called, ``"disk/9"``, or None.
+        self.subroute = subroute
+        #: The host string of the node that answered.
+        self.remote = remote
+
+    def __str__(self) -> str:
+        if self.handler_id is None:
+            return self.message
+        sub = f" (subroute {self.subroute!r})" if self.subroute is not None else ""
+        where = f" on {self.remote}" if self.remote else ""
+        return f"no handler for id {self.handler_id}{sub}{where}"
 
 
 class HandlerAlreadyExists(GridError):
-    """A handler is already registered under this id and subroute."""
+    """A handler is already registered under this id and subroute.
+
+    The message names the id and subroute as registered; :attr:`go_text` is
+    the text Go's registry gives for the same case (for logs shared with Go
+    nodes)."""
+
+    def __init__(self, message: str, go_text: str = "") -> None:
+        super().__init__(message)
+        #: Go's wording, e.g. ``handler LockRLock already exists``.
+        self.go_text = go_text or message
 
 
 class IncorrectSequence(GridError):
@@ -117,6 +193,18 @@ class Rejected(GridError):
         super().__init__(f"connection rejected: {reason}")
         #: The reason text sent by the accepting side (or its HTTP status line).
         self.reason = reason
+
+
+class MessageTooLarge(GridError, ValueError):
+    """A payload is larger than one message may carry (``max_message_size``
+    less the envelope); nothing was sent and the connection is unaffected."""
+
+    def __init__(self, message: str, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        #: The payload's size in bytes.
+        self.size = size
+        #: The largest payload allowed, in bytes.
+        self.limit = limit
 
 
 class UsedAfterFork(GridError):

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Union
 
 from grid._consts import HANDLER_NAMES
+from grid._loglimit import LogLimit
 from grid._impl import subroute_id
-from grid.errors import HandlerAlreadyExists, UnknownHandler
+from grid.errors import HandlerAlreadyExists, RemoteError, RemoteUnknownHandler, UnknownHandler
 
 __all__ = [
     "CallContext",
@@ -27,7 +29,14 @@ __all__ = [
     "check_handler_id",
     "inherit_deadline",
     "unknown_handler_text",
+    "remember_route",
+    "route_name",
+    "remote_unknown_handler",
+    "no_local_stream_text",
+    "no_input_text",
 ]
+
+log = logging.getLogger("grid.handlers")
 
 #: A single-request handler: takes the payload (None when absent) and returns
 #: the reply (None for an absent reply); may be a plain or an async function.
@@ -108,13 +117,26 @@ def check_handler_id(handler_id: int) -> None:
 class SingleEntry:
     """A registered single-request handler."""
 
-    __slots__ = ("fn", "is_async", "handler_id", "route")
+    __slots__ = ("fn", "is_async", "handler_id", "route", "_slow_log")
 
     def __init__(self, fn: SingleHandlerFn, handler_id: int, route: str | None) -> None:
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
         self.handler_id = handler_id
         self.route = route
+        self._slow_log: LogLimit | None = None
+
+    def ran_slow(self, seconds: float) -> None:
+        """The sync handler ran inline for ``seconds`` (SLOW_HANDLER or more),
+        holding up the event loop: warn, at most once per LOG_INTERVAL."""
+        if self._slow_log is None:
+            self._slow_log = LogLimit()
+        sub = f" (subroute {self.route!r})" if self.route is not None else ""
+        self._slow_log.log(
+            logging.WARNING, "grid: sync handler id %d%s ran %.3f s on the event loop, holding "
+            "up every connection of this node; make it an `async def` (it then runs as a "
+            "task) or move the blocking work to a thread (asyncio.to_thread)",
+            self.handler_id, sub, seconds, logger=log)
 
 
 class HandlerRegistry:
@@ -137,8 +159,11 @@ class HandlerRegistry:
             sid = subroute_id(route, handler_id)
             taken = sid in self._single_sub or sid in self._streams_sub
         if taken:
-            where = f" with subroute {route!r}" if route is not None else ""
-            raise HandlerAlreadyExists(f"handler {handler_name(handler_id)}{where} already exists")
+            where = f" (subroute {route!r})" if route is not None else ""
+            go = f", subroute:{route}" if route is not None else ""
+            raise HandlerAlreadyExists(
+                f"handler id {handler_id}{where} is already registered",
+                f"handler {handler_name(handler_id)}{go}: mux handler already exists")
         if route is None:
             by_id[handler_id] = entry
         else:
@@ -188,3 +213,59 @@ def unknown_handler_text(handler_id: int, sub: bytes | None) -> str:
     if handler_id == 0:
         return "Invalid Handler"
     return f"Invalid Handler for type: {handler_name(handler_id)}"
+
+
+# Subroute names by the 31 route bytes of their subroute id, filled as
+# callers address subroutes (bounded, since routes are static in practice):
+# traces and unknown-handler errors name the route as the caller spelled it.
+_ROUTE_NAMES: dict[bytes, str] = {}
+_ROUTE_NAMES_MAX = 4096
+_GO_SUB_PREFIX = "Invalid Handler for type: ["
+
+
+def remember_route(sub: bytes, route: str) -> None:
+    """Note that the subroute id ``sub`` (any handler id) names ``route``."""
+    if len(_ROUTE_NAMES) < _ROUTE_NAMES_MAX:
+        _ROUTE_NAMES[bytes(sub[1:])] = route
+
+
+def route_name(sub: bytes) -> str:
+    """The route of the subroute id ``sub``, or its hex if never addressed here."""
+    return _ROUTE_NAMES.get(bytes(sub[1:]), bytes(sub).hex())
+
+
+def remote_unknown_handler(text: str, handler_id: int, remote: str) -> RemoteError:
+    """The caller's error for a MuxConnectError ``text`` from ``remote``: a
+    :class:`RemoteUnknownHandler` naming the id and subroute when the text is
+    Go's unknown-handler text, else a plain :class:`RemoteError` (a refusal
+    such as ``too many open streams``)."""
+    if not text.startswith("Invalid Handler"):
+        return RemoteError(text)
+    route = None
+    if text.startswith(_GO_SUB_PREFIX) and text.endswith("]"):
+        try:
+            sub = bytes(int(b) for b in text[len(_GO_SUB_PREFIX):-1].split())
+        except ValueError:
+            sub = b""
+        if len(sub) == 32:  # Go names the subroute id: [handler, 31 route bytes]
+            handler_id, route = sub[0], route_name(sub)
+    return RemoteUnknownHandler(text, handler_id, route, remote)
+
+
+def no_local_stream_text(handler_id: int, route: str | None) -> str:
+    """Why a caller cannot open a stream without capacities: it reads them
+    from its own registration (as Go does), and there is none."""
+    sub = f" (subroute {route!r})" if route else ""
+    return (f"unknown mux handler: no stream handler id {handler_id}{sub} is registered on "
+            "this node to read the stream's capacities from; register the StreamHandler on "
+            "this node too, or pass in_capacity=/out_capacity= to new_stream")
+
+
+def no_input_text(handler_id: int, handler: Any) -> str:
+    """The refusal of a stream whose caller will send no input (its
+    ConnectMux carries FlagEOF) to a handler that reads input."""
+    sub = f" (subroute {handler.subroute!r})" if handler.subroute else ""
+    return (f"grid: stream handler id {handler_id}{sub} reads input "
+            f"(in_capacity={handler.in_capacity}) but the caller opened the stream with "
+            f"in_capacity=0: register the same StreamHandler on the calling node, or pass "
+            f"in_capacity={handler.in_capacity} to new_stream")

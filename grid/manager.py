@@ -24,6 +24,7 @@ from grid._consts import (
     STREAM_PING_INTERVAL,
     ROUTE_PATH,
 )
+from grid._checks import check_manager
 from grid._handshake import Handshake
 from grid._impl import local_dials
 from grid._link import HeldBytes
@@ -103,7 +104,9 @@ class Manager:
     :param ssl: an ``ssl.SSLContext`` used to serve ``https`` and, unless
         ``client_ssl`` is given, to dial ``https`` peers.
     :param client_ssl: the context for dialing ``https`` peers.
-    :param max_message_size: largest WebSocket message accepted (bytes).
+    :param max_message_size: largest WebSocket message accepted (bytes, at
+        least 1024); a payload this node sends may be at most this less 67
+        bytes of envelope (larger ones raise :class:`grid.MessageTooLarge`).
     :param send_queue_size: messages a connection queues before callers wait.
     :param max_write_buffer: bytes buffered towards a peer before the
         connection is dropped as not reading (everything written counts:
@@ -148,6 +151,13 @@ class Manager:
     :param max_pending_handshakes: upgraded sockets that may wait for their
         grid handshake at once; a further upgrade request is answered with
         HTTP 503 and closed.
+    :raises TypeError: an argument of the wrong type (``hosts`` given as one
+        string, ``auth_fn`` not callable, ``timeout="1"``-like options).
+    :raises ValueError: a host string that is not ``scheme://host:port``, a
+        duplicate host, ``local`` not in ``hosts``, an option out of range,
+        or TLS settings that cannot work (https peers to dial without a
+        client context or with a server-only one, a client-only ``ssl=``
+        for an https ``local``).
     """
 
     def __init__(
@@ -178,20 +188,20 @@ class Manager:
         max_partial_bytes: int = 256 * 1024 * 1024,
         max_pending_handshakes: int = 256,
     ) -> None:
-        if max_running_handlers < 1 or max_queued_requests < 0:
-            raise ValueError("max_running_handlers must be >= 1 and max_queued_requests >= 0")
-        if not 0 <= max_request_bytes <= max_total_request_bytes:
-            raise ValueError("need 0 <= max_request_bytes <= max_total_request_bytes")
-        if max_partial_bytes < 0 or max_pending_handshakes < 1:
-            raise ValueError("max_partial_bytes must be >= 0 and max_pending_handshakes >= 1")
-        if list(hosts).count(local) != 1:
-            raise ValueError(f"local host {local!r} must appear exactly once in hosts")
-        for h in hosts:
-            _http.parse_host(h)
+        checked = check_manager(
+            local, hosts, auth_fn, validate_token, route_path, ssl, client_ssl, local_dials,
+            max_message_size=max_message_size, send_queue_size=send_queue_size,
+            max_write_buffer=max_write_buffer, write_timeout=write_timeout,
+            handshake_timeout=handshake_timeout, ping_interval=ping_interval,
+            dial_timeout=dial_timeout, default_timeout=default_timeout, retry_base=retry_base,
+            max_streams=max_streams, stream_ping_interval=stream_ping_interval,
+            max_running_handlers=max_running_handlers, max_queued_requests=max_queued_requests,
+            max_request_bytes=max_request_bytes, max_total_request_bytes=max_total_request_bytes,
+            max_partial_bytes=max_partial_bytes, max_pending_handshakes=max_pending_handshakes)
         #: This node's host string.
         self.local = local
         #: Every host of the grid, this one included.
-        self.hosts = tuple(hosts)
+        self.hosts = checked
         #: This process's instance id for this grid (16 bytes, §5).
         self.instance_id = uuid.uuid4().bytes
         self.route_path = route_path
@@ -281,6 +291,8 @@ class Manager:
         first dial is refused).
         """
         self._check_process()
+        if self._closed:
+            raise GridError("grid: manager is closed (make a new Manager to start again)")
         if self._started:
             raise GridError("manager already started")
         self._started = True

@@ -36,9 +36,9 @@ from grid.errors import (
     IncorrectSequence,
     ProtocolError,
     RemoteError,
-    RemoteUnknownHandler,
     UnknownHandler,
 )
+from grid._checks import check_seconds, payload_size
 from grid._link import Link
 from grid.errors import CANCELED_TEXT, DEADLINE_TEXT
 from grid.handlers import (
@@ -46,6 +46,9 @@ from grid.handlers import (
     _current,
     check_handler_id,
     inherit_deadline,
+    no_input_text,
+    no_local_stream_text,
+    remote_unknown_handler,
     unknown_handler_text,
 )
 from grid.trace import CallTrace, TraceSide, error_text
@@ -237,6 +240,7 @@ class Stream:
         # a credit in hand: queued in one step.
         if core is not None and not self._eof_out and core.send_item(st, item):
             return
+        payload_size(item, self._link.node.max_message_size, "stream item", "item")
         if self.in_capacity == 0:
             raise GridError("stream does not accept requests")
         if self._eof_out:
@@ -473,8 +477,7 @@ class Stream:
                 text = str(exc)
             # Only an unknown handler is an UnknownHandler; a refusal such as
             # "too many open streams" is a plain RemoteError.
-            cls = RemoteUnknownHandler if text.startswith("Invalid Handler") else RemoteError
-            self._finish(cls(text))
+            self._finish(remote_unknown_handler(text, m.handler, self._link.remote))
 
 
 async def open_stream(link: Link, handler_id: int, payload: bytes | None,
@@ -484,10 +487,14 @@ async def open_stream(link: Link, handler_id: int, payload: bytes | None,
     if not link.connected:
         raise link.down()
     check_handler_id(handler_id)
+    if payload is not None:
+        payload_size(payload, link.node.max_message_size, "initial stream payload", "payload")
+    if timeout is not None:
+        check_seconds(timeout)
     if in_capacity is None or out_capacity is None:
         local = link.registry.stream_for_caller(handler_id, route)
         if local is None:
-            raise UnknownHandler("unknown mux handler")
+            raise UnknownHandler(no_local_stream_text(handler_id, route))
         in_capacity = local.in_capacity if in_capacity is None else in_capacity
         out_capacity = local.out_capacity if out_capacity is None else out_capacity
     loop = link.loop
@@ -539,6 +546,7 @@ class StreamOut:
         core = srv.core
         if core is not None and core.send_item(srv.state, item):  # open, credit in hand: sent
             return
+        payload_size(item, srv.link.node.max_message_size, "stream item", "item")
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
         link = srv.link
@@ -774,6 +782,10 @@ def serve_connect(link: Link, m: Any) -> None:
         refused = SHUTTING_DOWN_TEXT
     elif len(link.callees) >= link.node.max_streams:
         refused = "too many open streams"
+    elif m.flags & FLAG_EOF and handler.in_capacity > 0:
+        # The caller sends no input (its in_capacity is 0): the handler would
+        # wait for input until the deadline.  Go ignores the flag (§8.2).
+        refused = no_input_text(m.handler, handler)
     if refused is not None:
         link.reply_mux_error(m, refused)
         if link.tracing:

@@ -88,10 +88,13 @@ def test_subroutes_unknown_handlers_and_context(loop_kind: str) -> None:
             with pytest.raises(grid.RemoteUnknownHandler) as ei:
                 await c.subroute("disk", "2").request(ECHO, b"x")
             assert ei.value.message.startswith("Invalid Handler for type: [1 0 ")
+            assert str(ei.value) == f"no handler for id {ECHO} (subroute 'disk/2') on {g.hosts[1]}"
             with pytest.raises(grid.UnknownHandler):
                 await c.request(77)
-            with pytest.raises(grid.RemoteError, match="Invalid Handler for type: CheckParts3"):
+            with pytest.raises(grid.RemoteError) as ei:
                 await c.request(77)
+            assert ei.value.message == "Invalid Handler for type: CheckParts3"  # Go's wire text
+            assert str(ei.value) == f"no handler for id 77 on {g.hosts[1]}"
             with pytest.raises(grid.UnknownHandler):
                 await c.request(0)
             with pytest.raises(grid.UnknownHandler):

@@ -1023,6 +1023,8 @@ def test_peer_that_never_reads_is_dropped(loop_kind: str, limit: str) -> None:
         opts = dict(max_write_buffer=2 << 20, write_timeout=30.0)
     else:
         opts = dict(max_write_buffer=1 << 30, write_timeout=0.3)
+    # The node sends 1 MiB replies: its own max_message_size bounds what it sends.
+    opts["max_message_size"] = 4 << 20
 
     async def main() -> None:
         async with Node(**opts) as node:
