@@ -92,7 +92,9 @@ def _plot_lines(ax: Any, cells: Sequence[Mapping[str, Any]], key: str, title: st
 
 
 def _plot_requests(ax: Any, d: Mapping[str, Any]) -> None:
-    _plot_lines(ax, d["results"], "system", "request/response echo")
+    size = d.get("config", {}).get("size")
+    cells = [c for c in d["results"] if size is None or c.get("size", size) == size]
+    _plot_lines(ax, cells, "system", "request/response echo" + (f", {size} B" if size else ""))
 
 
 def _plot_interop(ax: Any, d: Mapping[str, Any]) -> None:

@@ -86,7 +86,8 @@ def _grid_url(port: int) -> str:
 
 
 def _label(system: str) -> str:
-    return {"grid": "grid (accel)", "grid-pure": "grid (pure)", "raw": "raw asyncio", "grpc": "grpc.aio"}[system]
+    return {"grid": "grid (accel)", "grid-pure": "grid (pure)", "raw": "raw asyncio", "grpc": "grpc.aio",
+            "picows": "picows + id mux", "floor": "blocking floor"}[system]
 
 
 def _int_list(s: str) -> List[int]:

@@ -1,16 +1,24 @@
-"""Request/response benchmark: grid vs a raw asyncio baseline vs grpc.aio.
+"""Request/response benchmark: grid vs raw asyncio, picows, grpc.aio and the
+blocking-socket floor.
 
 Every system is measured the same way: a server process and a client process
 (separate interpreters, uvloop in each, loopback only), one connection, a
-512-byte echo.  For each concurrency level the client runs that many workers,
-each awaiting one request at a time; after a warm-up it records every
-completed request's latency (``time.perf_counter_ns`` around the await) for a
-fixed duration and reports requests/s, p50 and p99.
+512-byte echo at each concurrency level and a 32 KiB echo at 16 in flight.
+For each cell the client runs that many workers, each awaiting one request at
+a time; after a warm-up it records every completed request's latency
+(``time.perf_counter_ns`` around the await) for a fixed duration and reports
+requests/s, p50 and p99.
 
 Systems:
   grid       grid Manager pair, compiled core (GRID_PURE unset in both processes)
   grid-pure  grid Manager pair, pure-Python twins (GRID_PURE=1 in both processes)
-  raw        baselines/raw_echo.py: length+id framed asyncio.Protocol, the ceiling
+  raw        baselines/raw_echo.py: length+id framed asyncio.Protocol, writes
+             batched per loop iteration, the ceiling at high concurrency
+  picows     baselines/picows_echo.py: picows WebSocket with a small request-id
+             mux, every message written as it is sent
+  floor      baselines/blocking_echo.py: plain blocking sockets, the same
+             framing as raw, one call at a time (c=1 cells only): the least a
+             Python round trip takes on this machine
   grpc       baselines/grpc_echo.py: grpc.aio unary-unary, identity serialisers
 
 Then a memory check: the client launches N (10,000) concurrent requests at a
@@ -20,8 +28,9 @@ allows).
 
 Usage::
 
-    python benchmarks/requests.py [--systems grid,grid-pure,raw,grpc]
+    python benchmarks/requests.py [--systems grid,grid-pure,raw,picows,floor,grpc]
         [--concurrency 1,16,128] [--seconds 3] [--warmup 1] [--size 512]
+        [--large-size 32768] [--large-concurrency 16]
         [--inflight 10000] [--no-memcheck] [--json PATH]
 
 The same file is the server and client program (``--role server|client|memcheck``,
@@ -53,7 +62,9 @@ from _procs import (  # noqa: E402  (benchmarks/_procs.py)
     HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
 )
 
-ALL_SYSTEMS = ("grid", "grid-pure", "raw", "grpc")
+ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "floor", "grpc")
+#: Systems that need a package outside the core dependencies: (module, extra).
+OPTIONAL = {"grpc": ("grpc", "grpcio"), "picows": ("picows", "picows")}
 MEMCHECK_SYSTEMS = ("grid", "grid-pure", "raw")
 ECHO_HANDLER = 1
 HOLD_HANDLER = 2
@@ -287,6 +298,18 @@ async def role_server(args: argparse.Namespace) -> None:
 
         server, port = await grpc_echo.serve(HOST, 0)
         impl = "grpc.aio"
+    elif system == "picows":
+        from baselines import picows_echo
+
+        server = await picows_echo.serve(HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        impl = "picows"
+    elif system == "floor":
+        from baselines import blocking_echo
+
+        server = blocking_echo.BlockingServer(HOST, 0)
+        port = server.port
+        impl = "blocking sockets"
     else:
         raise SystemExit(f"unknown system {system}")
     stop = asyncio.Event()
@@ -329,17 +352,55 @@ async def _client_call(args: argparse.Namespace) -> Tuple[Callable[[bytes], Any]
         gclient = grpc_echo.GrpcClient(HOST, args.peer_port)
         await gclient.wait_ready()
         return gclient.request, "grpc.aio", gclient.close
+    if system == "picows":
+        from baselines import picows_echo
+
+        pclient = await picows_echo.PicowsClient.connect(HOST, args.peer_port)
+
+        async def close_picows() -> None:
+            pclient.close()
+
+        return pclient.request, "picows", close_picows
     raise SystemExit(f"unknown system {system}")
 
 
+def _cell_plan(args: argparse.Namespace) -> List[Tuple[int, int]]:
+    """(payload size, concurrency) of every cell a system runs, in order."""
+    if args.system == "floor":  # one call at a time is all a blocking client does
+        return [(args.size, 1)] if 1 in args.concurrency else []
+    cells = [(args.size, c) for c in args.concurrency]
+    if args.large_size:
+        cells += [(args.large_size, c) for c in args.large_concurrency]
+    return cells
+
+
+def _floor_cell(args: argparse.Namespace, size: int) -> Dict[str, Any]:
+    from baselines import blocking_echo
+
+    client = blocking_echo.BlockingClient(HOST, args.peer_port)
+    lat = sorted(blocking_echo.measure(client, os.urandom(size), args.seconds, args.warmup))
+    client.close()
+    n = len(lat)
+    elapsed = sum(lat) / 1e9
+    return {"concurrency": 1, "size": size, "requests": n, "seconds": round(elapsed, 4),
+            "rps": n / elapsed if elapsed > 0 else 0.0, "p50_us": _percentile(lat, 0.50) / 1000.0,
+            "p99_us": _percentile(lat, 0.99) / 1000.0, "mean_us": elapsed * 1e6 / n if n else float("nan"),
+            "max_us": (lat[-1] / 1000.0) if n else float("nan"), "errors": 0, "first_error": None}
+
+
 async def role_client(args: argparse.Namespace) -> None:
-    payload = os.urandom(args.size)
+    plan = _cell_plan(args)
+    if args.system == "floor":
+        cells = [_floor_cell(args, size) for size, _ in plan]
+        print("RESULT " + json.dumps({"system": "floor", "impl": "blocking sockets", "cells": cells}), flush=True)
+        return
     call, impl, close = await _client_call(args)
-    if await call(payload) != payload:
-        raise SystemExit("first echo mismatch")
     cells = []
-    for c in args.concurrency:
-        cells.append(await run_cell(call, payload, c, args.seconds, args.warmup))
+    for size, c in plan:
+        payload = os.urandom(size)
+        if await call(payload) != payload:
+            raise SystemExit("first echo mismatch")
+        cells.append(dict(await run_cell(call, payload, c, args.seconds, args.warmup), size=size))
     await close()
     print("RESULT " + json.dumps({"system": args.system, "impl": impl, "cells": cells}), flush=True)
 
@@ -436,43 +497,112 @@ def _fmt_num(v: Optional[float], digits: int = 0) -> str:
     return f"{v:,.{digits}f}"
 
 
-def _targets(results: Dict[str, Dict[int, Dict[str, Any]]], memory: Dict[str, Dict[str, Any]], impls: Dict[str, str]) -> List[Dict[str, Any]]:
-    def cell(system: str, c: int) -> Optional[Dict[str, Any]]:
-        return results.get(system, {}).get(c)
+Cells = Dict[str, Dict[Tuple[int, int], Dict[str, Any]]]
 
+
+def _targets(results: Cells, memory: Dict[str, Dict[str, Any]], impls: Dict[str, str],
+             args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """Each target: the measured ratio beside its bound (``bound`` None: for information)."""
     out: List[Dict[str, Any]] = []
+    small, large = args.size, args.large_size
+    big_c = args.large_concurrency[0] if args.large_concurrency else 16
 
-    def add(name: str, value: Optional[float], op: str, bound: float, unit: str = "x", why: str = "") -> None:
-        ok = None if value is None else (value >= bound if op == ">=" else value <= bound if op == "<=" else value < bound)
-        out.append({"target": name, "value": value, "op": op, "bound": bound, "unit": unit, "ok": ok, "missing": why or None})
+    def cell(system: str, size: int, c: int) -> Optional[Dict[str, Any]]:
+        return results.get(system, {}).get((size, c))
 
-    g128, r128, p128, q128 = cell("grid", 128), cell("raw", 128), cell("grid-pure", 128), cell("grpc", 128)
-    g1, r1 = cell("grid", 1), cell("raw", 1)
+    def ratio(a: str, b: str, size: int, c: int, key: str) -> Tuple[Optional[float], str]:
+        x, y = cell(a, size, c), cell(b, size, c)
+        if x is None or y is None or not y.get(key) or x.get(key) != x.get(key):
+            return None, f"needs {a} and {b} at {size} B, c={c}"
+        return x[key] / y[key], ""
 
-    def ratio(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], key: str) -> Optional[float]:
-        if a is None or b is None or not b.get(key) or a.get(key) != a.get(key):
-            return None
-        return a[key] / b[key]
+    def add(name: str, value: Tuple[Optional[float], str], op: str, bound: Optional[float],
+            unit: str = "x") -> None:
+        v, why = value
+        ok = None
+        if v is not None and bound is not None:
+            ok = v >= bound if op == ">=" else v <= bound if op == "<=" else v < bound
+        out.append({"target": name, "value": v, "op": op, "bound": bound, "unit": unit, "ok": ok,
+                    "missing": why or None})
 
-    add("c=128 grid-accel req/s / raw req/s", ratio(g128, r128, "rps"), ">=", 0.8,
-        why="" if g128 and r128 else "needs grid and raw at c=128")
-    add("c=128 grid-accel req/s / grpc req/s", ratio(g128, q128, "rps"), ">=", 20.0,
-        why="" if g128 and q128 else "needs grid and grpc at c=128")
-    add("c=1 grid-accel p50 / raw p50", ratio(g1, r1, "p50_us"), "<=", 1.3,
-        why="" if g1 and r1 else "needs grid and raw at c=1")
-    add("c=128 grid-accel req/s / grid-pure req/s", ratio(g128, p128, "rps"), ">=", 2.0,
-        why="" if g128 and p128 else "needs grid and grid-pure at c=128")
+    add(f"c=1 {small} B grid-accel p50 / picows p50", ratio("grid", "picows", small, 1, "p50_us"), "<=", 1.0)
+    add(f"c=1 {small} B grid-accel p99 / picows p99", ratio("grid", "picows", small, 1, "p99_us"), "<=", 1.0)
+    add(f"c=1 {small} B grid-accel p50 / blocking floor p50", ratio("grid", "floor", small, 1, "p50_us"), "<=", 1.5)
+    add(f"c=1 {small} B grid-accel p99 / blocking floor p99", ratio("grid", "floor", small, 1, "p99_us"), "<=", 1.5)
+    add(f"c=1 {small} B grid-accel p50 / raw p50", ratio("grid", "raw", small, 1, "p50_us"), "<=", 1.3)
+    add(f"c=1 {small} B picows p50 / blocking floor p50", ratio("picows", "floor", small, 1, "p50_us"), "<=", None)
+    add(f"c=1 {small} B raw p50 / blocking floor p50", ratio("raw", "floor", small, 1, "p50_us"), "<=", None)
+    if large:
+        add(f"c={big_c} {large} B grid-accel req/s / picows req/s",
+            ratio("grid", "picows", large, big_c, "rps"), ">=", 1.0)
+        add(f"c={big_c} {large} B grid-accel req/s / raw req/s", ratio("grid", "raw", large, big_c, "rps"), ">=", None)
+    for c in args.concurrency:
+        if c > 1:
+            add(f"c={c} {small} B grid-accel req/s / picows req/s", ratio("grid", "picows", small, c, "rps"),
+                ">=", None)
+    add(f"c=128 {small} B grid-accel req/s / raw req/s", ratio("grid", "raw", small, 128, "rps"), ">=", 1.5)
+    add(f"c=128 {small} B grid-accel req/s / grpc req/s", ratio("grid", "grpc", small, 128, "rps"), ">=", 20.0)
+    add(f"c=128 {small} B grid-accel req/s / grid-pure req/s", ratio("grid", "grid-pure", small, 128, "rps"),
+        ">=", 2.0)
     m = memory.get("grid")
     mval = None
     if m is not None and not m.get("failed"):
         mval = m["delta_mib"]
-    add(f"{m['inflight'] if m else 10000:,} in-flight grid requests: client peak RSS rise", mval, "<", 64.0, unit=" MiB",
-        why="" if m else "needs the grid memory check")
+    add(f"{m['inflight'] if m else 10000:,} in-flight grid requests: client peak RSS rise",
+        (mval, "" if m else "needs the grid memory check"), "<", 64.0, unit=" MiB")
     if impls.get("grid") not in (None, "cython"):
         for t in out:
             if "grid-accel" in t["target"] or "grid requests" in t["target"]:
                 t["note"] = f"'grid' ran with implementation {impls['grid']!r}, not the compiled core"
     return out
+
+
+def _print_targets(targets: List[Dict[str, Any]]) -> None:
+    print("\nTargets (ratios without a bound are for information):")
+    for t in targets:
+        if t["value"] is None:
+            if t["bound"] is None:
+                continue
+            status, val = "n/a ", f"({t['missing'] or 'not measured'})"
+        else:
+            status = "info" if t["bound"] is None else ("PASS" if t["ok"] else "FAIL")
+            val = f"{t['value']:.2f}{t['unit']}"
+        bound = "" if t["bound"] is None else f" (target {t['op']} {t['bound']:g}{t['unit']})"
+        extra = f"  [{t['note']}]" if t.get("note") else ""
+        print(f"  {status}  {t['target']}: {val}{bound}{extra}")
+
+
+def _median_run(rounds: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One client result whose cells hold the median of each figure over the rounds."""
+    import statistics
+
+    first = rounds[0]
+    cells = []
+    for i, cell in enumerate(first["cells"]):
+        merged = dict(cell)
+        same = [r["cells"][i] for r in rounds if i < len(r["cells"])]
+        for key in ("rps", "p50_us", "p99_us", "mean_us", "max_us"):
+            vals = [c[key] for c in same if c.get(key) == c.get(key)]
+            if vals:
+                merged[key] = statistics.median(vals)
+        merged["errors"] = sum(c["errors"] for c in same)
+        merged["rounds"] = len(same)
+        if len(same) > 1:
+            merged["p50_us_rounds"] = [c["p50_us"] for c in same]
+            merged["rps_rounds"] = [c["rps"] for c in same]
+        cells.append(merged)
+    return dict(first, cells=cells)
+
+
+def _missing_package(system: str) -> Optional[str]:
+    if system not in OPTIONAL:
+        return None
+    import importlib.util
+
+    module, package = OPTIONAL[system]
+    if importlib.util.find_spec(module) is None:
+        return f"{system}: {package} not installed (pip install -e '.[bench]'); skipped"
+    return None
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -485,31 +615,53 @@ def orchestrate(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown systems ignored: {', '.join(unknown)}", file=sys.stderr)
     conc_args = ["--concurrency", ",".join(map(str, args.concurrency)), "--seconds", str(args.seconds),
-                 "--warmup", str(args.warmup), "--size", str(args.size)]
+                 "--warmup", str(args.warmup), "--size", str(args.size), "--large-size", str(args.large_size),
+                 "--large-concurrency", ",".join(map(str, args.large_concurrency))]
     per_cell = args.seconds + args.warmup
-    client_timeout = 60.0 + len(args.concurrency) * (per_cell * 3 + 10)
+    n_cells = len(args.concurrency) + (len(args.large_concurrency) if args.large_size else 0)
+    client_timeout = 60.0 + n_cells * (per_cell * 3 + 10)
 
-    print(f"requests benchmark: {args.size}-byte echo over one loopback connection, server and client in "
-          f"separate processes (uvloop); {args.warmup:g} s warm-up + {args.seconds:g} s per cell; CPU pinning: {args.pin}; "
-          f"systems: {', '.join(systems)}; concurrency: {', '.join(map(str, args.concurrency))}")
+    large = (f" and a {args.large_size}-byte echo at {', '.join(map(str, args.large_concurrency))} in flight"
+             if args.large_size else "")
+    print(f"requests benchmark: {args.size}-byte echo{large} over one loopback connection, server and client "
+          f"in separate processes (uvloop); {args.warmup:g} s warm-up + {args.seconds:g} s per cell; CPU pinning: "
+          f"{args.pin}; systems: {', '.join(systems)}; concurrency: {', '.join(map(str, args.concurrency))}; "
+          f"rounds: {args.rounds}")
 
-    results: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    results: Cells = {}
     impls: Dict[str, str] = {}
     memory: Dict[str, Dict[str, Any]] = {}
     notes: List[str] = []
     flat: List[Dict[str, Any]] = []
 
-    for system in systems:
-        if system == "grpc":
-            import importlib.util
-
-            if importlib.util.find_spec("grpc") is None:
-                msg = "grpc: grpcio not installed (pip install -e '.[bench]'); skipped"
-                print(msg)
-                notes.append(msg)
+    runs: Dict[str, List[Dict[str, Any]]] = {}
+    for system in list(systems):
+        missing = _missing_package(system)
+        if missing:
+            print(missing)
+            notes.append(missing)
+            systems.remove(system)
+    # Round-robin: each round runs every system once, so a change in the machine's
+    # load meets all of them; each cell's figures are the medians over the rounds.
+    for rnd in range(args.rounds):
+        for system in systems:
+            if rnd and system not in runs:
+                continue  # failed in the first round
+            tag = f" (round {rnd + 1}/{args.rounds})" if args.rounds > 1 else ""
+            print(f"  running {_label(system)}{tag} ...", flush=True)
+            res, problem = _run_pair(system, "client", conc_args, client_timeout, pin=args.pin)
+            if res is None:
+                if rnd == 0:
+                    runs.setdefault("!" + system, []).append({"problem": problem})
+                else:
+                    notes.append(f"{system}: round {rnd + 1} failed: {problem}")
                 continue
-        print(f"  running {_label(system)} ...", flush=True)
-        res, problem = _run_pair(system, "client", conc_args, client_timeout, pin=args.pin)
+            runs.setdefault(system, []).append(res)
+    for system in systems:
+        if system in runs:
+            res, problem = _median_run(runs[system]), None
+        else:
+            res, problem = None, runs["!" + system][0]["problem"]
         if res is None:
             if problem and problem.startswith("unavailable") and system.startswith("grid"):
                 msg = f"{system}: not available yet ({problem[len('unavailable: '):]})"
@@ -525,10 +677,11 @@ def orchestrate(args: argparse.Namespace) -> int:
         results[system] = {}
         for cell in res["cells"]:
             cell = dict(cell, system=system, impl=res["impl"])
-            results[system][cell["concurrency"]] = cell
+            results[system][(cell["size"], cell["concurrency"])] = cell
             flat.append(cell)
             if cell["errors"]:
-                notes.append(f"{system} c={cell['concurrency']}: {cell['errors']} errors (first: {cell['first_error']})")
+                notes.append(f"{system} {cell['size']} B c={cell['concurrency']}: {cell['errors']} errors "
+                             f"(first: {cell['first_error']})")
 
     if args.memcheck:
         for system in systems:
@@ -545,33 +698,36 @@ def orchestrate(args: argparse.Namespace) -> int:
             if res.get("note"):
                 notes.append(f"{system} memory check: {res['note']}")
 
+    def vs(system: str, other: str, key: str, size: int, c: int) -> str:
+        a, b = results.get(system, {}).get((size, c)), results.get(other, {}).get((size, c))
+        if a is None or b is None or not b.get(key):
+            return "-"
+        return f"{a[key] / b[key]:.2f}"
+
     rows = []
-    for system in systems:
-        for c in args.concurrency:
-            cell = results.get(system, {}).get(c)
+    keys = sorted({k for per in results.values() for k in per}, key=lambda k: (k[0] != args.size, k[0], k[1]))
+    for size, c in keys:
+        for system in systems:
+            cell = results.get(system, {}).get((size, c))
             if cell is None:
                 continue
-            rows.append([_label(system), impls.get(system, "?"), c, _fmt_num(cell["rps"]), _fmt_num(cell["p50_us"], 1),
-                         _fmt_num(cell["p99_us"], 1), cell["errors"]])
+            rows.append([_label(system), impls.get(system, "?"), f"{size:,}", c, _fmt_num(cell["rps"]),
+                         _fmt_num(cell["p50_us"], 1), _fmt_num(cell["p99_us"], 1),
+                         vs(system, "raw", "rps", size, c), vs(system, "picows", "rps", size, c),
+                         vs(system, "picows", "p50_us", size, c), vs(system, "floor", "p50_us", size, c),
+                         cell["errors"]])
     if rows:
-        print_table(f"Request/response, {args.size}-byte echo, one connection",
-                    ["system", "impl", "conc", "req/s", "p50 us", "p99 us", "errors"], rows)
+        print_table("Request/response echo, one connection (ratios: this system / the named one, same cell)",
+                    ["system", "impl", "bytes", "conc", "req/s", "p50 us", "p99 us", "req/s ÷raw",
+                     "req/s ÷picows", "p50 ÷picows", "p50 ÷floor", "errors"], rows)
     if memory:
         mrows = [[_label(s), m["mode"], f"{m['inflight']:,}", m["failed"], f"{m['delta_mib']:.1f}",
                   f"{m['peak_after_kib'] / 1024:.1f}", f"{m['seconds']:.2f}"] for s, m in memory.items()]
         print_table("In-flight memory (client)", ["system", "server", "requests", "failed", "peak RSS rise MiB",
                                                   "peak RSS MiB", "s"], mrows)
 
-    targets = _targets(results, memory, impls)
-    print("\nTargets:")
-    for t in targets:
-        if t["value"] is None:
-            status, val = "n/a ", f"({t['missing'] or 'not measured'})"
-        else:
-            status = "PASS" if t["ok"] else "FAIL"
-            val = f"{t['value']:.2f}{t['unit']}"
-        extra = f"  [{t['note']}]" if t.get("note") else ""
-        print(f"  {status}  {t['target']}: {val} (target {t['op']} {t['bound']:g}{t['unit']}){extra}")
+    targets = _targets(results, memory, impls, args)
+    _print_targets(targets)
     for n in notes:
         print(f"note: {n}")
 
@@ -579,7 +735,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         write_json(args.json, {
             "benchmark": "requests",
             "config": {"systems": systems, "concurrency": args.concurrency, "seconds": args.seconds,
-                       "warmup": args.warmup, "size": args.size, "inflight": args.inflight, "pin": args.pin,
+                       "warmup": args.warmup, "rounds": args.rounds, "size": args.size, "large_size": args.large_size,
+                       "large_concurrency": args.large_concurrency, "inflight": args.inflight, "pin": args.pin,
                        "python": platform.python_version(), "platform": platform.platform(),
                        "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             "implementations": impls,
@@ -598,11 +755,18 @@ def orchestrate(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="grid request/response benchmark (vs raw asyncio and grpc.aio)")
     ap.add_argument("--systems", type=_str_list, default=list(ALL_SYSTEMS),
-                    help="comma list of grid,grid-pure,raw,grpc (default: all)")
+                    help="comma list of grid,grid-pure,raw,picows,floor,grpc (default: all)")
     ap.add_argument("--concurrency", type=_int_list, default=[1, 16, 128], help="comma list (default 1,16,128)")
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell (default 3)")
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell (default 1)")
     ap.add_argument("--size", type=int, default=512, help="payload bytes (default 512)")
+    ap.add_argument("--large-size", type=int, default=32768,
+                    help="payload bytes of the large cells (default 32768; 0 = none)")
+    ap.add_argument("--large-concurrency", type=_int_list, default=[16],
+                    help="concurrency of the large cells (default 16)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every system this many times, round-robin, and report each cell's medians "
+                         "(default 1)")
     ap.add_argument("--inflight", type=int, default=10_000, help="requests in flight for the memory check")
     ap.add_argument("--no-memcheck", dest="memcheck", action="store_false", help="skip the memory check")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")

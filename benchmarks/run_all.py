@@ -4,10 +4,10 @@
                                  [--pin none|split|same] [--quick] [--only NAMES] [--list]
 
 Runs ``benchmarks/codec.py`` (when present), ``benchmarks/pool.py``,
-``benchmarks/requests.py``, ``benchmarks/streams.py`` and
-``benchmarks/interop.py`` with the same interpreter.  ``--json DIR`` writes
-``DIR/codec.json``, ``DIR/pool.json``, ``DIR/requests.json``,
-``DIR/streams.json`` and ``DIR/interop.json``; ``--seconds`` and ``--pin`` go
+``benchmarks/requests.py``, ``benchmarks/streams.py``, ``benchmarks/mesh.py``
+and ``benchmarks/interop.py`` with the same interpreter.  ``--json DIR``
+writes ``DIR/codec.json``, ``DIR/pool.json``, ``DIR/requests.json``,
+``DIR/streams.json``, ``DIR/mesh.json`` and ``DIR/interop.json``; ``--seconds`` and ``--pin`` go
 to requests.py, streams.py and interop.py.  ``--quick`` makes every run short
 (a smoke test of the whole chain, not a measurement: fewer cells, shorter
 windows, a smaller memory check, the Python pairs of interop.py only);
@@ -40,7 +40,7 @@ if HERE not in sys.path:
 from _progress import Outcome, ProgressBar, run_child  # noqa: E402
 
 #: Every benchmark, in the order run.
-NAMES = ("codec", "pool", "requests", "streams", "interop")
+NAMES = ("codec", "pool", "requests", "streams", "mesh", "interop")
 
 # --quick: (measured seconds, extra options) per benchmark.
 QUICK_SECONDS = {"requests": 0.5, "streams": 0.3, "interop": 0.3}
@@ -48,6 +48,7 @@ QUICK_EXTRA = {
     "codec": ["--repeat", "1", "--min-time", "0.02"],
     "requests": ["--warmup", "0.2", "--concurrency", "1,16", "--inflight", "1000"],
     "streams": ["--warmup", "0.1"],
+    "mesh": ["--quick"],
     "interop": ["--warmup", "0.1", "--concurrency", "1,16", "--pairs", "py-py,py-py-pure"],
 }
 

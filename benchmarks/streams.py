@@ -1,5 +1,5 @@
-"""Stream benchmark: grid streams vs a raw asyncio stream vs grpc.aio unary-stream,
-plus typed (dataclass) single requests vs byte-level ones.
+"""Stream benchmark: grid streams vs a raw asyncio stream, picows and grpc.aio
+unary-stream, plus typed (dataclass) single requests vs byte-level ones.
 
 Every system is measured the same way as in requests.py: a server process and
 a client process (separate interpreters, uvloop in each, loopback only), one
@@ -33,13 +33,16 @@ Systems:
   raw        baselines/raw_stream.py: length+id framed asyncio.Protocol, writes
              coalesced per loop iteration, NO credit window (TCP flow control
              only): the ceiling for a one-way stream
+  picows     baselines/picows_echo.py: picows WebSocket, one frame per item,
+             a credit window of the largest capacity with one credit frame
+             per item the ``async for`` consumer takes (one-way cells only)
   grpc       baselines/grpc_echo.py: grpc.aio unary-stream, identity
              serialisers (one-way cells only; HTTP/2 flow control)
 
 Usage::
 
-    python benchmarks/streams.py [--systems grid,grid-pure,raw,grpc]
-        [--sizes 64,4096] [--capacities 1,128] [--echo-size 64]
+    python benchmarks/streams.py [--systems grid,grid-pure,raw,picows,grpc]
+        [--sizes 64,4096] [--capacities 1,64] [--echo-size 64]
         [--concurrency 16] [--seconds 2] [--warmup 0.5]
         [--pin none|split|same] [--json PATH]
 
@@ -73,7 +76,9 @@ from _procs import (  # noqa: E402
     HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
 )
 
-ALL_SYSTEMS = ("grid", "grid-pure", "raw", "grpc")
+ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "grpc")
+#: Systems that need a package outside the core dependencies: (module, package).
+OPTIONAL = {"grpc": ("grpc", "grpcio"), "picows": ("picows", "picows")}
 GRID_TIMEOUT = 10.0  # per-request timeout for the typed/bytes cells (never hit in a healthy run)
 TYPED_HANDLER = 40
 BYTES_HANDLER = 41
@@ -443,6 +448,27 @@ async def raw_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any]
     return "asyncio.Protocol", cells
 
 
+async def picows_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any]]]:
+    from baselines.picows_echo import PicowsStream
+
+    window = max(args.capacities)
+    cells: List[Dict[str, Any]] = []
+    for size in args.sizes:
+        sample = await PicowsStream.open(HOST, args.peer_port, size, window)
+        got = [await sample.__anext__() for _ in range(3)]
+        sample.close()
+        if any(len(x) != size for x in got):
+            raise SystemExit("picows stream sanity check failed")
+
+        async def open_stream(size: int = size) -> Any:
+            return await PicowsStream.open(HOST, args.peer_port, size, window)
+
+        res = await cell_oneway(open_stream, lambda st: st.close(), args.seconds, args.warmup, args.server_pid)
+        cells.append(dict(res, kind="oneway", size=size, capacity=window))
+        await asyncio.sleep(0.2)
+    return "picows", cells
+
+
 async def grpc_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any]]]:
     from baselines import grpc_echo
 
@@ -484,6 +510,12 @@ async def role_server(args: argparse.Namespace) -> None:
 
         server, port = await grpc_echo.serve(HOST, 0)
         impl = "grpc.aio"
+    elif system == "picows":
+        from baselines import picows_echo
+
+        server = await picows_echo.serve(HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        impl = "picows"
     else:
         raise SystemExit(f"unknown system {system}")
     stop = asyncio.Event()
@@ -506,6 +538,8 @@ async def role_client(args: argparse.Namespace) -> None:
         impl, cells = await raw_client(args)
     elif system == "grpc":
         impl, cells = await grpc_client(args)
+    elif system == "picows":
+        impl, cells = await picows_client(args)
     else:
         raise SystemExit(f"unknown system {system}")
     print("RESULT " + json.dumps({"system": system, "impl": impl, "cells": cells}), flush=True)
@@ -587,7 +621,7 @@ def _targets(cells: List[Dict[str, Any]], impls: Dict[str, str], args: argparse.
                     "missing": None if value is not None else why})
 
     small, big = min(args.sizes), max(args.sizes)
-    for system, bounds in (("grid", (0.7, 30.0, 0.7, 0.7)), ("grid-pure", (None, None, None, None))):
+    for system, bounds in (("grid", (0.8, 30.0, 1.0, 0.8)), ("grid-pure", (None, None, None, None))):
         tag = "grid-accel" if system == "grid" else "grid-pure"
         g_small = _find(cells, system, "oneway", size=small, capacity=cap)
         g_big = _find(cells, system, "oneway", size=big, capacity=cap)
@@ -597,6 +631,11 @@ def _targets(cells: List[Dict[str, Any]], impls: Dict[str, str], args: argparse.
             ratio(g_small, _find(cells, "grpc", "oneway", size=small)), bounds[1], f"needs {system} and grpc")
         add(f"one-way {_size_label(big)} stream (cap {cap}) {tag} MB/s / raw MB/s",
             ratio(g_big, _find(cells, "raw", "oneway", size=big), "mb_per_s"), bounds[2], f"needs {system} and raw")
+        if system == "grid":
+            add(f"one-way {_size_label(small)} stream (cap {cap}) {tag} msgs/s / picows msgs/s",
+                ratio(g_small, _find(cells, "picows", "oneway", size=small)), None, "needs grid and picows")
+            add(f"one-way {_size_label(big)} stream (cap {cap}) {tag} msgs/s / picows msgs/s",
+                ratio(g_big, _find(cells, "picows", "oneway", size=big)), None, "needs grid and picows")
         add(f"typed requests (c={args.concurrency}) {tag} req/s / byte-level req/s",
             ratio(_find(cells, system, "typed"), _find(cells, system, "bytes")), bounds[3], f"needs {system}")
     # CPU time per item barely moves when other processes compete for the machine, unlike the rates.
@@ -643,11 +682,12 @@ def orchestrate(args: argparse.Namespace) -> int:
     notes: List[str] = []
     cells: List[Dict[str, Any]] = []
     for system in systems:
-        if system == "grpc":
+        if system in OPTIONAL:
             import importlib.util
 
-            if importlib.util.find_spec("grpc") is None:
-                msg = "grpc: grpcio not installed (pip install -e '.[bench]'); skipped"
+            module, package = OPTIONAL[system]
+            if importlib.util.find_spec(module) is None:
+                msg = f"{system}: {package} not installed (pip install -e '.[bench]'); skipped"
                 print(msg)
                 notes.append(msg)
                 continue
@@ -680,19 +720,23 @@ def orchestrate(args: argparse.Namespace) -> int:
             return str(cap)
         return "TCP only" if system == "raw" else "HTTP/2"
 
+    def vs(c: Dict[str, Any], other: str) -> str:
+        o = _find(cells, other, "oneway", size=c["size"])
+        return "-" if o is None or not o.get("rate") else f"{c['rate'] / o['rate']:.2f}"
+
     rows = []
     for size in args.sizes:
         for system in systems:
             for c in cells:
                 if c["system"] == system and c["kind"] == "oneway" and c["size"] == size:
                     rows.append([_label(system), c["impl"], _size_label(size), flow(system, c["capacity"]),
-                                 _num(c["msgs_per_s"]), _num(c["mb_per_s"], 1), _pct(c["client_cpu"]),
-                                 _pct(c["server_cpu"]), _num(c["cpu_us_per_item"], 2), _pct(c["other_cpu"]),
-                                 c["errors"]])
+                                 _num(c["msgs_per_s"]), _num(c["mb_per_s"], 1), vs(c, "raw"), vs(c, "picows"),
+                                 _pct(c["client_cpu"]), _pct(c["server_cpu"]), _num(c["cpu_us_per_item"], 2),
+                                 _pct(c["other_cpu"]), c["errors"]])
     if rows:
-        print_table("One-way stream, server -> client", ["system", "impl", "msg size", "capacity", "msgs/s",
-                                                         "MB/s", "client CPU", "server CPU", "CPU us/msg",
-                                                         "other CPU", "errors"], rows)
+        print_table("One-way stream, server -> client, consumer 'async for'", ["system", "impl", "msg size",
+                    "capacity", "msgs/s", "MB/s", "÷raw", "÷picows", "client CPU", "server CPU", "CPU us/msg",
+                    "other CPU", "errors"], rows)
     rows = []
     for system in systems:
         for c in cells:
@@ -773,11 +817,12 @@ def _find_typed_size(cells: List[Dict[str, Any]]) -> Optional[int]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="grid stream benchmark (vs raw asyncio and grpc.aio)")
     ap.add_argument("--systems", type=_str_list, default=list(ALL_SYSTEMS),
-                    help="comma list of grid,grid-pure,raw,grpc (default: all)")
+                    help="comma list of grid,grid-pure,raw,picows,grpc (default: all)")
     ap.add_argument("--sizes", type=_int_list, default=[64, 4096],
                     help="one-way message sizes in bytes (default 64,4096)")
-    ap.add_argument("--capacities", type=_int_list, default=[1, 128],
-                    help="grid stream capacities; also the echo windows (default 1,128)")
+    ap.add_argument("--capacities", type=_int_list, default=[1, 64],
+                    help="grid stream capacities; also the echo windows and, the largest, picows's "
+                         "credit window (default 1,64)")
     ap.add_argument("--echo-size", type=int, default=64, help="two-way echo item size (default 64)")
     ap.add_argument("--concurrency", type=int, default=16, help="typed/byte-level request workers (default 16)")
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell (default 2)")

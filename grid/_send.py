@@ -1,9 +1,12 @@
 """The write side of one connection: batching, large-message order and
 back-pressure.
 
-Messages are queued in the core; the first of a loop iteration schedules
-one flush, which writes everything as one frame or OpMerged containers
-(GRID-PROTOCOL.md §4).  A message of LARGE_MESSAGE bytes or more is framed
+Messages are queued in the core.  On an idle connection (the previous
+iteration's flush found nothing to write) the first message is written at
+once, so a lone call does not wait for the end of the loop iteration;
+otherwise, and for whatever follows it in the same iteration, one flush at
+the end of the iteration writes everything as one frame or OpMerged
+containers (GRID-PROTOCOL.md §4).  A message of LARGE_MESSAGE bytes or more is framed
 on the manager's encoder thread; whatever is queued after it waits for it,
 so the wire keeps the order of the sends.  A socket that stops reading
 pauses callers (``pause_writing``), and is dropped past ``write_timeout``
@@ -60,6 +63,9 @@ class Sender:
         self.paused = False
         self._generation = 0
         self._flush_handle: asyncio.Handle | None = None
+        #: True while the last end-of-iteration flush found nothing queued:
+        #: the next message is written at once instead of waiting for it.
+        self._idle = True
         # Writes held in order behind a large message being framed on the
         # encoder thread: (future of the frame bytes, its request's mux id,
         # 0 for another large message, -1 for frames take_frames counted).
@@ -72,6 +78,7 @@ class Sender:
         self.wire = wire
         self.core = core
         self.paused = False
+        self._idle = True
 
     def reset(self) -> None:
         """The wire is gone: forget it and whatever waits to be written."""
@@ -92,27 +99,42 @@ class Sender:
     # -- flushing
 
     def schedule_flush(self) -> None:
-        """Flush at the end of this loop iteration (once, however often called)."""
+        """The core queued the first message since the last flush.  On an
+        idle connection write it now; in any case flush what follows at the
+        end of this loop iteration (once, however often called)."""
         if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self.flush)
+            if self._idle:
+                self._idle = False
+                wire, gen = self.wire, self._generation
+                if wire is not None and wire.framed:
+                    self.flush()
+                    if gen != self._generation:
+                        return  # the write dropped the wire
+            self._flush_handle = self._loop.call_soon(self._end_of_iteration)
 
-    def flush(self) -> None:
-        """Write everything queued now."""
+    def _end_of_iteration(self) -> None:
+        # Nothing written here means nothing else was sent in this iteration:
+        # the connection is idle, and its next message need not wait.
+        self._idle = not self.flush()
+
+    def flush(self) -> bool:
+        """Write everything queued now; True if anything was written."""
         self._flush_handle = None
         wire, core = self.wire, self.core
         if wire is None or core is None or wire.transport is None:
-            return
+            return False
         if not wire.framed:  # grid.integrations: the server frames the messages
             wire.flush_messages(core)  # type: ignore[attr-defined]
-            return
+            return True
         if self._large:
-            return  # held behind a large frame; _large_done flushes
+            return True  # held behind a large frame; _large_done flushes
         data = core.take_frames(mask_key() if wire.mask else None)
         if data is None:
-            return
+            return False
         self._write(wire, data)
         if self._space_waiters and not self.paused:
             self.wake_senders()  # the queue has room again
+        return True
 
     def flush_early(self) -> None:
         """Write what is queued now (the core: a full write's worth); the

@@ -163,8 +163,9 @@ class Wire:
         bytes at most (a Connect is far smaller, and nothing else may come
         before the reply)."""
         limit = self.acceptor.max_message_size
-        core = ConnCore(self, self.accepting,
-                        min(limit, HANDSHAKE_MESSAGE_MAX) if self.accepting else limit, _current)
+        core = ConnCore(self, self.accepting, limit, _current)  # the send limit stays the node's
+        if self.accepting:
+            core.parser.max_message_size = min(limit, HANDSHAKE_MESSAGE_MAX)
         core.parser.budget = self.acceptor.frame_budget
         return core
 

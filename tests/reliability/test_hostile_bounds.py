@@ -85,7 +85,7 @@ class Peers(Node):
         self.mgr = grid.Manager(self.host, hosts, lambda: TOKEN, self.mgr._handshake._validate,
                                 **opts)
         self.mgr.register_single(ECHO, lambda p: p)
-        self.mgr.register_single(ECHO, lambda p: b"sub:" + (p or b""), "disk", "1")
+        self.mgr.register_single(ECHO, lambda p: b"sub:" + (p or b""), subroute="disk/1")
 
     async def as_peer(self, host: str) -> Raw:
         r = await self.raw()
