@@ -79,7 +79,6 @@ async def demo() -> None:
     await other.start()
     try:
         to_app = other.connection(hosts[0])
-        assert to_app is not None
         await to_app.wait_for_connect(timeout=10)
         print((await to_app.request(ECHO, b"hello", timeout=5) or b"").decode())
         to_other = app["grid"].connection(hosts[1])

@@ -126,11 +126,9 @@ async def demo(server: str) -> None:
     await other.start()
     try:
         to_app = other.connection(hosts[0])
-        assert to_app is not None
         await to_app.wait_for_connect(timeout=10)  # dials until the server listens
         print((await to_app.request(ECHO, b"hello", timeout=5) or b"").decode())
         to_other = asgi.manager.connection(hosts[1])
-        assert to_other is not None
         await to_other.wait_for_connect(timeout=10)
         print((await to_other.request(ECHO, b"hello back", timeout=5) or b"").decode())
     finally:

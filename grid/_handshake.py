@@ -16,7 +16,7 @@ import asyncio
 import logging
 import ssl as _ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from grid import _http, _payloads
@@ -99,7 +99,8 @@ class Node(Protocol):
     handshake_timeout: float
     max_message_size: int
 
-    def connection(self, host: str) -> Any: ...
+    @property
+    def connections(self) -> Mapping[str, Any]: ...
 
 
 class Handshake:
@@ -220,7 +221,7 @@ class Handshake:
             req = _payloads.ConnectRequest.decode(msg.payload)
         except ProtocolError as exc:
             return self.reject(wire, str(exc))
-        conn: Peer | None = self._node.connection(req.host)
+        conn: Peer | None = self._node.connections.get(req.host)
         if conn is None:
             return self.reject(wire, f"unknown incoming host: {req.host}")
         skew = abs(time.time_ns() - req.time_ns) / 1e9

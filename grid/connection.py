@@ -128,6 +128,9 @@ class State(enum.IntEnum):
     CONNECTION_ERROR = 3
     SHUTDOWN = 4
 
+    def __str__(self) -> str:
+        return self.name
+
 
 @dataclass
 class ConnectionStats:

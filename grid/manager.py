@@ -356,9 +356,27 @@ class Manager:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def connection(self, host: str) -> Connection | None:
-        """The connection to ``host``, or None if it is not a peer of this node."""
-        return self._conns.get(host)
+    def connection(self, host: str) -> Connection:
+        """The connection to the peer ``host`` (spelled as in ``hosts``).
+
+        :raises grid.GridError: the manager is not started yet, or is closed.
+        :raises KeyError: ``host`` is not a peer of this node: this node's own
+            host string, or a string not in ``hosts`` (the message lists the
+            peers).
+        """
+        conn = self._conns.get(host)
+        if conn is not None and not self._closed:
+            return conn
+        if self._closed:
+            raise GridError(f"grid: manager {self.local} is closed; it has no connections")
+        if not self._started:
+            raise GridError(f"grid: manager {self.local} is not started; "
+                            "await start() before asking for a connection")
+        if host == self.local:
+            raise KeyError(f"{host!r} is this node itself, not a peer; "
+                           f"its peers are {sorted(self._conns)}")
+        raise KeyError(f"{host!r} is not a peer of {self.local}; its peers are "
+                       f"{sorted(self._conns)} (host strings match byte for byte)")
 
     @property
     def connections(self) -> Mapping[str, Connection]:

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from grid.connection import Connection
 from grid.manager import Manager
 
 __all__ = ["TestGrid", "free_port", "free_ports"]
@@ -84,8 +85,9 @@ class TestGrid:
                  for m in self.managers for c in m.connections.values()]
         await asyncio.gather(*waits)
 
-    def conn(self, a: int, b: int) -> Any:
-        """The connection from manager ``a`` to manager ``b``."""
+    def conn(self, a: int, b: int) -> Connection:
+        """The connection from manager ``a`` to manager ``b`` (``KeyError``
+        when ``a == b``: a node has no connection to itself)."""
         return self.managers[a].connection(self.hosts[b])
 
     async def close(self) -> None:

@@ -76,7 +76,6 @@ async def demo(nodes: int, requests: int) -> int:
                 if i == j:
                     continue
                 conn = src.connection(dst)
-                assert conn is not None
                 reply = await conn.request(ECHO, b"hello from " + src.local.encode())
                 ok = reply == b"hello from " + src.local.encode()
                 try:

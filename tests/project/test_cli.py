@@ -112,7 +112,6 @@ class ServeProcess:
 async def _call_example_handlers(mgr: grid.Manager, node: str) -> None:
     """Exercise every handler of examples/serve_handlers.py on ``node``."""
     conn = mgr.connection(node)
-    assert conn is not None
     await conn.wait_for_connect(timeout=10.0)
     assert await conn.request(1, b"hello", timeout=5.0) == b"hello"
     assert await conn.subroute("text").request(2, b"shout", timeout=5.0) == b"SHOUT"
@@ -213,7 +212,6 @@ def test_serve_from_toml_called_by_manager(loop_kind: str, tmp_path: Path) -> No
                 assert got == usage_t("/mnt/d1", 40, 100)
                 # [manager] max_streams = 1 reached the node: a second open stream is refused
                 conn = mgr.connection(node)
-                assert conn is not None
                 first = await conn.new_stream(10, in_capacity=8, out_capacity=8)
                 await first.send(b"held")
                 assert await first.__anext__() == b"HELD"
@@ -258,7 +256,6 @@ def test_serve_from_flags_with_module_name(loop_kind: str, tmp_path: Path) -> No
         async with srv:
             async with grid.Manager(caller, [node, caller], lambda: TOKEN) as mgr:
                 conn = mgr.connection(node)
-                assert conn is not None
                 await conn.wait_for_connect(timeout=10.0)
                 assert await conn.request(5, b"ab", timeout=5.0) == b"abab"
                 assert await conn.subroute("x", "y").request(6, b"q", timeout=5.0) == b"sub:q"
@@ -405,7 +402,6 @@ def test_ping_against_in_test_manager(loop_kind: str) -> None:
             assert "2 pings sent, 2 pongs received" in out
             assert seen == [TOKEN, TOKEN]  # the HTTP upgrade and the grid handshake
             conn = mgr.connection(me)
-            assert conn is not None
             assert conn.stats().messages_in >= 2  # the pings
             assert conn.stats().reconnects == 0
 

@@ -577,7 +577,7 @@ def test_rejected_peer_logged_rate_limited_on_both_sides(loop_kind: str) -> None
             await dialer.start()
             await asyncio.wait_for(asyncio.gather(dialer_log.reached, acceptor_log.reached), 15)
             conn = dialer.connection(b)
-            assert conn is not None and "HTTP 403" in (conn.last_error or "")
+            assert "HTTP 403" in (conn.last_error or "")
         finally:
             await dialer.close()
             await acceptor.close()
