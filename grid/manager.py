@@ -350,10 +350,14 @@ class Manager:
         return self._draining
 
     async def __aenter__(self) -> Manager:
+        """``async with Manager(...) as mgr:`` starts the manager (:meth:`start`
+        with its defaults: serve and dial) and closes it (:meth:`close`, no
+        grace) when the block ends, also on an exception."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Close the manager at the end of ``async with``."""
         await self.close()
 
     def connection(self, host: str) -> Connection:

@@ -62,6 +62,8 @@ class TestGrid:
             raise PermissionError("invalid token")
 
     async def __aenter__(self) -> TestGrid:
+        """Start every manager (all listen before any dials) and wait until
+        every pair is connected; on a failure, close what was started."""
         try:
             for h in self.hosts:
                 m = Manager(h, self.hosts, lambda: self._token, self._validate, **self._kwargs)
@@ -98,4 +100,5 @@ class TestGrid:
         await asyncio.gather(*(m.close() for m in self.managers))
 
     async def __aexit__(self, *exc: object) -> None:
+        """Close every manager at the end of ``async with``."""
         await self.close()
