@@ -13,7 +13,7 @@ Run one node per process, each naming every node of the grid::
 ``--demo`` runs a self-contained two-node grid in one process instead: this app
 on a free port and a plain embedded-server node, calls both ways, then exits.
 
-Needs ``pip install 'grid[aiohttp]'``.
+Needs ``pip install 'gridmux[aiohttp]'``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ self-contained two-node grid in one process instead: this app under the
 chosen server on a free port and a plain embedded-server node, calls both
 ways, then exits.
 
-Needs ``pip install 'grid[asgi]'`` (uvicorn; hypercorn works the same).
+Needs ``pip install 'gridmux[asgi]'`` (uvicorn; hypercorn works the same).
 """
 
 from __future__ import annotations

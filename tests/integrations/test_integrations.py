@@ -27,7 +27,7 @@ from grid.testing import free_port
 
 from support import hosts_where_first_dials, run
 
-aiohttp = pytest.importorskip("aiohttp", reason="aiohttp is not installed (grid[aiohttp] extra)")
+aiohttp = pytest.importorskip("aiohttp", reason="aiohttp is not installed (gridmux[aiohttp] extra)")
 from aiohttp import web  # noqa: E402
 
 from grid.integrations.aiohttp import mount  # noqa: E402
@@ -286,7 +286,7 @@ SERVERS = ["aiohttp", "uvicorn", "hypercorn"]
 
 def _need(kind: str) -> None:
     if kind != "aiohttp":
-        pytest.importorskip(kind, reason=f"{kind} is not installed (grid[asgi] extra)")
+        pytest.importorskip(kind, reason=f"{kind} is not installed (gridmux[asgi] extra)")
 
 
 @pytest.mark.parametrize("manage", [True, False], ids=["managed", "unmanaged"])

@@ -46,3 +46,23 @@ def test_state_prints_its_name(loop_kind: str) -> None:
     run(loop_kind, main)
     assert [str(s) for s in grid.State] == [
         "UNCONNECTED", "CONNECTING", "CONNECTED", "CONNECTION_ERROR", "SHUTDOWN"]
+
+
+def test_make_demo_shows_progress_and_readme_says_how_long_make_test_takes() -> None:
+    """``make demo`` on a fresh clone prints a line per step (the install is
+    pip's own output, not ``-q``) and the README says what ``make test`` costs."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    plan = subprocess.run(["make", "-n", "-B", "demo", "VENV=/nonexistent-venv"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    steps = plan.stdout.splitlines()
+    install = [s for s in steps if "pip install" in s and ".[test]" in s]
+    assert install and all(" -q" not in s for s in install), install
+    for step in ("creating /nonexistent-venv", "installing the project", "compiling the Cython core",
+                 "running the demo"):
+        assert any(step in s for s in steps if s.startswith("echo")), (step, steps)
+    readme = (root / "README.md").read_text()
+    assert "`make test` takes about 10 minutes on a 2-core" in readme
