@@ -1,4 +1,4 @@
-"""Both sides of the grid handshake (GRID-PROTOCOL.md §1.4, §5.3).
+"""Both sides of the grid handshake (docs/protocol.md §1.4, §5.3).
 
 :func:`dial` is the dialing side: TCP (and TLS), the HTTP upgrade, then the
 Connect message and the peer's ConnectResponse.  One :class:`Handshake` per

@@ -3,7 +3,7 @@ back-pressure.
 
 Messages are queued in the core; the first of a loop iteration schedules
 one flush, which writes everything as one frame or OpMerged containers
-(GRID-PROTOCOL.md §4).  A message of LARGE_MESSAGE bytes or more is framed
+(docs/protocol.md §4).  A message of LARGE_MESSAGE bytes or more is framed
 on the manager's encoder thread; whatever is queued after it waits for it,
 so the wire keeps the order of the sends.  A socket that stops reading
 pauses callers (``pause_writing``), and is dropped past ``write_timeout``

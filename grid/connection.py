@@ -120,7 +120,7 @@ _ROUTE_NAMES_MAX = 4096
 
 
 class State(enum.IntEnum):
-    """Connection states (GRID-PROTOCOL.md §10.1); values match Go's."""
+    """Connection states (docs/protocol.md §10.1); values match Go's."""
 
     UNCONNECTED = 0
     CONNECTING = 1

@@ -23,7 +23,7 @@ __all__ = [
     "bad_reply_text",
 ]
 
-#: The text Go uses for a dropped connection (GRID-PROTOCOL.md §10.3).
+#: The text Go uses for a dropped connection (docs/protocol.md §10.3).
 DISCONNECTED_TEXT = "remote disconnected"
 #: The error a node replies with when it already runs ``max_running_handlers``
 #: handlers for the connection and holds ``max_queued_requests`` more.

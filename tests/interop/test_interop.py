@@ -9,7 +9,7 @@ Every scenario runs in both directions and with both dial roles:
   (``-remote <python host> -scenario ...``) against a Python Manager serving
   the same handlers (``interop/pynode.py``);
 * ``role`` = ``py-dials`` / ``go-dials`` picks the host strings so that the
-  Python node, or the Go node, is the WebSocket client (GRID-PROTOCOL.md §1.2).
+  Python node, or the Go node, is the WebSocket client (docs/protocol.md §1.2).
 
 Plaintext connections carry the CRC; ``test_tls`` runs over TLS with a
 generated CA (no CRC); ``test_keepalive`` (``slow``, ~33 s) idles long enough

@@ -178,3 +178,26 @@ def test_readme_example_passes_mypy_strict(tmp_path: Path) -> None:
                           env={**_env(), "MYPYPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_guides_exist_and_are_linked_from_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for guide in ("API", "streams", "typed", "deploying", "tls", "go-interop", "protocol"):
+        assert (ROOT / "docs" / f"{guide}.md").is_file(), guide
+        assert f"(docs/{guide}.md)" in readme, guide
+
+
+def test_section_citations_resolve_in_the_protocol_document() -> None:
+    """Every ``§n`` the code and docs cite is a section of docs/protocol.md."""
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", protocol, re.M))
+    cited: set[tuple[str, str]] = set()
+    paths = [*ROOT.glob("grid/**/*.py"), *ROOT.glob("grid/*.pyx"), *ROOT.glob("grid/*.pxi"),
+             *ROOT.glob("grid/*.pxd"), *ROOT.glob("tests/**/*.py"), ROOT / "README.md",
+             ROOT / "ARCHITECTURE.md", *ROOT.glob("docs/*.md")]
+    for path in paths:
+        for ref in re.findall(r"(?<!\d )§ ?(\d+(?:\.\d+)*)", path.read_text()):  # not RFC 6455 §n
+            cited.add((str(path.relative_to(ROOT)), ref))
+    missing = sorted((p, r) for p, r in cited if r not in sections)
+    assert not missing, missing
+    assert "GRID-PROTOCOL" not in "".join(p.read_text() for p in paths if p.suffix == ".md")
