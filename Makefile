@@ -13,6 +13,7 @@ SOURCES := $(wildcard grid/*.pyx grid/*.pxd grid/*.pxi grid/includes/* tools/*.p
 all: build
 
 $(PY):
+	@echo "grid: creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
@@ -32,13 +33,16 @@ xxhash-header:
 
 # Installs the project (editable) with its test extras into .venv.
 $(STAMP): $(PY) pyproject.toml setup.py | xxhash-header
-	$(PY) -m pip install -q -e ".[test]"
+	@echo "grid: installing the project and its test extras into $(VENV) (about 1.5 min the first time)"
+	$(PY) -m pip install -e ".[test]"
+	@echo "grid: installed"
 	touch $@
 
 install: $(STAMP)
 
 # Compiles grid._codec, grid._mux and grid._struct in place (warnings are errors).
 build: xxhash-header $(STAMP) $(SOURCES)
+	@echo "grid: compiling the Cython core (grid._codec, grid._mux, grid._struct)"
 	$(PY) setup.py -q build_ext --inplace
 
 test: build
@@ -81,6 +85,7 @@ test-py%: .venv/versions/%/.grid-installed $(SOURCES)
 test-pythons: $(addprefix test-py,$(EXTRA_PYTHONS))
 
 demo: build
+	@echo "grid: running the demo"
 	$(PY) -m grid demo
 
 BENCH_ARGS ?=

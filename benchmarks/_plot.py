@@ -38,7 +38,7 @@ def require_matplotlib() -> Any:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise PlotError(f"--plot needs matplotlib ({exc}); install it with "
-                        "pip install 'grid[plot]' (or pip install matplotlib)") from None
+                        "pip install 'gridmux[plot]' (or pip install matplotlib)") from None
     return plt
 
 

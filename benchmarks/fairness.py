@@ -75,7 +75,6 @@ async def scenario(name: str, a: grid.Manager, hosts: List[str], peers: List[_Se
                    seconds: float, big: int) -> Dict[str, Any]:
     loop = asyncio.get_running_loop()
     to_b, to_c = a.connection(hosts[1]), a.connection(hosts[2])
-    assert to_b is not None and to_c is not None
     await to_b.wait_for_connect(30)
     await to_c.wait_for_connect(30)
     stop = asyncio.Event()

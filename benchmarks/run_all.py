@@ -120,7 +120,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="run all grid benchmarks")
     ap.add_argument("--json", metavar="DIR", help="write one JSON file per benchmark into DIR")
     ap.add_argument("--plot", metavar="PNG", help="draw the results into this PNG (needs "
-                    "matplotlib: pip install 'grid[plot]')")
+                    "matplotlib: pip install 'gridmux[plot]')")
     ap.add_argument("--seconds", type=float, help="measured seconds per requests.py / streams.py cell")
     ap.add_argument("--pin", choices=["none", "split", "same"], help="requests.py / streams.py CPU placement")
     ap.add_argument("--quick", action="store_true",

@@ -4,7 +4,10 @@ stale, a public name is missing from it or a public name is undocumented;
 tests/project/test_api_docs.py runs it).
 
 Every name in each public module's ``__all__`` gets an entry, in ``__all__``
-order: classes and functions with their signature and docstring, constants
+order: classes and functions with their signature and whole docstring (reST
+``:param:``/``:raises:`` fields as lists, roles as code, literal blocks as
+indented code), each public method and property of a class likewise, and
+``async with`` for a class that supports it; constants
 and type aliases with the ``#:`` comment above their definition (found by
 following the module's imports to where the name is assigned).  A name
 already documented under an earlier module gets a pointer to that entry.
@@ -50,6 +53,53 @@ SECTION = re.compile(r"^## `([A-Za-z_][A-Za-z0-9_.]*)`")
 def _doc(obj: Any) -> str | None:
     doc = inspect.getdoc(obj)
     return doc.strip() if doc else None
+
+
+ROLE = re.compile(r":(?:class|meth|func|mod|attr|data|exc|obj):`~?([^`]+)`")
+FIELD = re.compile(r"^:(param|raises|returns|return|ivar|type|rtype)\s*([^:]*):\s*(.*)$")
+FIELD_NAMES = {"param": "", "ivar": "", "raises": "raises ", "returns": "returns",
+               "return": "returns", "type": "type of ", "rtype": "return type"}
+
+
+def _markdown(doc: str) -> str:
+    """A reST docstring as Markdown: roles become code spans, ``code`` stays
+    code, ``:param x:``/``:raises E:``/``:returns:`` fields become a bullet
+    list, and a literal block (``::``) becomes an indented code block."""
+    out: list[str] = []
+    lines = doc.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = FIELD.match(line)
+        if m:  # a field and its indented continuation lines
+            kind, name, text = m.group(1), m.group(2).strip(), m.group(3)
+            i += 1
+            while i < len(lines) and lines[i].startswith((" ", "\t")) and lines[i].strip():
+                text += " " + lines[i].strip()
+                i += 1
+            label = FIELD_NAMES[kind] + (f"`{name}`" if name else "")
+            if out and out[-1] and not out[-1].startswith("- "):
+                out.append("")
+            text = ROLE.sub(r"`\1`", text)
+            out.append(f"- {label}: {text}" if label else f"- {text}")
+            continue
+        if line.rstrip().endswith("::"):  # a literal block follows, indented
+            head = line.rstrip()[:-2].rstrip()
+            if head:
+                out.append(ROLE.sub(r"`\1`", head) + ":")
+            out.append("")
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
+                body = lines[i]
+                out.append(body.rstrip())
+                i += 1
+            out.append("")
+            continue
+        if out and out[-1].startswith("- ") and line.strip():
+            out.append("")  # a paragraph after a field list
+        out.append(ROLE.sub(r"`\1`", line))
+        i += 1
+    return "\n".join(out).strip()
 
 
 def _sig(obj: Any) -> str:
@@ -161,7 +211,7 @@ def _data_entry(modname: str, name: str, obj: Any) -> tuple[list[str], str | Non
         else:  # assigned more than once or computed: its value depends on the run
             head = f"### constant `{name}: {type(obj).__name__}`"
     doc = found.comment if found else None
-    return [head, "", doc or "", ""], doc
+    return [head, "", _markdown(doc) if doc else "", ""], doc
 
 
 # ---------------------------------------------------------------- classes and functions
@@ -176,7 +226,7 @@ def _class_entry(qualname: str, name: str, obj: type, missing: list[str]) -> lis
         sig = "[" + ", ".join(p.__name__ for p in params) + "]"
     else:
         sig = "" if plain or internal else _sig(obj)
-    lines = [f"### class `{name}{sig}`", "", doc or "", ""]
+    lines = [f"### class `{name}{sig}`", "", _markdown(doc) if doc else "", ""]
     if internal:
         lines += ["Created by grid and handed to you; not constructed directly.", ""]
         if dataclasses.is_dataclass(obj):
@@ -185,17 +235,24 @@ def _class_entry(qualname: str, name: str, obj: type, missing: list[str]) -> lis
             lines += ["Fields: " + ", ".join(fields) + ".", ""]
     if issubclass(obj, enum.Enum):
         lines += ["Members: " + ", ".join(f"`{m.name}` ({m.value})" for m in obj), ""]
-    elif not issubclass(obj, BaseException) and _members(obj):
+    elif not issubclass(obj, BaseException):
+        if "__aenter__" in obj.__dict__:  # an async context manager
+            enter = _doc(obj.__dict__["__aenter__"])
+            lines += [f"#### `async with {name}` (`__aenter__`/`__aexit__`)", "",
+                      _markdown(enter) if enter else
+                      f"Supported; see `{name}` above for what entering and leaving do.", ""]
         for mname, member in _members(obj):
             mdoc = _doc(member)
             if mdoc is None:
                 missing.append(f"{qualname}.{mname}")
             if isinstance(member, property):
-                head = f"- `{mname}` (property)"
+                head = f"#### `{name}.{mname}` (property)"
             else:
-                head = f"- `{mname}{_sig(member)}`"
-            lines.append(f"{head}: {mdoc.splitlines()[0] if mdoc else ''}")
-        lines.append("")
+                prefix = "async " if inspect.iscoroutinefunction(member) else ""
+                sig = re.sub(r"^\(self(, |\))", lambda m: "(" if m.group(1) == ", " else "()",
+                             _sig(member))
+                head = f"#### {prefix}`{name}.{mname}{sig}`"
+            lines += [head, "", _markdown(mdoc) if mdoc else "", ""]
     return lines
 
 
@@ -210,8 +267,9 @@ def generate() -> tuple[str, list[str]]:
     for modname in MODULES:
         mod = importlib.import_module(modname)
         lines += [f"## `{modname}`", ""]
-        if _doc(mod):
-            lines += [_doc(mod).split("\n\n")[0], ""]  # type: ignore[union-attr]
+        mdoc = _doc(mod)
+        if mdoc:
+            lines += [_markdown(mdoc), ""]
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
             qualname = f"{modname}.{name}"
@@ -233,7 +291,8 @@ def generate() -> tuple[str, list[str]]:
                 doc = _doc(obj)
                 if doc is None:
                     missing.append(qualname)
-                lines += [f"### def `{name}{_sig(obj)}`", "", doc or "", ""]
+                coro = " (coroutine function)" if inspect.iscoroutinefunction(obj) else ""
+                lines += [f"### def `{name}{_sig(obj)}`{coro}", "", _markdown(doc) if doc else "", ""]
             else:
                 entry, doc = _data_entry(modname, name, obj)
                 if doc is None:

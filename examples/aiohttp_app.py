@@ -13,7 +13,7 @@ Run one node per process, each naming every node of the grid::
 ``--demo`` runs a self-contained two-node grid in one process instead: this app
 on a free port and a plain embedded-server node, calls both ways, then exits.
 
-Needs ``pip install 'grid[aiohttp]'``.
+Needs ``pip install 'gridmux[aiohttp]'``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ async def demo() -> None:
     await other.start()
     try:
         to_app = other.connection(hosts[0])
-        assert to_app is not None
         await to_app.wait_for_connect(timeout=10)
         print((await to_app.request(ECHO, b"hello", timeout=5) or b"").decode())
         to_other = app["grid"].connection(hosts[1])

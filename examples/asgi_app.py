@@ -15,7 +15,7 @@ self-contained two-node grid in one process instead: this app under the
 chosen server on a free port and a plain embedded-server node, calls both
 ways, then exits.
 
-Needs ``pip install 'grid[asgi]'`` (uvicorn; hypercorn works the same).
+Needs ``pip install 'gridmux[asgi]'`` (uvicorn; hypercorn works the same).
 """
 
 from __future__ import annotations
@@ -126,11 +126,9 @@ async def demo(server: str) -> None:
     await other.start()
     try:
         to_app = other.connection(hosts[0])
-        assert to_app is not None
         await to_app.wait_for_connect(timeout=10)  # dials until the server listens
         print((await to_app.request(ECHO, b"hello", timeout=5) or b"").decode())
         to_other = asgi.manager.connection(hosts[1])
-        assert to_other is not None
         await to_other.wait_for_connect(timeout=10)
         print((await to_other.request(ECHO, b"hello back", timeout=5) or b"").decode())
     finally:

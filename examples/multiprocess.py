@@ -35,10 +35,9 @@ async def worker(local: str, hosts: list[str], token: str, calls: int,
     await mgr.start()
     try:
         peers = [mgr.connection(h) for h in hosts if h != local]
-        await asyncio.gather(*(c.wait_for_connect(timeout=30) for c in peers if c))
+        await asyncio.gather(*(c.wait_for_connect(timeout=30) for c in peers))
         ok, peer_pids = 0, set()
         for c in peers:
-            assert c is not None
             replies = await asyncio.gather(*(c.request(WHOAMI) for _ in range(calls)))
             ok += len(replies)
             peer_pids.update(int(r or b"0") for r in replies)

@@ -17,7 +17,7 @@ from grid import _codec_py as codec  # noqa: E402
 SUB = codec.subroute_id("/mnt/disk1", 9)
 TIME = bytes.fromhex("c70c05000000006776022507" "5bcd15")
 
-# The argument tuples of GRID-PROTOCOL.md §2.6 (E1-E10) and §5.4.
+# The argument tuples of docs/protocol.md §2.6 (E1-E10) and §5.4.
 SPEC_MESSAGES = [
     (1, 0, 60000, 21, 14, 0x02, bytes.fromhex("81a161a162"), None),
     (2, 0, 30000, 9, 14, 0x22, None, SUB),

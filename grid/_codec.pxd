@@ -1,7 +1,7 @@
 # Declarations of the compiled codec (grid/_codec.pyx), the contract for other
 # Cython modules that cimport it (a connection protocol decoding straight from
 # its receive buffer, say).  The Python surface is the pure twin's, in
-# grid/_codec_py.py; section numbers refer to GRID-PROTOCOL.md.
+# grid/_codec_py.py; section numbers refer to docs/protocol.md.
 
 cimport cython
 from libc.stdint cimport uint8_t, uint32_t, uint64_t

@@ -3,7 +3,7 @@
 WebSocket framing, XXH3 CRC, subroute ids and the dial rule.
 
 Same names, signatures, results and exception texts as the pure twin, which
-is the reference; section numbers refer to GRID-PROTOCOL.md.  What differs is
+is the reference; section numbers refer to docs/protocol.md.  What differs is
 how the bytes move:
 
 * encoders size their output first and write once into a fresh ``bytes``;

@@ -1,4 +1,4 @@
-# The grid envelope (GRID-PROTOCOL.md §2, §4): Message, encoding and decoding
+# The grid envelope (docs/protocol.md §2, §4): Message, encoding and decoding
 # of single messages and OpMerged containers, CRC and subroute trailers.
 # Included by grid/_codec.pyx (one compile unit); no WebSocket here.
 

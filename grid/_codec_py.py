@@ -3,7 +3,7 @@ WebSocket framing, XXH3 CRC, subroute ids and the dial rule.
 
 No asyncio and no sockets: everything here works on byte strings, so the
 Cython twin (``_codec.pyx``) can be checked against it byte for byte.  Section
-numbers refer to GRID-PROTOCOL.md.
+numbers refer to docs/protocol.md.
 
 This module is the twin's one public surface; its layers live beside it, as
 the compiled twin's live in the ``.pxi`` files it includes:

@@ -1,4 +1,4 @@
-"""Wire constants of the grid protocol v1 (GRID-PROTOCOL.md §3, §12).
+"""Wire constants of the grid protocol v1 (docs/protocol.md §3, §12).
 
 Plain Python so that both codec twins, the connection layer and the tests
 share one source of truth.

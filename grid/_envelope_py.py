@@ -1,4 +1,4 @@
-"""The grid envelope, pure-Python twin (GRID-PROTOCOL.md §2, §4): messages,
+"""The grid envelope, pure-Python twin (docs/protocol.md §2, §4): messages,
 their CRC and subroute trailers, OpMerged containers and large messages as
 :class:`SplitFrame`.  Part of :mod:`grid._codec_py`, which re-exports the
 public names; the WebSocket modules beside it (``_ws_py``, ``_ws_parser_py``)

@@ -1,4 +1,4 @@
-"""Both sides of the grid handshake (GRID-PROTOCOL.md §1.4, §5.3).
+"""Both sides of the grid handshake (docs/protocol.md §1.4, §5.3).
 
 :func:`dial` is the dialing side: TCP (and TLS), the HTTP upgrade, then the
 Connect message and the peer's ConnectResponse.  One :class:`Handshake` per
@@ -16,7 +16,7 @@ import asyncio
 import logging
 import ssl as _ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from grid import _http, _payloads
@@ -102,7 +102,8 @@ class Node(Protocol):
     max_write_buffer: int
     max_pending_handshakes: int
 
-    def connection(self, host: str) -> Any: ...
+    @property
+    def connections(self) -> Mapping[str, Any]: ...
 
 
 class Handshake:
@@ -257,7 +258,7 @@ class Handshake:
             req = _payloads.ConnectRequest.decode(msg.payload)
         except ProtocolError as exc:
             return self.reject(wire, str(exc))
-        conn: Peer | None = self._node.connection(req.host)
+        conn: Peer | None = self._node.connections.get(req.host)
         if conn is None:
             return self.reject(wire, f"unknown incoming host: {req.host}")
         skew = abs(time.time_ns() - req.time_ns) / 1e9

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 upgrade that opens a grid WebSocket (GRID-PROTOCOL.md §1.3, §1.4).
+"""The HTTP/1.1 upgrade that opens a grid WebSocket (docs/protocol.md §1.3, §1.4).
 
 Only what the handshake needs: build and parse the one request and the one
 response, with a cap on the header block.  Not on the hot path.

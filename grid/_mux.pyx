@@ -1,6 +1,6 @@
 # cython: language_level=3, annotation_typing=False
 """Compiled twin of :mod:`grid._mux_py`: the per-mux bookkeeping a connection
-needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4), and
+needs on its hot path (docs/protocol.md §3.4, §8.3, §8.4), and
 :class:`ConnCore`, the connection's core between the socket and the asyncio
 layer.
 

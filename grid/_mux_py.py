@@ -1,5 +1,5 @@
 """Pure-Python twin of :mod:`grid._mux`: the per-mux bookkeeping a connection
-needs on its hot path (GRID-PROTOCOL.md §3.4, §8.3, §8.4), and
+needs on its hot path (docs/protocol.md §3.4, §8.3, §8.4), and
 :class:`ConnCore`, the connection's core between the socket and the asyncio
 layer.
 

@@ -1,4 +1,4 @@
-# Included by grid/_mux.pyx: the per-mux bookkeeping (GRID-PROTOCOL.md §3.4,
+# Included by grid/_mux.pyx: the per-mux bookkeeping (docs/protocol.md §3.4,
 # §8.3, §8.4), the compiled twins of grid._mux_py.MuxIdAllocator and MuxState.
 
 

@@ -1,4 +1,4 @@
-"""The small msgp structs the grid package itself exchanges (GRID-PROTOCOL.md
+"""The small msgp structs the grid package itself exchanges (docs/protocol.md
 §3.3, §5): handshake request and response, connection ping and pong, and the
 mux connect error.  None of these is on the per-request hot path.
 

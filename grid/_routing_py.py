@@ -1,5 +1,5 @@
 """Routing helpers, pure-Python twin: the public XXH3 functions, subroute ids
-(GRID-PROTOCOL.md §6.2) and which side of a pair dials (§1.2).  Part of
+(docs/protocol.md §6.2) and which side of a pair dials (§1.2).  Part of
 :mod:`grid._codec_py`, which re-exports them.
 """
 

@@ -6,7 +6,7 @@ iteration's flush found nothing to write) the first message is written at
 once, so a lone call does not wait for the end of the loop iteration;
 otherwise, and for whatever follows it in the same iteration, one flush at
 the end of the iteration writes everything as one frame or OpMerged
-containers (GRID-PROTOCOL.md §4).  A message of LARGE_MESSAGE bytes or more is framed
+containers (docs/protocol.md §4).  A message of LARGE_MESSAGE bytes or more is framed
 on the manager's encoder thread; whatever is queued after it waits for it,
 so the wire keeps the order of the sends.  A socket that stops reading
 pauses callers (``pause_writing``), and is dropped past ``write_timeout``

@@ -1,4 +1,4 @@
-"""The callee side of single requests (GRID-PROTOCOL.md §7).
+"""The callee side of single requests (docs/protocol.md §7).
 
 Requests for *sync* handlers run inline in the compiled core; what reaches
 :class:`SingleServer` is a request for an ``async`` handler, for no handler

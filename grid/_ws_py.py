@@ -1,6 +1,6 @@
 """WebSocket framing and masking, pure-Python twin (RFC 6455 §5.2, §5.3), for
 the writer side: single frames, one grid message as one frame, and queued
-messages batched into frames as the Go writer does (GRID-PROTOCOL.md §4).
+messages batched into frames as the Go writer does (docs/protocol.md §4).
 Part of :mod:`grid._codec_py`, which re-exports the public names; the frame
 parser is in ``_ws_parser_py``.
 """

@@ -123,13 +123,16 @@ _NO_PONG = "no pong for"  # how a keepalive drop's reason starts
 
 
 class State(enum.IntEnum):
-    """Connection states (GRID-PROTOCOL.md §10.1); values match Go's."""
+    """Connection states (docs/protocol.md §10.1); values match Go's."""
 
     UNCONNECTED = 0
     CONNECTING = 1
     CONNECTED = 2
     CONNECTION_ERROR = 3
     SHUTDOWN = 4
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass

@@ -29,7 +29,7 @@ __all__ = [
 
 #: The most bytes a grid message adds around its payload: the 7-tuple's
 #: header and integers at their widest, a bin32 header, the 32-byte subroute
-#: id and the 4-byte CRC (GRID-PROTOCOL.md §2.1, §2.2).
+#: id and the 4-byte CRC (docs/protocol.md §2.1, §2.2).
 ENVELOPE_MAX = 67
 
 
@@ -68,7 +68,8 @@ def too_large_text(what: str, size: int, limit: int) -> str:
     return (f"grid: {what} of {size} bytes exceeds the limit of {limit} bytes "
             f"(max_message_size minus {ENVELOPE_MAX} bytes of envelope)")
 
-#: The text Go uses for a dropped connection (GRID-PROTOCOL.md §10.3).
+
+#: The text Go uses for a dropped connection (docs/protocol.md §10.3).
 DISCONNECTED_TEXT = "remote disconnected"
 #: The error a node replies with when it already runs ``max_running_handlers``
 #: handlers for the connection and holds ``max_queued_requests`` more.

@@ -2,7 +2,7 @@
 
 A handler is registered under an id (1..255) and optionally a static
 subroute; the callee finds it by the id, or by the 32-byte subroute id of
-GRID-PROTOCOL.md §6.2 when the request carries one.
+docs/protocol.md §6.2 when the request carries one.
 """
 
 from __future__ import annotations

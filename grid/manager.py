@@ -394,10 +394,14 @@ class Manager:
         return self._draining
 
     async def __aenter__(self) -> Manager:
+        """``async with Manager(...) as mgr:`` starts the manager (:meth:`start`
+        with its defaults: serve and dial) and closes it (:meth:`close`, no
+        grace) when the block ends, also on an exception."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Close the manager at the end of ``async with``."""
         await self.close()
 
     @property
@@ -405,9 +409,27 @@ class Manager:
         """The most bytes all sockets may hold of partly received messages."""
         return int(self._handshake.frame_budget.limit)
 
-    def connection(self, host: str) -> Connection | None:
-        """The connection to ``host``, or None if it is not a peer of this node."""
-        return self._conns.get(host)
+    def connection(self, host: str) -> Connection:
+        """The connection to the peer ``host`` (spelled as in ``hosts``).
+
+        :raises grid.GridError: the manager is not started yet, or is closed.
+        :raises KeyError: ``host`` is not a peer of this node: this node's own
+            host string, or a string not in ``hosts`` (the message lists the
+            peers).
+        """
+        conn = self._conns.get(host)
+        if conn is not None and not self._closed:
+            return conn
+        if self._closed:
+            raise GridError(f"grid: manager {self.local} is closed; it has no connections")
+        if not self._started:
+            raise GridError(f"grid: manager {self.local} is not started; "
+                            "await start() before asking for a connection")
+        if host == self.local:
+            raise KeyError(f"{host!r} is this node itself, not a peer; "
+                           f"its peers are {sorted(self._conns)}")
+        raise KeyError(f"{host!r} is not a peer of {self.local}; its peers are "
+                       f"{sorted(self._conns)} (host strings match byte for byte)")
 
     @property
     def connections(self) -> Mapping[str, Connection]:

@@ -1,4 +1,4 @@
-"""OpenTelemetry spans for grid calls (the ``grid[otel]`` extra).
+"""OpenTelemetry spans for grid calls (the ``gridmux[otel]`` extra).
 
 ::
 

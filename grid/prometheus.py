@@ -1,4 +1,4 @@
-"""Prometheus metrics for grid managers (the ``grid[prometheus]`` extra).
+"""Prometheus metrics for grid managers (the ``gridmux[prometheus]`` extra).
 
 ::
 

@@ -1,4 +1,4 @@
-"""Streams (GRID-PROTOCOL.md §8): the caller's :class:`Stream`, the callee's
+"""Streams (docs/protocol.md §8): the caller's :class:`Stream`, the callee's
 stream state, and the credit-based flow control between them.
 
 Both sides keep one :class:`~grid._impl.MuxState` per stream for sequence

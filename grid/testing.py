@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from grid.connection import Connection
 from grid.manager import Manager
 
 __all__ = ["TestGrid", "free_port", "free_ports"]
@@ -61,6 +62,8 @@ class TestGrid:
             raise PermissionError("invalid token")
 
     async def __aenter__(self) -> TestGrid:
+        """Start every manager (all listen before any dials) and wait until
+        every pair is connected; on a failure, close what was started."""
         try:
             for h in self.hosts:
                 m = Manager(h, self.hosts, lambda: self._token, self._validate, **self._kwargs)
@@ -84,8 +87,9 @@ class TestGrid:
                  for m in self.managers for c in m.connections.values()]
         await asyncio.gather(*waits)
 
-    def conn(self, a: int, b: int) -> Any:
-        """The connection from manager ``a`` to manager ``b``."""
+    def conn(self, a: int, b: int) -> Connection:
+        """The connection from manager ``a`` to manager ``b`` (``KeyError``
+        when ``a == b``: a node has no connection to itself)."""
         return self.managers[a].connection(self.hosts[b])
 
     async def close(self) -> None:
@@ -96,4 +100,5 @@ class TestGrid:
         await asyncio.gather(*(m.close() for m in self.managers))
 
     async def __aexit__(self, *exc: object) -> None:
+        """Close every manager at the end of ``async with``."""
         await self.close()

@@ -11,7 +11,7 @@ A ``datetime.datetime`` travels as msgp's time (naive values count as UTC).
 Any other class takes part by defining ``__grid_pack__(self) -> object``
 (something msgpack can pack) and ``classmethod __grid_unpack__(cls, obj)``.
 
-Built-in payload types mirroring the Go grid's helpers (GRID-PROTOCOL.md
+Built-in payload types mirroring the Go grid's helpers (docs/protocol.md
 Appendix A): :class:`NoPayload`, :class:`MSS`, :class:`Bytes`,
 :class:`URLValues`, :class:`ArrayOf`, :class:`JSON`.
 

@@ -112,11 +112,11 @@ def extensions(names: tuple[str, ...] = ("grid._codec", "grid._mux", "grid._stru
 
 
 NO_COMPILER = (
-    "grid: no working C compiler for the compiled core ({detail}). "
-    "Install a prebuilt wheel (pip install grid, or the grid-...-manylinux wheel), "
-    "or a C compiler and Python's headers (Debian/Ubuntu: apt-get install gcc python3-dev; "
-    "Fedora: dnf install gcc python3-devel; macOS: xcode-select --install), "
-    "or set GRID_PURE=1 to install the pure-Python package."
+    "gridmux: no working C compiler for grid's compiled core ({detail}). "
+    "To install without one: GRID_PURE=1 pip install gridmux (pure Python, the same API, slower). "
+    "Or install a C compiler and Python's headers (Debian/Ubuntu: apt-get install gcc "
+    "python3-dev; Fedora: dnf install gcc python3-devel; macOS: xcode-select --install), "
+    "or a prebuilt gridmux wheel."
 )
 
 

@@ -3,7 +3,7 @@ from that sdist, and the checks that prove each installs and works.
 
 ``python tools/wheels.py build`` (``make wheels``):
 
-1. ``python -m build --sdist`` into dist/ (anything grid-* already there goes);
+1. ``python -m build --sdist`` into dist/ (anything gridmux-* already there goes);
 2. for each supported CPython found on the machine (pyenv's interpreters,
    else ``pythonX.Y`` on PATH; none is downloaded), ``pip wheel`` of the
    *sdist* in pip's isolated build environment, so the wheel sees only what
@@ -55,6 +55,8 @@ SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
 REPORT = ROOT / "build" / "wheels.json"
 SMOKE = ROOT / "tools" / "wheel_smoke.py"
 COMPILED = ("_codec", "_mux", "_struct")
+#: The distribution name (pyproject.toml's [project] name): file names start with it.
+DIST = "gridmux"
 # What a build from the sdist needs beyond the pure-Python package.
 SDIST_REQUIRED = (
     "setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md", "PKG-INFO",
@@ -67,7 +69,7 @@ WHEEL_FORBIDDEN = (".pyx", ".pxd", ".pxi", ".c", ".h", ".html")
 # Build-time switches that must not leak into a release build or check.
 SCRUB = ("GRID_PURE", "GRID_DEBUG", "GRID_ASAN", "GRID_CYTHON_ANNOTATE", "GRID_REQUIRE_ACCEL",
          "PYTHONPATH", "PIP_REQUIRE_VIRTUALENV", "VIRTUAL_ENV", "CFLAGS", "LDFLAGS")
-NO_COMPILER_MARK = "grid: no working C compiler"
+NO_COMPILER_MARK = "gridmux: no working C compiler"
 
 
 def log(msg: str) -> None:
@@ -138,8 +140,8 @@ def wheel_python(path: Path) -> str:
 
 
 def artefacts(dist: Path) -> tuple[Path, list[Path]]:
-    sdists = sorted(dist.glob("grid-*.tar.gz"))
-    wheels = sorted(dist.glob("grid-*.whl"))
+    sdists = sorted(dist.glob(f"{DIST}-*.tar.gz"))
+    wheels = sorted(dist.glob(f"{DIST}-*.whl"))
     if len(sdists) != 1 or not wheels:
         raise SystemExit(f"wheels: expected one sdist and some wheels in {dist}, found "
                          f"{[p.name for p in sdists + wheels]}; run `make wheels`")
@@ -159,7 +161,7 @@ def table(rows: list[dict[str, object]], cols: list[tuple[str, str]]) -> str:
 
 def build(dist: Path, versions: list[str]) -> None:
     dist.mkdir(parents=True, exist_ok=True)
-    for old in [*dist.glob("grid-*.whl"), *dist.glob("grid-*.tar.gz")]:
+    for old in [*dist.glob(f"{DIST}-*.whl"), *dist.glob(f"{DIST}-*.tar.gz")]:
         old.unlink()
     pythons = {v: find_python(v) for v in versions}
     missing = [v for v, p in pythons.items() if p is None]
@@ -169,7 +171,7 @@ def build(dist: Path, versions: list[str]) -> None:
     log(f"sdist (python -m build --sdist), CRC path on this machine: {buildcfg.crc_backend()}")
     t0 = time.monotonic()
     run([sys.executable, "-m", "build", "--sdist", "--outdir", dist, ROOT], cwd=ROOT)
-    (sdist,) = dist.glob("grid-*.tar.gz")
+    (sdist,) = dist.glob(f"{DIST}-*.tar.gz")
     rows: list[dict[str, object]] = [{"python": "sdist", "file": sdist.name, "tag": "source",
                                       "size": sdist.stat().st_size,
                                       "build_s": round(time.monotonic() - t0, 1)}]
@@ -187,10 +189,10 @@ def build(dist: Path, versions: list[str]) -> None:
             (built,) = raw.glob("*.whl")
             t_build = time.monotonic() - t0
             log(f"Python {version}: auditwheel repair {built.name}")
-            before = set(dist.glob("grid-*.whl"))
+            before = set(dist.glob(f"{DIST}-*.whl"))
             # --strip: the compiler's -g debug sections are most of the size.
             run([auditwheel, "repair", "--strip", "--wheel-dir", dist, built], cwd=Path(tmp))
-            (repaired,) = set(dist.glob("grid-*.whl")) - before
+            (repaired,) = set(dist.glob(f"{DIST}-*.whl")) - before
             rows.append({"python": version, "file": repaired.name, "tag": wheel_tag(repaired),
                          "size": repaired.stat().st_size,
                          "build_s": round(time.monotonic() - t0, 1),
@@ -236,7 +238,7 @@ def wheel_problems(whl: Path) -> list[str]:
     for need in ("grid/py.typed", *(f"grid/{m}.pyi" for m in COMPILED)):
         if need not in names:
             problems.append(f"missing {need}")
-    if not [n for n in names if re.fullmatch(r"grid-[^/]+\.dist-info/licenses/LICENSE", n)]:
+    if not [n for n in names if re.fullmatch(DIST + r"-[^/]+\.dist-info/licenses/LICENSE", n)]:
         problems.append("missing the licence file in .dist-info/licenses/")
     return problems
 

@@ -10,10 +10,14 @@ Subcommands, one module each:
 ``grid ping HOST --as LOCAL --token-file F [-c N]`` (:mod:`grid.cli.ping`)
     dials a node as one of its peers, reports the handshake (accepted, or
     the node's reason for refusing) and the times of N round trips.
+``grid call HOST ID [PAYLOAD] --as LOCAL --token-file F`` (:mod:`grid.cli.call`)
+    dials a node the same way, calls its single-request handler ID with
+    PAYLOAD (text, ``@FILE`` or ``-`` for stdin; none when omitted) and
+    writes the reply to stdout; a handler's error goes to stderr (exit 1).
 
-Exit status: 0 success; 1 the node refused us (ping) or could not start
-(serve), or a demo check failed; 2 bad usage or configuration; 3 the node
-was unreachable or broke the protocol (ping); 4 some pings went unanswered
+Exit status: 0 success; 1 the node refused us (ping, call), the handler
+failed (call), the node could not start (serve), or a demo check failed; 2 bad usage or configuration; 3 the node
+was unreachable or broke the protocol, or no reply came in time (ping, call); 4 some pings went unanswered
 (ping).
 
 The benchmarks are not part of the command line: they ship with the source
@@ -36,12 +40,13 @@ from grid.cli._common import (
     EXIT_USAGE,
     CliError,
 )
+from grid.cli.call import call, cmd_call
 from grid.cli.demo import demo
 from grid.cli.ping import PingReport, cmd_ping, ping
 from grid.cli.serve import NodeConfig, cmd_serve, load_config, load_handlers, serve
 
 __all__ = ["main", "CliError", "NodeConfig", "load_config", "load_handlers", "serve", "ping",
-           "PingReport", "demo", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE",
+           "PingReport", "call", "demo", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE",
            "EXIT_LOST"]
 
 
@@ -62,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run a local grid on loopback and print a report",
                        description="Start a grid of NODES nodes on loopback in this process, "
                        "call every handler kind between every pair and print a report.")
-    d.add_argument("--nodes", type=int, default=3, help="nodes in the grid (default 3)")
+    d.add_argument("--nodes", type=int, default=3,
+                   help="nodes in the grid, at least 2 (default 3)")
     d.add_argument("--requests", type=int, default=2000,
                    help="512-byte echo requests per pair for the rate figure (default 2000)")
 
@@ -121,6 +127,29 @@ def _parser() -> argparse.ArgumentParser:
                    "certificate")
     p.add_argument("--route-path", default=grid.ROUTE_PATH,
                    help=f"grid path (default {grid.ROUTE_PATH})")
+    c = sub.add_parser(
+        "call", help="call a node's single-request handler and print the reply",
+        description="Dial HOST as the host --as (as `grid ping` does: a host of the node's "
+        "list that the node does not dial), call the handler ID (1..255) with PAYLOAD and "
+        "write the reply's bytes to stdout.  A handler's error is printed on stderr with exit "
+        "status 1.")
+    c.add_argument("host", metavar="HOST", help="the node's host string")
+    c.add_argument("id", metavar="ID", type=int, help="handler id, 1..255")
+    c.add_argument("payload", metavar="PAYLOAD", nargs="?",
+                   help="the request payload: text (sent as UTF-8), @FILE for a file's bytes, "
+                   "- for stdin; omitted: no payload")
+    c.add_argument("--subroute", metavar="ROUTE", help="the handler's subroute, e.g. disk/1")
+    c.add_argument("--as", dest="as_", metavar="LOCAL", required=True,
+                   help="the host string to claim (must be in the node's hosts list)")
+    c.add_argument("--token", help="the grid's token")
+    c.add_argument("--token-file", metavar="FILE", help="read the token from FILE")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds for the dial and "
+                   "handshake, and the call's deadline (default 10)")
+    c.add_argument("--tls-ca", metavar="PEM", help="CA bundle to verify an https node")
+    c.add_argument("--insecure", action="store_true", help="do not verify an https node's "
+                   "certificate")
+    c.add_argument("--route-path", default=grid.ROUTE_PATH,
+                   help=f"grid path (default {grid.ROUTE_PATH})")
     return ap
 
 
@@ -128,6 +157,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": lambda a: int(grid.run(demo(a.nodes, a.requests))),
     "serve": cmd_serve,
     "ping": cmd_ping,
+    "call": cmd_call,
 }
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grid
+from grid.cli._common import CliError
 
 __all__ = ["demo", "Usage", "USAGE"]
 
@@ -62,6 +63,11 @@ async def demo(nodes: int, requests: int) -> int:
     returns the exit status (1 if any check failed)."""
     from grid.testing import TestGrid
 
+    if nodes < 2:
+        raise CliError(f"--nodes {nodes}: a demo grid needs at least 2 nodes (calls go "
+                       "between nodes; a node has no connection to itself)")
+    if requests < 0:
+        raise CliError(f"--requests {requests}: must be 0 or more")
     print(f"grid demo: {nodes} nodes on loopback, core: {grid.IMPLEMENTATION}")
     t0 = time.perf_counter()
     async with TestGrid(nodes, setup=_demo_setup) as g:
@@ -76,7 +82,6 @@ async def demo(nodes: int, requests: int) -> int:
                 if i == j:
                     continue
                 conn = src.connection(dst)
-                assert conn is not None
                 reply = await conn.request(ECHO, b"hello from " + src.local.encode())
                 ok = reply == b"hello from " + src.local.encode()
                 try:

@@ -138,7 +138,6 @@ async def ping(host: str, local: str, token: str, count: int = 4, interval: floa
         t0 = time.perf_counter()
         await mgr.start(serve=False)
         conn = mgr.connection(host)
-        assert conn is not None
         if not conn.dials:
             # By the dial rule the node dials `local` itself, and refuses it as
             # a dialer: Go's text for that refusal, without a round trip.
@@ -218,6 +217,21 @@ def _token(args: argparse.Namespace) -> str:
     return token
 
 
+def client_context(host: str, cafile: str | None, insecure: bool) -> ssl.SSLContext | None:
+    """The TLS context for dialing ``host`` (None for ``http``): verified
+    against ``cafile`` (default: the system's CAs), or not at all if ``insecure``."""
+    if not host.startswith(("https://", "wss://")):
+        return None
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"TLS setup failed: {exc}") from None
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def cmd_ping(args: argparse.Namespace) -> int:
     """``grid ping``: print the handshake's outcome, each round trip and a summary."""
     token = _token(args)
@@ -229,15 +243,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
     want(args.host != args.as_, "--as must name another host than HOST")
     want(args.count >= 1, "--count must be at least 1")
     want(args.timeout > 0 and args.interval >= 0, "--timeout must be > 0 and --interval >= 0")
-    ctx = None
-    if args.host.startswith(("https://", "wss://")):
-        try:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise CliError(f"TLS setup failed: {exc}") from None
-        if args.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+    ctx = client_context(args.host, args.tls_ca, args.insecure)
     # Ping prints every outcome itself; the library's warnings about the
     # same events (refused dial, dropped connection) would repeat them.
     logging.getLogger("grid").setLevel(logging.ERROR)

@@ -1,4 +1,4 @@
-/* XXH3-64 for grid's compiled codec: the message CRC (GRID-PROTOCOL.md §2.3).
+/* XXH3-64 for grid's compiled codec: the message CRC (docs/protocol.md §2.3).
  *
  * setup.py defines GRID_HAVE_XXHASH_H when it finds the system's xxHash
  * header (libxxhash-dev, xxhash-devel, Homebrew xxhash).  The header is then

@@ -2,7 +2,7 @@
  *
  * Pure C, no Python API: endian-neutral loads and stores (byte by byte, which
  * gcc and clang turn into single bswap/mov instructions), the msgpack integer
- * and bin headers of the grid envelope (GRID-PROTOCOL.md §2.1) and the
+ * and bin headers of the grid envelope (docs/protocol.md §2.1) and the
  * WebSocket mask (RFC 6455 §5.3).  Callers check every length before calling;
  * nothing here reads or writes outside the ranges it is given.
  */

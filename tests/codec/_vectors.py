@@ -1,4 +1,4 @@
-"""The worked examples of GRID-PROTOCOL.md as bytes, shared by the vector and
+"""The worked examples of docs/protocol.md as bytes, shared by the vector and
 property tests."""
 
 from __future__ import annotations

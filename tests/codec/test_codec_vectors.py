@@ -1,4 +1,4 @@
-"""Envelope codec: the worked examples of GRID-PROTOCOL.md byte for byte, the
+"""Envelope codec: the worked examples of docs/protocol.md byte for byte, the
 integer and bin forms a Go peer may send, and every malformed-input class.
 
 Every test takes the ``codec`` fixture, so it runs on both twins.

@@ -1,4 +1,4 @@
-"""WebSocket framing (GRID-PROTOCOL.md §1.5, RFC 6455): encode_frame,
+"""WebSocket framing (docs/protocol.md §1.5, RFC 6455): encode_frame,
 apply_mask and FrameParser on both twins, including every header violation
 Go's reader rejects and every way of delivering the bytes.
 """

@@ -33,7 +33,6 @@ def test_deadline_shrinks_along_a_chain(loop_kind: str) -> None:
                 assert call is not None and call.deadline is not None
                 seen["b_remaining"] = call.deadline - loop.time()
                 conn = b.connection(g.hosts[2])
-                assert conn is not None
                 if payload == b"slow":
                     # No timeout given: A's remaining deadline bounds it.
                     t0 = loop.time()
@@ -56,7 +55,6 @@ def test_deadline_shrinks_along_a_chain(loop_kind: str) -> None:
             c.register_single(REPORT, report)
             c.register_single(SLOW, slow)
             ab = a.connection(g.hosts[1])
-            assert ab is not None
             assert await ab.request(FORWARD, timeout=2.0) == b"ok"
             assert 1.0 < seen["b_remaining"] <= 2.0
             assert seen["c_remaining"] <= seen["b_remaining"]

@@ -27,7 +27,7 @@ from grid.testing import free_port
 
 from support import hosts_where_first_dials, run
 
-aiohttp = pytest.importorskip("aiohttp", reason="aiohttp is not installed (grid[aiohttp] extra)")
+aiohttp = pytest.importorskip("aiohttp", reason="aiohttp is not installed (gridmux[aiohttp] extra)")
 from aiohttp import web  # noqa: E402
 
 from grid.integrations.aiohttp import mount  # noqa: E402
@@ -264,7 +264,6 @@ async def _exercise(local: grid.Manager, remote: str, tag: bytes) -> None:
     """Requests (one, a burst, a large one) and a two-way stream over
     ``local``'s connection to ``remote``, whose ECHO answers with ``tag``."""
     conn = local.connection(remote)
-    assert conn is not None
     assert await conn.request(ECHO, b"hi", timeout=5) == tag + b":hi"
     assert await conn.request(ECHO, None, timeout=5) == tag + b":"
     burst = [conn.request(ECHO, str(i).encode(), timeout=10) for i in range(300)]
@@ -287,7 +286,7 @@ SERVERS = ["aiohttp", "uvicorn", "hypercorn"]
 
 def _need(kind: str) -> None:
     if kind != "aiohttp":
-        pytest.importorskip(kind, reason=f"{kind} is not installed (grid[asgi] extra)")
+        pytest.importorskip(kind, reason=f"{kind} is not installed (gridmux[asgi] extra)")
 
 
 @pytest.mark.parametrize("manage", [True, False], ids=["managed", "unmanaged"])
@@ -317,10 +316,8 @@ def test_mounted_node_in_a_grid(kind: str, manage: bool, loop_kind: str) -> None
         await ma.start()
         try:
             conn = ma.connection(b)
-            assert conn is not None
             await conn.wait_for_connect(timeout=10)
             back = mb.connection(a)
-            assert back is not None
             await back.wait_for_connect(timeout=5)
             await _exercise(ma, b, b"B")  # embedded -> mounted
             await _exercise(mb, a, b"A")  # mounted -> embedded, same connection
@@ -352,14 +349,13 @@ def test_mounted_node_in_a_grid(kind: str, manage: bool, loop_kind: str) -> None
 
             # Restart it (a new node if the server owned the manager): reconnected.
             if manage:
-                assert mb.connection(a).state is grid.State.SHUTDOWN  # type: ignore[union-attr]
+                assert mb.connections[a].state is grid.State.SHUTDOWN  # closed with its server
                 mb = new_b()
                 server = _Mounted(kind, mb, port_b, manage)
             await server.start()
             await conn.wait_for_connect(timeout=10)
             assert await conn.request(ECHO, b"again", timeout=5) == b"B:again"
             back = mb.connection(a)
-            assert back is not None
             await back.wait_for_connect(timeout=5)
             assert await back.request(ECHO, b"back", timeout=5) == b"A:back"
             assert conn.stats().reconnects == 1
@@ -463,7 +459,6 @@ def test_peer_that_stops_reading_is_dropped(kind: str) -> None:
         r, w = await _raw_peer(port, c)
         try:
             conn = mb.connection(c)
-            assert conn is not None
             await conn.wait_for_connect(timeout=5)
             chunk = os.urandom(64 * 1024)
             # Up to 32 MiB of calls, one per loop iteration (each batch is

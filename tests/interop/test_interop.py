@@ -9,7 +9,7 @@ Every scenario runs in both directions and with both dial roles:
   (``-remote <python host> -scenario ...``) against a Python Manager serving
   the same handlers (``interop/pynode.py``);
 * ``role`` = ``py-dials`` / ``go-dials`` picks the host strings so that the
-  Python node, or the Go node, is the WebSocket client (GRID-PROTOCOL.md §1.2).
+  Python node, or the Go node, is the WebSocket client (docs/protocol.md §1.2).
 
 Plaintext connections carry the CRC; ``test_tls`` runs over TLS with a
 generated CA (no CRC); ``test_keepalive`` (``slow``, ~33 s) idles long enough
@@ -178,7 +178,6 @@ async def wait_go_cancelled(conn: grid.Connection, before: dict[str, int]) -> di
 async def connected_pair(mgr: grid.Manager, peer: gopeer.GoPeer, go_host: str, py_host: str,
                          py_dials: bool) -> grid.Connection:
     conn = mgr.connection(go_host)
-    assert conn is not None
     await conn.wait_for_connect(timeout=10)
     await asyncio.to_thread(peer.wait_state, py_host, "Connected", 10)
     assert conn.dials is py_dials
@@ -426,7 +425,7 @@ def test_go_calls_py(go_binary: Path, role: str) -> None:
             out = await go_client(go_binary, go_host, py_host, GO_SCENARIOS)
             results = check_results(out, EXPECTED_CASES)
             conn = mgr.connection(go_host)
-            assert conn is not None and conn.dials is py_dials
+            assert conn.dials is py_dials
             by_case = {(r["scenario"], r.get("case", "")): r for r in results}
             # Python's text for an unknown handler / subroute is Go's
             assert by_case[("error", "unregistered-handler")]["detail"]["matches_go_text"] is True
@@ -464,7 +463,7 @@ def test_bad_token_rejected(go_binary: Path, role: str, caplog: pytest.LogCaptur
             async with py_node(py_host, hosts, token="wrong-token") as (mgr, _), \
                     go_server(go_binary, go_host, hosts, accept_token=TOKEN) as peer:
                 conn = mgr.connection(go_host)
-                assert conn is not None and conn.dials
+                assert conn.dials
                 with pytest.raises(TimeoutError):
                     await conn.wait_for_connect(timeout=1.5)
                 assert conn.state is not grid.State.CONNECTED
@@ -573,7 +572,7 @@ def test_tls(go_binary: Path, role: str, tls_files: tuple[Path, Any, Any]) -> No
             check_results(out, {("echo", "absent"), ("echo", "empty"), ("echo", "size=512"),
                                 ("echo", "size=102400"), ("stream-echo", "n=100")})
             c2 = mgr.connection(go_client_host)
-            assert c2 is not None and c2.dials is py_dials and c2._base == 0
+            assert c2.dials is py_dials and c2._base == 0
 
     run(LOOP, main, timeout=60)
 
@@ -627,7 +626,7 @@ def test_keepalive(go_binary: Path) -> None:
             out = await go_run
             check_results(out, {("stream-ping", f"idle={idle}s")})
             a = mgr_a.connection(go_c)
-            assert a is not None and a.stats().reconnects == 0 and a.dials is py_dials
+            assert a.stats().reconnects == 0 and a.dials is py_dials
 
     async def main() -> None:
         await asyncio.gather(one_role(True), one_role(False))

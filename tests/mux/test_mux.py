@@ -1,4 +1,4 @@
-"""Mux bookkeeping (GRID-PROTOCOL.md §3.4, §8.3, §8.4) on both twins: id
+"""Mux bookkeeping (docs/protocol.md §3.4, §8.3, §8.4) on both twins: id
 allocation, 32-bit sequence counters and credits."""
 
 from __future__ import annotations

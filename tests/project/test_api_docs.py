@@ -83,3 +83,24 @@ def test_check_fails_on_a_missing_name_or_a_stale_file(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "missing from docs/API.md: grid.MSS" in proc.stdout
     assert "docs/API.md is stale" in proc.stdout
+
+
+def test_entries_carry_whole_docstrings_fields_and_async_with() -> None:
+    """Every description is whole (not cut at its first line), reST fields
+    become lists, roles become code, and ``async with`` is documented."""
+    text = API_MD.read_text()
+    # The last sentence of register_single's docstring, well past its first line.
+    assert "``\"<Type>: <text>\"``.  May be called before or after `start`." in text
+    assert "- raises `KeyError`: ``host`` is not a peer of this node" in text
+    assert "- `max_queued_requests`: requests that may wait" in text
+    assert "#### `async with Manager` (`__aenter__`/`__aexit__`)" in text
+    assert "starts the manager (`start`" in text
+    assert "#### `async with TestGrid`" in text
+    assert ":param" not in text and ":raises" not in text and ":class:" not in text
+    for name in ("MSS", "JSON", "ACCELERATED", "ROUTE_PATH", "LOCK_ROUTE_PATH"):
+        assert re.search(rf"^### (class|constant) `{name}\b", text, re.M), name
+    # The whole module docstring, literal blocks as indented code.
+    assert "\n    spans = grid.otel.instrument(manager)" in text
+    gen = _gen_api()
+    assert gen._markdown(":param x: first\n    second\n:raises ValueError: bad\n\nAfter.") == \
+        "- `x`: first second\n- raises `ValueError`: bad\n\nAfter."

@@ -83,7 +83,7 @@ def test_plot_without_matplotlib(tmp_path: Path) -> None:
                                          env.get("PYTHONPATH", "")])
     out = run_all("--only", "codec", "--plot", str(tmp_path / "x.png"), env=env, timeout=30)
     assert out.returncode == 2, out.stdout + out.stderr
-    assert "--plot needs matplotlib" in out.stderr and "grid[plot]" in out.stderr
+    assert "--plot needs matplotlib" in out.stderr and "gridmux[plot]" in out.stderr
     assert "grid codec" not in out.stdout  # nothing ran
 
 

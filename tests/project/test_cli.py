@@ -112,7 +112,6 @@ class ServeProcess:
 async def _call_example_handlers(mgr: grid.Manager, node: str) -> None:
     """Exercise every handler of examples/serve_handlers.py on ``node``."""
     conn = mgr.connection(node)
-    assert conn is not None
     await conn.wait_for_connect(timeout=10.0)
     assert await conn.request(1, b"hello", timeout=5.0) == b"hello"
     assert await conn.subroute("text").request(2, b"shout", timeout=5.0) == b"SHOUT"
@@ -213,7 +212,6 @@ def test_serve_from_toml_called_by_manager(loop_kind: str, tmp_path: Path) -> No
                 assert got == usage_t("/mnt/d1", 40, 100)
                 # [manager] max_streams = 1 reached the node: a second open stream is refused
                 conn = mgr.connection(node)
-                assert conn is not None
                 first = await conn.new_stream(10, in_capacity=8, out_capacity=8)
                 await first.send(b"held")
                 assert await first.__anext__() == b"HELD"
@@ -258,7 +256,6 @@ def test_serve_from_flags_with_module_name(loop_kind: str, tmp_path: Path) -> No
         async with srv:
             async with grid.Manager(caller, [node, caller], lambda: TOKEN) as mgr:
                 conn = mgr.connection(node)
-                assert conn is not None
                 await conn.wait_for_connect(timeout=10.0)
                 assert await conn.request(5, b"ab", timeout=5.0) == b"abab"
                 assert await conn.subroute("x", "y").request(6, b"q", timeout=5.0) == b"sub:q"
@@ -405,7 +402,6 @@ def test_ping_against_in_test_manager(loop_kind: str) -> None:
             assert "2 pings sent, 2 pongs received" in out
             assert seen == [TOKEN, TOKEN]  # the HTTP upgrade and the grid handshake
             conn = mgr.connection(me)
-            assert conn is not None
             assert conn.stats().messages_in >= 2  # the pings
             assert conn.stats().reconnects == 0
 
@@ -463,3 +459,70 @@ def test_serve_and_ping_over_tls(tmp_path: Path) -> None:
             assert "TLS handshake" in err and "certificate verify failed" in err
 
     run("asyncio", main, 60)
+
+
+# ----------------------------------------------------------------------- call
+
+
+async def acli_in(stdin: bytes, *args: str, timeout: float = 30.0) -> tuple[int, bytes, str]:
+    """``python -m grid ARGS`` with ``stdin`` as its input; stdout as bytes."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "grid", *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=_env())
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out, err.decode()
+
+
+def test_call_against_in_test_manager(loop_kind: str, tmp_path: Path) -> None:
+    """``grid call``: payload from the argument, @file, stdin or none; the
+    reply's exact bytes on stdout; a handler's error, an unknown handler and
+    a refused identity exit 1 with the text on stderr."""
+    me, node = hosts_where_first_dials()
+    (tmp_path / "blob").write_bytes(bytes(range(256)))
+
+    async def main() -> None:
+        def fail(p: bytes | None) -> bytes:
+            raise grid.RemoteError(f"refused: {(p or b'').decode()}")
+
+        def check(token: str) -> None:
+            if token != TOKEN:
+                raise PermissionError("invalid token")
+
+        async with grid.Manager(node, [node, me], lambda: TOKEN, check) as mgr:
+            mgr.register_single(1, lambda p: b"absent" if p is None else b"got:" + p)
+            mgr.register_single(2, fail)
+            mgr.register_single(3, lambda p: (p or b"").upper(), subroute="disk/1")
+            base = ("--as", me, "--token", TOKEN)
+            assert await acli_in(b"", "call", node, "1", "hello", *base) == (0, b"got:hello", "")
+            assert await acli_in(b"", "call", node, "1", *base) == (0, b"absent", "")
+            rc, out, _ = await acli_in(b"", "call", node, "1", f"@{tmp_path / 'blob'}", *base)
+            assert (rc, out) == (0, b"got:" + bytes(range(256)))
+            rc, out, _ = await acli_in(b"from\nstdin", "call", node, "1", "-", *base)
+            assert (rc, out) == (0, b"got:from\nstdin")
+            rc, out, _ = await acli_in(b"", "call", node, "3", "x", "--subroute", "disk/1", *base)
+            assert (rc, out) == (0, b"X")
+            rc, out, err = await acli_in(b"", "call", node, "2", "nope", *base)
+            assert (rc, out) == (1, b"") and err == "grid call: remote error: refused: nope\n"
+            rc, out, err = await acli_in(b"", "call", node, "99", *base)
+            assert rc == 1 and "remote error:" in err and "99" in err, err
+            rc, out, err = await acli_in(b"", "call", node, "1", "--as", me, "--token", "bad")
+            assert rc == 1 and "rejected by" in err and "check --token" in err, err
+            stranger = f"http://127.0.0.1:{free_port()}"
+            rc, out, err = await acli_in(b"", "call", node, "1", "--as", stranger,
+                                         "--token", TOKEN)
+            assert rc == 1 and ("unknown incoming host" in err or "would refuse" in err), err
+            assert mgr.connection(me).stats().reconnects >= 1  # each call was a connection
+
+    run(loop_kind, main, 90)
+
+
+def test_call_usage_errors(tmp_path: Path) -> None:
+    node = f"http://127.0.0.1:{free_port()}"
+    out = cli("call", node, "0", "--as", _dialer_of(node), "--token", "t")
+    assert out.returncode == 2 and "ID must be a handler id 1..255, not 0" in out.stderr
+    out = cli("call", node, "1", f"@{tmp_path / 'missing'}", "--as", _dialer_of(node),
+              "--token", "t")
+    assert out.returncode == 2 and "cannot read payload file" in out.stderr
+    out = cli("call", node, "1", "--as", _dialer_of(node), "--token", "t", "--timeout", "2")
+    assert out.returncode == 3 and "unreachable" in out.stderr, out.stderr

@@ -349,7 +349,7 @@ def _value(samples: list[Any], name: str, **labels: str) -> float:
 
 def test_prometheus_exposition(loop_kind: str) -> None:
     prometheus_client = pytest.importorskip(
-        "prometheus_client", reason="prometheus_client not installed (extra grid[prometheus])")
+        "prometheus_client", reason="prometheus_client not installed (extra gridmux[prometheus])")
     import grid.prometheus as gp
 
     async def main() -> None:
@@ -447,7 +447,7 @@ def test_prometheus_exposition(loop_kind: str) -> None:
 
 def test_otel_spans(loop_kind: str) -> None:
     pytest.importorskip("opentelemetry.sdk",
-                        reason="opentelemetry-sdk not installed (extra grid[otel] + sdk)")
+                        reason="opentelemetry-sdk not installed (extra gridmux[otel] + sdk)")
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -577,7 +577,7 @@ def test_rejected_peer_logged_rate_limited_on_both_sides(loop_kind: str) -> None
             await dialer.start()
             await asyncio.wait_for(asyncio.gather(dialer_log.reached, acceptor_log.reached), 15)
             conn = dialer.connection(b)
-            assert conn is not None and "HTTP 403" in (conn.last_error or "")
+            assert "HTTP 403" in (conn.last_error or "")
         finally:
             await dialer.close()
             await acceptor.close()

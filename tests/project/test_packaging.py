@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_version_comes_from_grid_version(built):
     (version,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                   and [getattr(t, "id", None) for t in n.targets] == ["__version__"]]
     assert re.search(rf"^Version: {re.escape(version)}$", _metadata(built["wheel"]), re.M)
-    assert built["sdist"].name == f"grid-{version}.tar.gz"
+    assert built["sdist"].name == f"{wheels.DIST}-{version}.tar.gz"
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -179,7 +180,8 @@ def test_licence_and_supported_pythons_in_metadata(built):
 
 def test_build_without_a_compiler_fails_with_one_message(built):
     src = built["tmp"] / "no-compiler"
-    shutil.copytree(built["unpacked"], src)
+    # Without the fixture's build/ (its compiled modules would go into the pure wheel).
+    shutil.copytree(built["unpacked"], src, ignore=shutil.ignore_patterns("build", "*.so"))
     env = {k: v for k, v in os.environ.items() if k not in ("GRID_PURE", "GRID_DEBUG", "GRID_ASAN")}
     env.update(CC="/bin/false", CXX="/bin/false")
     cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(src / "out"), str(src)]
@@ -190,7 +192,39 @@ def test_build_without_a_compiler_fails_with_one_message(built):
     env["GRID_PURE"] = "1"
     out = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert [p.name for p in (src / "out").glob("*.whl")] == [built["sdist"].name[:-7] + "-py3-none-any.whl"]
+    (pure,) = (src / "out").glob("*.whl")
+    assert pure.name == built["sdist"].name[:-7] + "-py3-none-any.whl"
+    # The pure package imports and says, once, why it runs the pure twins.
+    with zipfile.ZipFile(pure) as zf:
+        zf.extractall(src / "site")
+    env = {k: v for k, v in os.environ.items() if k not in ("GRID_PURE", "GRID_REQUIRE_ACCEL")}
+    env["PYTHONPATH"] = str(src / "site")
+    # -S and the site directories added by hand: no .pth file runs, so an
+    # editable install of the checkout cannot lend its compiled modules.
+    env["PYTHONPATH"] += os.pathsep + sysconfig.get_paths()["purelib"]
+    out = subprocess.run([sys.executable, "-S", "-c",
+                          "import logging; logging.basicConfig(); import grid; "
+                          "print(grid.__file__, grid.ACCELERATED)"],
+                         cwd=src / "site", env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == [str(src / "site" / "grid" / "__init__.py"),
+                                                          "False"], out.stdout + out.stderr
+    assert out.stderr.count("WARNING") == 1 and "not built: installed with GRID_PURE=1" in out.stderr
+    assert "circular" not in out.stderr, out.stderr
+
+
+def test_distribution_name_is_ours():
+    """An unrelated project owns ``grid`` on the package index: the
+    distribution is gridmux (the import name stays grid) everywhere."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"] == wheels.DIST
+    assert wheels.DIST == "gridmux"
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install "gridmux[prometheus]"' in readme
+    assert not re.search(r"pip install [\"']?grid[\[\s\"']", readme)
+    assert wheels.NO_COMPILER_MARK.startswith("gridmux:")
 
 
 def test_wheel_problems_finds_leaks(built):

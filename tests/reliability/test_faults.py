@@ -216,7 +216,6 @@ def test_sigkill_mid_requests_and_streams_then_restart(loop_kind: str) -> None:
         try:
             await peer.start()
             conn = me.connection(b)
-            assert conn is not None
             await conn.wait_for_connect(timeout=10)
             first_pid = await conn.request(PID)
             baseline_tasks = _tasks()
@@ -265,7 +264,6 @@ def test_sigstop_detected_by_keepalive_during_requests_and_streams(loop_kind: st
         try:
             await peer.start()
             conn = me.connection(b)
-            assert conn is not None
             await conn.wait_for_connect(timeout=10)
             baseline_tasks = _tasks()
             peer_before = await peer.command("stats")
@@ -355,7 +353,6 @@ def test_restart_storm_caller_memory_flat(loop_kind: str) -> None:
                                                                out_capacity=1))
         await caller.start()
         conn = caller.connection(b)
-        assert conn is not None
         outcomes: dict[str, int] = {}
         stop = False
 

@@ -362,7 +362,6 @@ def test_stream_not_found_pong_and_frozen_peer(loop_kind: str) -> None:
         try:
             await peer.start()
             conn = me.connection(b)
-            assert conn is not None
             await conn.wait_for_connect(timeout=10)
             s = await conn.new_stream(10)
             await s.send(b"1")
