@@ -564,7 +564,7 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
 
 
 def _valid_close_code(code: int) -> bool:
-    """Whether ``code`` may appear in a close frame (RFC 6455 §7.4): the
+    """Whether ``code`` may appear in a close frame (RFC 6455 section 7.4): the
     defined codes an endpoint may send, and the registered (3000-3999) and
     private (4000-4999) ranges."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
@@ -574,7 +574,7 @@ def close_reply(payload: bytes) -> bytes:
     """The payload of the close frame answering a peer's close ``payload``:
     its status code echoed, nothing for an empty one, and 1002 (protocol
     error) for a one-byte payload, a code no endpoint may send, or a reason
-    that is not UTF-8 (RFC 6455 §5.5.1, §7.1.5, §7.4)."""
+    that is not UTF-8 (RFC 6455 sections 5.5.1, 7.1.5 and 7.4)."""
     if not payload:
         return b""
     if len(payload) >= 2 and _valid_close_code(int.from_bytes(payload[:2], "big")):
