@@ -1,6 +1,6 @@
 """The receive-window pool of each twin's FrameParser, byte strings only:
 when a window is borrowed and when it goes back (the socket-level checks are
-in tests/reliability/test_recv_pool.py)."""
+in tests/reliability/test_recv_pool_sockets.py)."""
 
 from __future__ import annotations
 

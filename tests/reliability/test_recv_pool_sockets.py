@@ -43,6 +43,7 @@ def test_stats_shape() -> None:
 def test_idle_mesh_holds_no_window(loop_kind: str) -> None:
     async def body() -> None:
         lent = _lent_before()
+        free = recv_pool_stats()["free"]
         async with TestGrid(6, setup=_echo) as g:
             # Traffic on every one of the 15 connections, both ways.
             for a, me in zip(g.managers, g.hosts):
@@ -53,8 +54,9 @@ def test_idle_mesh_holds_no_window(loop_kind: str) -> None:
             s = recv_pool_stats()
             # 30 parsers are alive and idle between reads: none holds a window.
             assert s["in_use"] == lent, s
-            # One loop reads one socket at a time: the pool needed few windows.
-            assert s["free"] <= min(s["keep"], 4), s
+            # One loop reads one socket at a time: the pool needed few windows
+            # (an earlier test may have left it holding more).
+            assert s["free"] <= max(free, 4), s
         assert recv_pool_stats()["in_use"] == lent
 
     run(loop_kind, body)
