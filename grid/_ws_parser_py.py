@@ -56,7 +56,10 @@ _lent_windows = 0                    # windows borrowed and not given back yet
 def _borrow_window() -> bytearray:
     global _lent_windows
     _lent_windows += 1
-    return _free_windows.pop() if _free_windows else bytearray(RECV_WINDOW)
+    try:
+        return _free_windows.pop()  # one step, so that loops in other threads may share the list
+    except IndexError:
+        return bytearray(RECV_WINDOW)
 
 
 def _give_back_window(window: bytearray) -> None:
