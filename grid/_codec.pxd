@@ -61,7 +61,7 @@ cdef class FrameParser:
     cdef uint64_t _limit        # ... as a C bound, when _limit_kind is _LIMIT_C
     cdef int _limit_kind        # _LIMIT_C, _LIMIT_NEGATIVE or _LIMIT_PY (see _set_limit)
     cdef object _failed         # PARSER_FAILED: the text of the violation, else None
-    cdef bytearray _recv        # fixed 256 KiB read window of get_buffer; never resized
+    cdef bytearray _recv        # get_buffer()'s read window, borrowed from the pool, else None
     cdef uint8_t* _acc          # PyMem buffer: unparsed bytes, always a prefix of one frame
     cdef Py_ssize_t _acc_len    # bytes used in _acc
     cdef Py_ssize_t _acc_cap    # bytes allocated for _acc
@@ -94,6 +94,7 @@ cdef class FrameParser:
     cdef int _set_limit(self, object value) except -1
     cdef int _check_size(self, uint64_t total) except -1
     cdef object _fail(self, str text)
+    cdef int _put_window(self) except -1
     cdef int _release_buffers(self) except -1
     cdef list _updated(self, object nbytes)    # buffer_updated() for C callers
     cdef list _feed(self, object data)         # feed() for C callers

@@ -11,8 +11,9 @@ how the bytes move:
   ``PyBUF_SIMPLE`` view released in ``finally``), every read bounds-checked
   against the length first; only results are copied out;
 * :class:`FrameParser` parses frames in place, in the caller's buffer or its
-  own fixed read window, and copies only the unfinished tail of a read; a
-  large frame is received straight into the bytes object it ends up as.
+  read window (borrowed from a pool shared by all parsers for the length of
+  one read), and copies only the unfinished tail of a read; a large frame
+  is received straight into the bytes object it ends up as.
 
 The module is one compile unit; its layers live in the files it includes:
 ``_codec_envelope.pxi`` and ``_codec_split.pxi`` (the grid envelope),
@@ -73,6 +74,7 @@ __all__ = [
     "encode_frame",
     "apply_mask",
     "FrameParser",
+    "recv_pool_stats",
     "SplitFrame",
     "LARGE_FRAME",
     "crc32",
@@ -105,7 +107,8 @@ if (_consts.FLAG_CRC, _consts.FLAG_PAYLOAD_IS_ZERO, _consts.FLAG_SUBROUTE, int(_
 
 # The codec's own sizes.
 cdef enum:
-    RECV_SIZE = 262144          # FrameParser's read window, as the pure twin's
+    RECV_SIZE = 262144          # a read window of the pool, as the pure twin's RECV_WINDOW
+    RECV_KEEP = 64              # free windows the pool keeps, as the pure twin's RECV_POOL_KEEP
     ACC_KEEP = 1 << 20          # free parser buffers above this once they drain
     LARGE_FRAME_C = 262144      # LARGE_FRAME
     HEAD_MAX = 64               # the pure twin's _HEAD_MAX: the longest envelope head

@@ -40,7 +40,7 @@ from grid._envelope_py import (
     iter_merged,
 )
 from grid._routing_py import crc32, local_dials, subroute_id, xxh3_64
-from grid._ws_parser_py import FrameParser
+from grid._ws_parser_py import FrameParser, recv_pool_stats
 from grid._ws_py import apply_mask, encode_batches, encode_frame, encode_frames, encode_message_frame
 from grid.errors import ProtocolError
 
@@ -57,6 +57,7 @@ __all__ = [
     "encode_frame",
     "apply_mask",
     "FrameParser",
+    "recv_pool_stats",
     "SplitFrame",
     "LARGE_FRAME",
     "crc32",
@@ -68,7 +69,7 @@ __all__ = [
 # The public names belong to this module, whichever file defines them: their
 # __module__ says grid._codec_py, as the compiled twin's say grid._codec, so
 # that reprs, pickles and the twin checks see one module per twin.
-for _obj in (Message, SplitFrame, FrameParser, encode_message, decode_message, decode_messages,
+for _obj in (Message, SplitFrame, FrameParser, recv_pool_stats, encode_message, decode_message, decode_messages,
              encode_merged, encode_frames, encode_batches, encode_message_frame, iter_merged,
              encode_frame, apply_mask, crc32, xxh3_64, subroute_id, local_dials):
     _obj.__module__ = __name__

@@ -3,6 +3,44 @@
 # whether the parser is between messages, inside a fragmented message,
 # receiving a large frame in place, or failed; each transition assigns it.
 # Included by grid/_codec.pyx.
+#
+# The receive-window pool (the pure twin's module docstring tells its rules):
+# the read windows get_buffer() hands out are bytearrays of RECV_SIZE bytes,
+# lent by one free list shared by every FrameParser of the process and given
+# back at the end of the buffer_updated() that parsed them, when the parser
+# fails and when it closes (or is freed).  At most RECV_KEEP free windows are
+# kept; one given back beyond these is freed.  Borrowing is one list pop,
+# giving back one append.
+
+
+cdef list _free_windows = []           # the pool's free list, used last in, first out
+cdef Py_ssize_t _lent_windows = 0      # windows borrowed and not given back yet
+cdef char _no_window[1]                # what buffer_updated() parses when no window is held
+
+
+cdef inline bytearray _borrow_window():
+    global _lent_windows
+    _lent_windows += 1
+    if _free_windows:
+        return <bytearray>_free_windows.pop()
+    return bytearray(RECV_SIZE)
+
+
+cdef inline int _give_back_window(bytearray window) except -1:
+    global _lent_windows
+    _lent_windows -= 1
+    if _free_windows is not None and len(_free_windows) < RECV_KEEP:
+        _free_windows.append(window)
+    return 0
+
+
+def recv_pool_stats() -> dict[str, int]:
+    """The receive-window pool shared by every :class:`FrameParser` of the
+    process: ``in_use`` (windows parsers hold now), ``free`` (windows kept
+    for reuse), ``window`` (bytes per window) and ``keep`` (the most free
+    windows kept)."""
+    return {"in_use": _lent_windows, "free": len(_free_windows), "window": RECV_SIZE,
+            "keep": RECV_KEEP}
 
 
 @cython.annotation_typing(False)
@@ -118,6 +156,11 @@ cdef class FrameParser:
     close) as they arrive.  A violation raises ProtocolError, after which the
     parser stays failed.
 
+    The read window that :meth:`get_buffer` hands out is borrowed from a
+    pool shared by all parsers and given back once :meth:`buffer_updated`
+    has parsed the read, so a parser between reads holds none (see the
+    module docstring).
+
     An unfragmented data frame of :data:`LARGE_FRAME` bytes or more is
     received into its final buffer as it arrives: while one is incomplete,
     :meth:`get_buffer` hands out that buffer's unfilled part (exactly what
@@ -140,12 +183,13 @@ cdef class FrameParser:
     """
 
     # Input is parsed where it lies: in the bytes given to feed(), or in the
-    # fixed 256 KiB window that get_buffer() hands out (uvloop/asyncio read
-    # into it directly).  Only the unfinished frame at the end of a read is
-    # copied, into _acc; the next read first tops _acc up to exactly one
-    # frame (never more), then parsing continues in place again.  The window
-    # never moves or shrinks, so a memoryview of it stays valid, like the
-    # pure twin's bytearray; payloads are copied out as bytes, so events
+    # 256 KiB window that get_buffer() borrows from the pool and hands out
+    # (uvloop/asyncio read into it directly).  Only the unfinished frame at
+    # the end of a read is copied, into _acc, so the window is free again
+    # once the read is parsed; the next read first tops _acc up to exactly
+    # one frame (never more), then parsing continues in place again.  A
+    # window never moves or shrinks, so a memoryview of it stays valid, like
+    # the pure twin's bytearray; payloads are copied out as bytes, so events
     # never alias it.
     #
     # A large frame (see _parse) is the exception: once its header is in,
@@ -162,9 +206,6 @@ cdef class FrameParser:
         self._frag_op = -1
         self._big_op = -1
         self._limit_kind = _LIMIT_C
-        # Here rather than in __init__: buffer_updated() dereferences it, so
-        # it must exist even on an instance made with __new__ alone.
-        self._recv = bytearray(RECV_SIZE)
 
     def __init__(self, server: bool, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *,
                  split_large: bool = False) -> None:
@@ -181,6 +222,8 @@ cdef class FrameParser:
     def __dealloc__(self):
         PyMem_Free(self._acc)
         PyMem_Free(self._frag)
+        if self._recv is not None:
+            self._put_window()
 
     @property
     def server(self):
@@ -235,6 +278,7 @@ cdef class FrameParser:
         parser); the parser refuses further input, as a failed one does."""
         if self._state != PARSER_FAILED:
             self._fail("parser closed")
+        self._put_window()  # one borrowed by get_buffer() after failing
 
     # -- the shared budget (the pure twin's methods)
 
@@ -294,7 +338,16 @@ cdef class FrameParser:
             f"message of {total} bytes exceeds the limit of {self._max_size} bytes"
         )
 
+    cdef int _put_window(self) except -1:
+        """Give the read window back to the pool, if this parser holds one."""
+        cdef bytearray recv = self._recv
+        if recv is not None:
+            self._recv = None
+            _give_back_window(recv)
+        return 0
+
     cdef int _release_buffers(self) except -1:
+        self._put_window()
         PyMem_Free(self._acc)
         self._acc = NULL
         self._acc_len = self._acc_cap = 0
@@ -335,7 +388,7 @@ cdef class FrameParser:
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
         unfilled part of a large frame's buffer while one is incomplete, else
-        a 256 KiB read window."""
+        a 256 KiB read window borrowed from the pool."""
         cdef _Fill fill
         cdef Py_ssize_t end
         self._drop_view()
@@ -348,11 +401,15 @@ cdef class FrameParser:
                 fill.n = end - self._fgot
                 self._view = PyMemoryView_FromObject(fill)
                 return self._view
+        if self._recv is None:
+            self._recv = _borrow_window()
+        if self._state == PARSER_LARGE:
             return memoryview(self._recv)[:self._flen - self._fgot]
         return memoryview(self._recv)
 
     def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes | SplitFrame]]:
-        """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer."""
+        """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer;
+        the read window goes back to the pool."""
         return self._updated(nbytes)
 
     def feed(self, data: Buffer) -> list[tuple[int, bytes | SplitFrame]]:
@@ -366,7 +423,10 @@ cdef class FrameParser:
         # A current view of _big (get_buffer handed it out; the frame has
         # not moved since): the bytes are already in place.
         cdef bint in_place = self._view is not None
-        cdef Py_ssize_t limit = (self._head_len + self._big_len - self._fgot) if in_place else RECV_SIZE
+        cdef bytearray recv = self._recv
+        # Without a window (no get_buffer() since the last read) nothing can have been read.
+        cdef Py_ssize_t limit = ((self._head_len + self._big_len - self._fgot) if in_place
+                                 else RECV_SIZE if recv is not None else 0)
         if PyLong_Check(nbytes):
             x = PyLong_AsLongLongAndOverflow(nbytes, &overflow)
             if overflow or not 0 <= x <= limit:
@@ -377,13 +437,23 @@ cdef class FrameParser:
             if not 0 <= nbytes <= limit:
                 raise ValueError(f"nbytes {nbytes} is outside the buffer")
             window = slice(None, nbytes)  # a generic slice, not Cython's C-index one
-            k = len((self._view if in_place else memoryview(self._recv))[window])
-        if self._state == PARSER_FAILED:
-            raise ProtocolError(f"parser failed earlier: {self._failed}")
+            k = len((self._view if in_place else memoryview(recv if recv is not None else b""))[window])
         if in_place:
+            if self._state == PARSER_FAILED:  # cannot be: failing drops the view
+                raise ProtocolError(f"parser failed earlier: {self._failed}")
+            self._put_window()  # one left from a read into the window before feed() moved on
             return self._process(NULL, k)  # 0 <= k <= what the frame still needs in _big
-        # 0 <= k <= RECV_SIZE == len(self._recv)
-        return self._process(<const uint8_t*>PyByteArray_AS_STRING(self._recv), k)
+        if recv is None:
+            if self._state == PARSER_FAILED:
+                raise ProtocolError(f"parser failed earlier: {self._failed}")
+            return self._process(<const uint8_t*>_no_window, 0)  # k == 0
+        try:
+            if self._state == PARSER_FAILED:
+                raise ProtocolError(f"parser failed earlier: {self._failed}")
+            # 0 <= k <= RECV_SIZE == len(recv)
+            return self._process(<const uint8_t*>PyByteArray_AS_STRING(recv), k)
+        finally:
+            self._put_window()
 
     cdef list _feed(self, object data):
         cdef Py_buffer view

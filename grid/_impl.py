@@ -94,6 +94,7 @@ iter_merged = codec.iter_merged
 encode_frame = codec.encode_frame
 apply_mask = codec.apply_mask
 FrameParser = codec.FrameParser
+recv_pool_stats = codec.recv_pool_stats
 SplitFrame = codec.SplitFrame
 LARGE_FRAME = codec.LARGE_FRAME
 crc32 = codec.crc32

@@ -1,6 +1,20 @@
 """The WebSocket frame parser, pure-Python twin (RFC 6455 §5): incoming frames
 parsed incrementally, fragments reassembled, large frames received in place.
-Part of :mod:`grid._codec_py`, which re-exports :class:`FrameParser`.
+Part of :mod:`grid._codec_py`, which re-exports :class:`FrameParser` and
+:func:`recv_pool_stats`.
+
+The receive-window pool: the read window that :meth:`FrameParser.get_buffer`
+hands out (:data:`RECV_WINDOW` bytes) is not owned by a parser but borrowed
+from one free list shared by every parser of the process.  A parser borrows
+a window when ``get_buffer`` needs one and gives it back as soon as
+``buffer_updated`` has parsed the read (what a read leaves unfinished is
+copied into the parser's own buffer, so nothing stays in the window), when it
+fails and when it closes.  An idle connection therefore holds no window, and
+one event loop, which reads one socket at a time, keeps about one window busy
+however many connections it serves.  The free list keeps at most
+:data:`RECV_POOL_KEEP` windows; a window given back to a full list is left to
+the garbage collector.  :func:`recv_pool_stats` tells how many windows are
+lent out and how many are free.
 """
 
 from __future__ import annotations
@@ -30,6 +44,39 @@ PARSER_FRAGMENTED = 1   # inside a fragmented data message (_frag, _frag_op)
 PARSER_LARGE = 2        # receiving a large frame in place (_big, _flen, _fgot, _head, _tail, _key)
 PARSER_FAILED = 3       # refused all further input (_failed); buffers released
 
+#: Bytes in one read window of the pool (what get_buffer() hands out).
+RECV_WINDOW = 262144
+#: Free windows the pool keeps; one given back beyond these is freed.
+RECV_POOL_KEEP = 64
+
+_free_windows: list[bytearray] = []  # the pool's free list, used last in, first out
+_lent_windows = 0                    # windows borrowed and not given back yet
+
+
+def _borrow_window() -> bytearray:
+    global _lent_windows
+    _lent_windows += 1
+    try:
+        return _free_windows.pop()  # one step, so that loops in other threads may share the list
+    except IndexError:
+        return bytearray(RECV_WINDOW)
+
+
+def _give_back_window(window: bytearray) -> None:
+    global _lent_windows
+    _lent_windows -= 1
+    if _free_windows is not None and len(_free_windows) < RECV_POOL_KEEP:  # None: at exit
+        _free_windows.append(window)
+
+
+def recv_pool_stats() -> dict[str, int]:
+    """The receive-window pool shared by every :class:`FrameParser` of the
+    process: ``in_use`` (windows parsers hold now), ``free`` (windows kept
+    for reuse), ``window`` (bytes per window) and ``keep`` (the most free
+    windows kept)."""
+    return {"in_use": _lent_windows, "free": len(_free_windows), "window": RECV_WINDOW,
+            "keep": RECV_POOL_KEEP}
+
 
 class ByteBudget(Protocol):
     """What a parser's ``budget`` is: bytes shared by many parsers."""
@@ -56,6 +103,11 @@ class FrameParser:
     reassembled, opcode of the first frame) and control frames (ping, pong,
     close) as they arrive.  A violation raises ProtocolError, after which the
     parser stays failed.
+
+    The read window that :meth:`get_buffer` hands out is borrowed from a
+    pool shared by all parsers and given back once :meth:`buffer_updated`
+    has parsed the read, so a parser between reads holds none (see the
+    module docstring).
 
     An unfragmented data frame of :data:`LARGE_FRAME` bytes or more is
     received into its final buffer as it arrives: while one is incomplete,
@@ -95,7 +147,9 @@ class FrameParser:
         self._frag_op = -1  # opcode of the data message being reassembled
         self._frag = bytearray()
         self._failed: str | None = None
-        self._recv = bytearray(262144)
+        # The read window borrowed from the pool, held from get_buffer() to
+        # the end of the next buffer_updated() (or to failing/closing).
+        self._recv: bytearray | None = None
         # The large frame in progress (PARSER_LARGE): its payload of _flen
         # bytes, _fgot of which are in, is _head (split only) + _big + _tail.
         self._big: bytearray | None = None
@@ -134,6 +188,11 @@ class FrameParser:
         parser); the parser refuses further input, as a failed one does."""
         if self._state != PARSER_FAILED:
             self._fail("parser closed")
+        self._put_window()  # one borrowed by get_buffer() after failing
+
+    def __del__(self) -> None:
+        if getattr(self, "_recv", None) is not None:
+            self._put_window()
 
     @property
     def failed(self) -> bool:
@@ -143,7 +202,7 @@ class FrameParser:
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
         unfilled part of a large frame's buffer while one is incomplete, else
-        a 256 KiB read window."""
+        a 256 KiB read window borrowed from the pool."""
         self._drop_view()
         if self._state == PARSER_LARGE:
             big = self._big
@@ -152,19 +211,34 @@ class FrameParser:
             if at < len(big):
                 self._view = memoryview(big)[at:]
                 return self._view
-            return memoryview(self._recv)[:self._flen - self._fgot]
-        return memoryview(self._recv)
+        recv = self._recv
+        if recv is None:
+            recv = self._recv = _borrow_window()
+        if self._state == PARSER_LARGE:
+            return memoryview(recv)[:self._flen - self._fgot]
+        return memoryview(recv)
 
     def buffer_updated(self, nbytes: int) -> list[tuple[int, bytes | SplitFrame]]:
-        """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer."""
+        """Parse the ``nbytes`` just written into :meth:`get_buffer`'s buffer;
+        the read window goes back to the pool."""
         view = self._view
-        if not 0 <= nbytes <= (len(self._recv) if view is None else len(view)):
-            raise ValueError(f"nbytes {nbytes} is outside the buffer")
+        recv = self._recv
         if view is None:
-            return self.feed(memoryview(self._recv)[:nbytes])
+            # Without a window (no get_buffer() since the last read) nothing can have been read.
+            if not 0 <= nbytes <= (0 if recv is None else len(recv)):
+                raise ValueError(f"nbytes {nbytes} is outside the buffer")
+            if recv is None:
+                return self.feed(memoryview(b"")[:nbytes])
+            try:
+                return self.feed(memoryview(recv)[:nbytes])
+            finally:
+                self._put_window()
+        if not 0 <= nbytes <= len(view):
+            raise ValueError(f"nbytes {nbytes} is outside the buffer")
         # The bytes are in place in _big (the parser cannot have failed: that drops the view).
         k = len(view[:nbytes])
         self._drop_view()
+        self._put_window()  # one left from a read into the window before feed() moved on
         if self._key is not None and k:
             at = self._fgot - self._head_len
             assert self._big is not None
@@ -175,6 +249,13 @@ class FrameParser:
         event = self._big_event()
         self._settle(self._held_now())  # gives back: never refused
         return [event]
+
+    def _put_window(self) -> None:
+        """Give the read window back to the pool, if this parser holds one."""
+        recv = self._recv
+        if recv is not None:
+            self._recv = None
+            _give_back_window(recv)
 
     def _drop_view(self) -> None:
         view = self._view
@@ -190,6 +271,7 @@ class FrameParser:
         self._buf = bytearray()
         self._frag = bytearray()
         self._big_clear()
+        self._put_window()
         self._state = PARSER_FAILED
         self._settle(0)
         return ProtocolError(text)
