@@ -27,6 +27,7 @@ from grid.cli.ping import (
     _first_dial,
     _rejection_hint,
     _token,
+    check_hosts,
     client_context,
 )
 
@@ -99,12 +100,7 @@ def read_payload(arg: str | None) -> bytes | None:
 def cmd_call(args: argparse.Namespace) -> int:
     """``grid call``: the reply on stdout; a handler's error on stderr, exit 1."""
     token = _token(args)
-    for what, h in (("HOST", args.host), ("--as", args.as_)):
-        try:
-            _http.parse_host(h)
-        except ValueError as exc:
-            raise CliError(f"{what}: {exc}") from None
-    want(args.host != args.as_, "--as must name another host than HOST")
+    check_hosts(args)
     want(1 <= args.id <= 255, f"ID must be a handler id 1..255, not {args.id}")
     want(args.timeout > 0, "--timeout must be > 0")
     payload = read_payload(args.payload)

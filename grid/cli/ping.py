@@ -232,15 +232,20 @@ def client_context(host: str, cafile: str | None, insecure: bool) -> ssl.SSLCont
     return ctx
 
 
-def cmd_ping(args: argparse.Namespace) -> int:
-    """``grid ping``: print the handshake's outcome, each round trip and a summary."""
-    token = _token(args)
+def check_hosts(args: argparse.Namespace) -> None:
+    """HOST and --as are host strings, and name two different hosts."""
     for what, h in (("HOST", args.host), ("--as", args.as_)):
         try:
             _http.parse_host(h)
         except ValueError as exc:
             raise CliError(f"{what}: {exc}") from None
     want(args.host != args.as_, "--as must name another host than HOST")
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    """``grid ping``: print the handshake's outcome, each round trip and a summary."""
+    token = _token(args)
+    check_hosts(args)
     want(args.count >= 1, "--count must be at least 1")
     want(args.timeout > 0 and args.interval >= 0, "--timeout must be > 0 and --interval >= 0")
     ctx = client_context(args.host, args.tls_ca, args.insecure)
