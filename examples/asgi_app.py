@@ -29,7 +29,7 @@ from typing import Any
 
 import grid
 from grid.integrations.asgi import GridASGI, Receive, Send
-from grid.testing import free_port
+from grid.testing import free_ports
 
 ECHO = 1
 
@@ -39,7 +39,7 @@ def demo_hosts() -> list[str]:
     embedded node dials the app (one side of each pair dials, by a hash of
     the two host strings): the demo then goes through the mounted route."""
     while True:
-        app_host, other = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+        app_host, other = (f"http://127.0.0.1:{p}" for p in free_ports(2))
         if app_host != other and grid.dials(other, app_host):
             return [app_host, other]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -13,24 +14,48 @@ from grid.manager import Manager
 __all__ = ["TestGrid", "free_port", "free_ports"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _listen_range() -> range:
+    """Ports to hand out: below the system's ephemeral range (where outgoing
+    connections take their source ports, one of which could otherwise take a
+    handed-out port before its listener binds it), else above it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    return range(10000, lo) if lo - 10000 >= 1000 else range(hi + 1, 65536)
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that were free a moment ago on ``host`` (all
-    bound at once, so the system cannot hand out one of them twice)."""
-    socks = [socket.socket() for _ in range(n)]
+    """``n`` distinct TCP ports that were free a moment ago on ``host``,
+    outside the system's ephemeral port range (all bound at once, so none is
+    handed out twice, and no outgoing connection takes one meanwhile)."""
+    candidates = _listen_range()
+    socks: list[socket.socket] = []
     try:
-        for s in socks:
-            s.bind((host, 0))
-        return [int(s.getsockname()[1]) for s in socks]
+        for _ in range(100 * n + 100):
+            if len(socks) == n:
+                return [int(s.getsockname()[1]) for s in socks]
+            port = random.choice(candidates)
+            if any(s.getsockname()[1] == port for s in socks):
+                continue  # SO_REUSEADDR would let the same port bind twice
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listeners bind
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        raise OSError(f"no {n} free ports on {host} in {candidates}")
     finally:
         for s in socks:
             s.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host`` (see :func:`free_ports`)."""
+    return free_ports(1, host)[0]
 
 
 class TestGrid:

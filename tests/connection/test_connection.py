@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import grid
-from grid.testing import TestGrid, free_port
+from grid.testing import TestGrid, free_port, free_ports
 from support import PeerProcess, WireTap, hosts_where_first_dials, run
 
 ECHO, FAIL, SLOW, CTX, BOOM = 1, 2, 3, 4, 5
@@ -412,7 +412,7 @@ def test_tls_grid_without_crc(loop_kind: str, tmp_path: Path) -> None:
     server_ctx, client_ctx = make_tls(tmp_path)
 
     async def main() -> None:
-        hosts = [f"https://127.0.0.1:{free_port()}" for _ in range(2)]
+        hosts = [f"https://127.0.0.1:{p}" for p in free_ports(2)]
         mgrs = [grid.Manager(h, hosts, lambda: "t", lambda t: _expect(t, "t"), ssl=server_ctx,
                              client_ssl=client_ctx) for h in hosts]
         for m in mgrs:

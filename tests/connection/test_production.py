@@ -18,7 +18,7 @@ import pytest
 
 import grid
 from grid.errors import BUSY_TEXT, SHUTTING_DOWN_TEXT
-from grid.testing import TestGrid, free_port
+from grid.testing import TestGrid, free_port, free_ports
 from support import PeerProcess, hosts_where_first_dials, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,7 +286,7 @@ def test_frozen_peer_does_not_slow_healthy_peers(loop_kind: str) -> None:
     granularity), and A's calls to C fail within the keepalive bound."""
 
     async def main() -> None:
-        hosts = sorted(f"http://127.0.0.1:{free_port()}" for _ in range(3))
+        hosts = sorted(f"http://127.0.0.1:{p}" for p in free_ports(3))
         me = grid.Manager(hosts[0], hosts, lambda: "grid-test-token", ping_interval=0.5,
                           retry_base=0.2)
         await me.start()

@@ -9,7 +9,7 @@ import pytest
 
 import grid
 from grid.connection import MAX_PINGS_IN_FLIGHT
-from grid.testing import TestGrid, free_port
+from grid.testing import TestGrid, free_ports
 from support import hosts_where_first_dials, run
 
 TOKEN = "ping-token"
@@ -67,7 +67,7 @@ def test_ping_times_out(loop_kind: str) -> None:
 
 
 def test_dials_is_the_rule_connections_follow() -> None:
-    hosts = [f"http://127.0.0.1:{free_port()}" for _ in range(8)]
+    hosts = [f"http://127.0.0.1:{p}" for p in free_ports(8)]
     for a in hosts:
         for b in hosts:
             if a != b:  # exactly one side of each pair dials
