@@ -60,8 +60,10 @@ cdef struct _Deadline:
 # ConnCore.detach.  The core calls, as Python methods:
 #   _on_message(m)                 a message the core does not handle itself
 #   _on_control(opcode, payload)   a WebSocket control frame
-#   _schedule_flush()              the first message of a batch is queued
-#   _flush()                       write what is queued now (returned credits)
+#   _schedule_flush()              the first message of a batch is queued (and not
+#                                  written at once through `direct`)
+#   _flush()                       write what is queued now (returned credits), and
+#                                  fail the wire past its write buffer limit
 #   _flush_early()                 a full write's worth is queued
 #   _handler_failed(m, exc) -> str an inline handler raised: log, give the text
 #   _send_large(mux_id, seq, deadline_ms, handler, op, flags, payload, subroute)
@@ -71,6 +73,8 @@ cdef struct _Deadline:
 #   _failed(exc) -> future         a future failed with exc
 #   _schedule_sweep(delay)         run the deadline sweep within delay seconds
 # and, on its reader (the wire that made it, which owns the socket):
+#   bytes_in                       bytes read (socket_read adds to it)
+#   input_failed(exc)              socket_read failed on the peer's input
 #   _input_waiting()               received input waits for a later loop turn:
 #                                  stop reading, call drain() from the next turn
 
@@ -97,6 +101,12 @@ cdef class ConnCore:
     cdef public object callers        # the owner's streams it opened (mux id -> stream), or None
     cdef public object callees        # the owner's streams it serves, or None
     cdef public bint open_calls       # call() may start requests itself (else owner._call)
+    cdef public object direct         # transport the next message is written to at once, or None
+    cdef public object ready          # what `direct` becomes after a quiet turn (the owner sets it)
+    cdef public object mask_key       # callable giving a client's mask keys, or None (server)
+    cdef public Py_ssize_t write_limit  # bytes the transport may buffer (else owner._flush())
+    cdef object _turn_end             # handle of the check after a direct write, or None
+    cdef object _call_soon
     cdef object _loop                 # `loop` (a property that also caches create_future)
     cdef object _create_future
     cdef public double default_timeout
@@ -126,6 +136,7 @@ cdef class ConnCore:
     cdef Py_ssize_t _fifo_cap
     cdef list _deadlines              # heap of (monotonic deadline, mux id): the out-of-order ones
 
+    cdef int _buffer_updated(self, Py_ssize_t nbytes) except -1
     cdef int _on_events(self, list events) except -1
     cdef int _run(self, list events, Py_ssize_t i) except -1
     cdef int _wait(self, list events, Py_ssize_t i) except -1
@@ -138,6 +149,8 @@ cdef class ConnCore:
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1
+    cdef int _write_direct(self) except -1
+    cdef object _take_frames(self, object mask_key)
     cdef int _return_credit(self, MuxState s) except -1
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1
     cdef object _request(self, object fut, object handler_id, object payload, object timeout,

@@ -25,6 +25,9 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 from grid._codec cimport (
     FrameParser,
     Message,
@@ -121,6 +124,10 @@ cdef class ConnCore:
         self.callers = None
         self.callees = None
         self.open_calls = False
+        self.direct = None
+        self.ready = None
+        self.mask_key = None
+        self.write_limit = PY_SSIZE_T_MAX
         self.loop = None
         self.default_timeout = 60.0
         self.queue_limit = 65535
@@ -157,6 +164,7 @@ cdef class ConnCore:
         self.owner = owner
         self.callers = self.callees = None
         self.open_calls = False
+        self.direct = self.ready = None
         self.queue = []
         self.queued_bytes = 0
         self._waiting = None  # what the old connection's peer sent is not served
@@ -174,6 +182,7 @@ cdef class ConnCore:
     def loop(self, value):
         self._loop = value
         self._create_future = value.create_future if value is not None else None
+        self._call_soon = value.call_soon if value is not None else None
 
     # -- receiving
 
@@ -186,6 +195,18 @@ cdef class ConnCore:
 
     def buffer_updated(self, nbytes: int) -> None:
         """``asyncio.BufferedProtocol.buffer_updated``: parse and dispatch."""
+        self._buffer_updated(nbytes)
+
+    def socket_read(self, Py_ssize_t nbytes) -> None:
+        """:meth:`buffer_updated` for the reader's transport (see the pure twin)."""
+        reader = self.reader
+        reader.bytes_in += nbytes
+        try:
+            self._buffer_updated(nbytes)
+        except Exception as exc:
+            reader.input_failed(exc)
+
+    cdef int _buffer_updated(self, Py_ssize_t nbytes) except -1:
         cdef list events
         if self.parser is None:  # C calls below do not check for None
             raise AttributeError("'NoneType' object has no attribute 'buffer_updated'")
@@ -195,6 +216,7 @@ cdef class ConnCore:
         elif self._read_max and PyList_GET_SIZE(events) < self.turn_budget >> 2:
             self._read_max = 0 if self._read_max >= READ_WINDOW else 2 * self._read_max
         self._on_events(events)
+        return 0
 
     def feed(self, data: Any) -> None:
         """Parse and dispatch bytes received some other way."""
@@ -637,12 +659,36 @@ cdef class ConnCore:
         q.append(msg)
         self.queued_bytes += len(msg)
         if PyList_GET_SIZE(q) == 1:
-            self.owner._schedule_flush()
+            if self.direct is not None and self._call_soon is not None:
+                self._write_direct()
+            else:
+                self.owner._schedule_flush()
         elif PyList_GET_SIZE(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
             # A full write's worth: let it leave now, so the peer works on it
             # while this side goes on producing the rest of the batch.
             self.owner._flush_early()
         return 0
+
+    cdef int _write_direct(self) except -1:
+        transport = self.direct
+        self.direct = None
+        transport.write(self._take_frames(self.mask_key() if self.mask_key is not None else None))
+        if self._turn_end is None:
+            self._turn_end = self._call_soon(self.after_direct)
+        return 0
+
+    def after_direct(self) -> None:
+        """End of a turn that wrote a message at once (see the pure twin)."""
+        self._turn_end = None
+        if self.queue:
+            return
+        transport = self.ready
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() > self.write_limit:
+            self.owner._flush()
+        else:
+            self.direct = transport
 
     def respond(self, mux_id: int, seq: int, result: Any, err: str | None) -> None:
         """Queue the OpResponse for a single request (§7 step 4)."""
@@ -857,12 +903,15 @@ cdef class ConnCore:
         """Everything queued, as WebSocket frames ready to write: one plain
         frame for a single message, OpMerged containers otherwise (§4).
         ``mask_key`` (4 bytes) masks every frame, as a client must."""
-        q = self.queue
+        return self._take_frames(mask_key)
+
+    cdef object _take_frames(self, object mask_key):
+        cdef list q = self.queue
         if not q:
             return None
         self.queue = []
         self.queued_bytes = 0
-        self.msgs_out += len(q)
+        self.msgs_out += PyList_GET_SIZE(q)
         data = _encode_frames(q, mask_key)
         self.bytes_out += len(data)
         return data

@@ -12,6 +12,7 @@ declared interface, :class:`CoreOwner`.
 from __future__ import annotations
 
 import heapq
+import sys
 import time
 from collections import deque
 from operator import index as _index
@@ -213,6 +214,12 @@ class CoreReader(Protocol):
     """What a :class:`ConnCore` calls on its ``reader``: the wire that made
     it, which owns the socket (grid/_mux.pxd declares the same)."""
 
+    #: Bytes read from the socket; :meth:`ConnCore.socket_read` adds to it.
+    bytes_in: int
+
+    def input_failed(self, exc: Exception) -> None:
+        """:meth:`ConnCore.socket_read` failed on the peer's input."""
+
     def _input_waiting(self) -> None:
         """Received input waits for a later loop turn: stop reading and call
         :meth:`ConnCore.drain` from the next turn, until it returns True."""
@@ -242,7 +249,8 @@ class ConnCore:
     ``owner._on_control(opcode, payload)``.  Outgoing messages are queued
     with :meth:`send` (the first one in a batch calls
     ``owner._schedule_flush()``) and leave through :meth:`take_frames` as
-    one WebSocket frame or OpMerged containers (§4).
+    one WebSocket frame or OpMerged containers (§4); while ``direct`` holds
+    the owner's transport, the first one is written to it at once.
 
     A core is made by its wire when the WebSocket starts, owned by the wire
     until the handshake attaches it to its connection with one
@@ -259,7 +267,7 @@ class ConnCore:
     __slots__ = (
         "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
         "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
-        "callers", "callees", "open_calls", "loop", "default_timeout", "queue_limit", "sweep_at",
+        "callers", "callees", "open_calls", "direct", "ready", "mask_key", "write_limit", "_turn_end", "loop", "default_timeout", "queue_limit", "sweep_at",
         "max_payload", "_fifo", "_deadlines", "reader", "turn_budget", "_spent", "_read_max",
         "_held", "_waiting", "_waiting_pos", "_slice", "_slice_pos", "_slice_start", "_slice_end",
         "_slice_count", "_slice_done", "_slice_checked",
@@ -292,6 +300,17 @@ class ConnCore:
         self.callees: dict | None = None
         # True while call() may start requests itself (the owner decides).
         self.open_calls = False
+        # The owner's transport while the connection is idle: the next
+        # message queued is written to it at once (and ``direct`` cleared),
+        # framed and masked with ``mask_key()`` when that is set (a client).
+        # ``ready`` is what the owner lets ``direct`` become again at the end
+        # of that turn, when nothing else was queued and the transport holds
+        # at most ``write_limit`` bytes (else ``owner._flush()`` enforces it).
+        self.direct: Any = None
+        self.ready: Any = None
+        self.mask_key: Any = None
+        self.write_limit = sys.maxsize
+        self._turn_end: Any = None
         self.loop: Any = None             # the event loop futures are made on
         self.default_timeout = 60.0
         self.queue_limit = 65535          # queued messages past which call() defers
@@ -342,6 +361,7 @@ class ConnCore:
         self.owner = owner
         self.callers = self.callees = None
         self.open_calls = False
+        self.direct = self.ready = None
         self.queue = []
         self.queued_bytes = 0
         self._waiting = None  # what the old connection's peer sent is not served
@@ -365,6 +385,17 @@ class ConnCore:
         elif self._read_max and len(events) < self.turn_budget >> 2:
             self._read_max = 0 if self._read_max >= READ_WINDOW else 2 * self._read_max
         self._on_events(events)
+
+    def socket_read(self, nbytes: int) -> None:
+        """:meth:`buffer_updated` for the reader's transport to call itself:
+        counts the bytes in ``reader.bytes_in``, and hands an error in the
+        peer's input to ``reader.input_failed(exc)`` instead of raising."""
+        reader = self.reader
+        reader.bytes_in += nbytes
+        try:
+            self.buffer_updated(nbytes)
+        except Exception as exc:
+            reader.input_failed(exc)
 
     def feed(self, data: Any) -> None:
         """Parse and dispatch bytes received some other way."""
@@ -619,11 +650,34 @@ class ConnCore:
         q.append(msg)
         self.queued_bytes += len(msg)
         if len(q) == 1:
-            self.owner._schedule_flush()
+            transport = self.direct
+            if transport is not None and self.loop is not None:
+                self.direct = None
+                transport.write(self.take_frames(self.mask_key() if self.mask_key is not None
+                                                 else None))
+                if self._turn_end is None:
+                    self._turn_end = self.loop.call_soon(self.after_direct)
+            else:
+                self.owner._schedule_flush()
         elif len(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
             # A full write's worth: let it leave now, so the peer works on it
             # while this side goes on producing the rest of the batch.
             self.owner._flush_early()
+
+    def after_direct(self) -> None:
+        """End of a turn that wrote a message at once: if nothing else was
+        queued in it (a later message's end-of-turn flush decides
+        otherwise), the next message may be written at once too."""
+        self._turn_end = None
+        if self.queue:
+            return
+        transport = self.ready
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() > self.write_limit:
+            self.owner._flush()
+        else:
+            self.direct = transport
 
     def respond(self, mux_id: int, seq: int, result: Any, err: str | None) -> None:
         """Queue the OpResponse for a single request (§7 step 4)."""

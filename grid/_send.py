@@ -2,11 +2,11 @@
 back-pressure.
 
 Messages are queued in the core.  On an idle connection (the previous
-iteration's flush found nothing to write) the first message is written at
-once, so a lone call does not wait for the end of the loop iteration;
-otherwise, and for whatever follows it in the same iteration, one flush at
-the end of the iteration writes everything as one frame or OpMerged
-containers (docs/protocol.md §4).  A message of LARGE_MESSAGE bytes or more is framed
+iteration's flush found nothing to write) the core writes the first message
+at once, itself (``core.direct``), so a lone call does not wait for the end
+of the loop iteration; otherwise, and for whatever follows it in the same
+iteration, one flush at the end of the iteration writes everything as one
+frame or OpMerged containers (docs/protocol.md §4).  A message of LARGE_MESSAGE bytes or more is framed
 on the manager's encoder thread; whatever is queued after it waits for it,
 so the wire keeps the order of the sends.  A socket that stops reading
 pauses callers (``pause_writing``), and is dropped past ``write_timeout``
@@ -63,9 +63,6 @@ class Sender:
         self.paused = False
         self._generation = 0
         self._flush_handle: asyncio.Handle | None = None
-        #: True while the last end-of-iteration flush found nothing queued:
-        #: the next message is written at once instead of waiting for it.
-        self._idle = True
         # Writes held in order behind a large message being framed on the
         # encoder thread: (future of the frame bytes, its request's mux id,
         # 0 for another large message, -1 for frames take_frames counted).
@@ -78,11 +75,15 @@ class Sender:
         self.wire = wire
         self.core = core
         self.paused = False
-        self._idle = True
+        core.mask_key = mask_key if wire.mask else None
+        core.write_limit = self._limits.max_write_buffer
+        self._set_ready()
 
     def reset(self) -> None:
         """The wire is gone: forget it and whatever waits to be written."""
         self._generation += 1
+        if self.core is not None:
+            self.core.direct = self.core.ready = None
         self.wire = None
         self.core = None
         for timer in (self._write_stall, self._flush_handle):
@@ -99,23 +100,38 @@ class Sender:
     # -- flushing
 
     def schedule_flush(self) -> None:
-        """The core queued the first message since the last flush.  On an
-        idle connection write it now; in any case flush what follows at the
-        end of this loop iteration (once, however often called)."""
+        """The core queued the first message since the last flush: flush
+        what follows at the end of this loop iteration (once, however often
+        called)."""
         if self._flush_handle is None:
-            if self._idle:
-                self._idle = False
-                wire, gen = self.wire, self._generation
-                if wire is not None and wire.framed:
-                    self.flush()
-                    if gen != self._generation:
-                        return  # the write dropped the wire
             self._flush_handle = self._loop.call_soon(self._end_of_iteration)
 
     def _end_of_iteration(self) -> None:
-        # Nothing written here means nothing else was sent in this iteration:
-        # the connection is idle, and its next message need not wait.
-        self._idle = not self.flush()
+        # At most one message written in this iteration: the connection is
+        # lightly used, and its next message need not wait (``core.ready``).
+        # More than one: batching pays, and the next iteration's messages
+        # wait for its end.
+        self._flush_handle = None
+        core = self.core
+        if core is None:
+            return
+        batch = len(core.queue)
+        self.flush()
+        if batch <= 1:
+            core.direct = core.ready
+
+    def _set_ready(self) -> None:
+        """Let the core write a lone message at once (``core.ready``), if
+        nothing needs writes to wait: a framed wire, not paused, no large
+        frame held."""
+        wire, core = self.wire, self.core
+        if core is None:
+            return
+        if (wire is not None and wire.framed and not self.paused and not self._large
+                and wire.transport is not None):
+            core.ready = core.direct = wire.transport
+        else:
+            core.ready = core.direct = None
 
     def flush(self) -> bool:
         """Write everything queued now; True if anything was written."""
@@ -130,6 +146,8 @@ class Sender:
             return True  # held behind a large frame; _large_done flushes
         data = core.take_frames(mask_key() if wire.mask else None)
         if data is None:
+            if wire.transport.get_write_buffer_size() > self._limits.max_write_buffer:
+                self._over_limit(wire)
             return False
         self._write(wire, data)
         if self._space_waiters and not self.paused:
@@ -145,9 +163,13 @@ class Sender:
 
     def _write(self, wire: Wire, data: bytes) -> None:
         wire.transport.write(data)
-        limit = self._limits.max_write_buffer
-        if wire.transport.get_write_buffer_size() > limit:
-            wire.fail(f"send buffer over {limit} bytes: peer is not reading")
+        if wire.transport.get_write_buffer_size() > self._limits.max_write_buffer:
+            self._over_limit(wire)
+
+    def _over_limit(self, wire: Wire | None) -> None:
+        if wire is not None:
+            wire.fail(f"send buffer over {self._limits.max_write_buffer} bytes: "
+                      "peer is not reading")
 
     def send_keepalive(self, msg: bytes) -> None:
         """Queue a connection ping or pong.  These need no order with other
@@ -187,6 +209,7 @@ class Sender:
             core.send(encode_message(mux_id, seq, deadline_ms, handler, op, flags, payload,
                                      subroute))
             return
+        core.ready = core.direct = None  # what follows waits for the large frame
         mask = mask_key() if wire.mask else None
         if self._large:
             # Queued since the previous large message: they go between the two.
@@ -229,8 +252,10 @@ class Sender:
                     core.msgs_out += 1
                     core.bytes_out += len(data)
                 self._write(wire, data)
-        if not large and core is not None and core.queue:
-            self.flush()
+        if not large and core is not None:
+            if core.queue:
+                self.flush()
+            self._set_ready()
 
     # -- back-pressure
 
@@ -258,6 +283,7 @@ class Sender:
     def pause(self) -> None:
         """The socket's buffer is full: hold callers, bounded by write_timeout."""
         self.paused = True
+        self._set_ready()
         self._paused_changed()
         if self._write_stall is None:
             self._write_stall = self._loop.call_later(self._limits.write_timeout, self._stalled)
@@ -265,6 +291,7 @@ class Sender:
     def resume(self) -> None:
         """The socket's buffer has drained."""
         self.paused = False
+        self._set_ready()
         self._paused_changed()
         if self._write_stall is not None:
             self._write_stall.cancel()

@@ -471,9 +471,15 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
 
     def start_websocket(self, leftover: bytes) -> None:
         """The upgrade is done: frames from here on (``leftover`` first)."""
-        self.core = self.new_core()
+        self.core = core = self.new_core()
+        # From here on every read goes to the core: the transport calls the
+        # core's methods itself (set_protocol makes it look them up again).
+        self.get_buffer = core.get_buffer  # type: ignore[method-assign]
+        self.buffer_updated = core.socket_read  # type: ignore[method-assign]
+        if self.transport is not None:
+            self.transport.set_protocol(self)
         if leftover:
-            self.core.feed(leftover)
+            core.feed(leftover)
 
     def _refuse_http(self, exc: ProtocolError) -> None:
         """A malformed or oversized request head: an HTTP error, then close."""
