@@ -57,7 +57,7 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from _report import print_table, write_json  # noqa: E402  (benchmarks/_report.py)
+from _report import num, print_table, print_targets, ratio_cell, target, write_json  # noqa: E402
 from _procs import (  # noqa: E402  (benchmarks/_procs.py)
     HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
 )
@@ -491,12 +491,6 @@ def _run_pair(
         server.stop()
 
 
-def _fmt_num(v: Optional[float], digits: int = 0) -> str:
-    if v is None or v != v:
-        return "-"
-    return f"{v:,.{digits}f}"
-
-
 Cells = Dict[str, Dict[Tuple[int, int], Dict[str, Any]]]
 
 
@@ -518,12 +512,7 @@ def _targets(results: Cells, memory: Dict[str, Dict[str, Any]], impls: Dict[str,
 
     def add(name: str, value: Tuple[Optional[float], str], op: str, bound: Optional[float],
             unit: str = "x") -> None:
-        v, why = value
-        ok = None
-        if v is not None and bound is not None:
-            ok = v >= bound if op == ">=" else v <= bound if op == "<=" else v < bound
-        out.append({"target": name, "value": v, "op": op, "bound": bound, "unit": unit, "ok": ok,
-                    "missing": why or None})
+        out.append(target(name, value[0], op, bound, value[1], unit))
 
     add(f"c=1 {small} B grid-accel p50 / picows p50", ratio("grid", "picows", small, 1, "p50_us"), "<=", 1.0)
     add(f"c=1 {small} B grid-accel p99 / picows p99", ratio("grid", "picows", small, 1, "p99_us"), "<=", 1.0)
@@ -555,21 +544,6 @@ def _targets(results: Cells, memory: Dict[str, Dict[str, Any]], impls: Dict[str,
             if "grid-accel" in t["target"] or "grid requests" in t["target"]:
                 t["note"] = f"'grid' ran with implementation {impls['grid']!r}, not the compiled core"
     return out
-
-
-def _print_targets(targets: List[Dict[str, Any]]) -> None:
-    print("\nTargets (ratios without a bound are for information):")
-    for t in targets:
-        if t["value"] is None:
-            if t["bound"] is None:
-                continue
-            status, val = "n/a ", f"({t['missing'] or 'not measured'})"
-        else:
-            status = "info" if t["bound"] is None else ("PASS" if t["ok"] else "FAIL")
-            val = f"{t['value']:.2f}{t['unit']}"
-        bound = "" if t["bound"] is None else f" (target {t['op']} {t['bound']:g}{t['unit']})"
-        extra = f"  [{t['note']}]" if t.get("note") else ""
-        print(f"  {status}  {t['target']}: {val}{bound}{extra}")
 
 
 def _median_run(rounds: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -700,9 +674,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
     def vs(system: str, other: str, key: str, size: int, c: int) -> str:
         a, b = results.get(system, {}).get((size, c)), results.get(other, {}).get((size, c))
-        if a is None or b is None or not b.get(key):
-            return "-"
-        return f"{a[key] / b[key]:.2f}"
+        return ratio_cell(a[key] if a else None, b.get(key) if b else None)
 
     rows = []
     keys = sorted({k for per in results.values() for k in per}, key=lambda k: (k[0] != args.size, k[0], k[1]))
@@ -711,8 +683,8 @@ def orchestrate(args: argparse.Namespace) -> int:
             cell = results.get(system, {}).get((size, c))
             if cell is None:
                 continue
-            rows.append([_label(system), impls.get(system, "?"), f"{size:,}", c, _fmt_num(cell["rps"]),
-                         _fmt_num(cell["p50_us"], 1), _fmt_num(cell["p99_us"], 1),
+            rows.append([_label(system), impls.get(system, "?"), f"{size:,}", c, num(cell["rps"]),
+                         num(cell["p50_us"], 1), num(cell["p99_us"], 1),
                          vs(system, "raw", "rps", size, c), vs(system, "picows", "rps", size, c),
                          vs(system, "picows", "p50_us", size, c), vs(system, "floor", "p50_us", size, c),
                          cell["errors"]])
@@ -727,7 +699,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                                                   "peak RSS MiB", "s"], mrows)
 
     targets = _targets(results, memory, impls, args)
-    _print_targets(targets)
+    print_targets(targets)
     for n in notes:
         print(f"note: {n}")
 

@@ -71,7 +71,7 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from _report import print_table, write_json  # noqa: E402
+from _report import num, print_table, print_targets, ratio_cell, target, write_json  # noqa: E402
 from _procs import (  # noqa: E402
     HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
 )
@@ -585,12 +585,6 @@ def _run_pair(system: str, common: List[str], timeout: float, pin: str) -> Tuple
         server.stop()
 
 
-def _num(v: Optional[float], digits: int = 0) -> str:
-    if v is None or v != v:
-        return "-"
-    return f"{v:,.{digits}f}"
-
-
 def _pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{v * 100:.0f}%"
 
@@ -616,9 +610,7 @@ def _targets(cells: List[Dict[str, Any]], impls: Dict[str, str], args: argparse.
         return a[key] / b[key]
 
     def add(name: str, value: Optional[float], bound: Optional[float], why: str) -> None:
-        ok = None if value is None or bound is None else value >= bound
-        out.append({"target": name, "value": value, "op": ">=", "bound": bound, "unit": "x", "ok": ok,
-                    "missing": None if value is not None else why})
+        out.append(target(name, value, ">=", bound, why))
 
     small, big = min(args.sizes), max(args.sizes)
     for system, bounds in (("grid", (0.8, 30.0, 1.0, 0.8)), ("grid-pure", (None, None, None, None))):
@@ -722,7 +714,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
     def vs(c: Dict[str, Any], other: str) -> str:
         o = _find(cells, other, "oneway", size=c["size"])
-        return "-" if o is None or not o.get("rate") else f"{c['rate'] / o['rate']:.2f}"
+        return ratio_cell(c["rate"], o.get("rate") if o else None)
 
     rows = []
     for size in args.sizes:
@@ -730,8 +722,8 @@ def orchestrate(args: argparse.Namespace) -> int:
             for c in cells:
                 if c["system"] == system and c["kind"] == "oneway" and c["size"] == size:
                     rows.append([_label(system), c["impl"], _size_label(size), flow(system, c["capacity"]),
-                                 _num(c["msgs_per_s"]), _num(c["mb_per_s"], 1), vs(c, "raw"), vs(c, "picows"),
-                                 _pct(c["client_cpu"]), _pct(c["server_cpu"]), _num(c["cpu_us_per_item"], 2),
+                                 num(c["msgs_per_s"]), num(c["mb_per_s"], 1), vs(c, "raw"), vs(c, "picows"),
+                                 _pct(c["client_cpu"]), _pct(c["server_cpu"]), num(c["cpu_us_per_item"], 2),
                                  _pct(c["other_cpu"]), c["errors"]])
     if rows:
         print_table("One-way stream, server -> client, consumer 'async for'", ["system", "impl", "msg size",
@@ -742,8 +734,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         for c in cells:
             if c["system"] == system and c["kind"] == "echo":
                 rows.append([_label(system), c["impl"], _size_label(c["size"]), c["capacity"], c["mode"],
-                             _num(c["rate"]), _pct(c["client_cpu"]), _pct(c["server_cpu"]),
-                             _num(c["cpu_us_per_item"], 2), _pct(c["other_cpu"]), c["errors"]])
+                             num(c["rate"]), _pct(c["client_cpu"]), _pct(c["server_cpu"]),
+                             num(c["cpu_us_per_item"], 2), _pct(c["other_cpu"]), c["errors"]])
     if rows:
         print_table("Two-way echo stream", ["system", "impl", "msg size", "capacity", "mode", "round trips/s",
                                             "client CPU", "server CPU", "CPU us/trip", "other CPU", "errors"], rows)
@@ -752,8 +744,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         for c in cells:
             if c["system"] == system and c["kind"] in ("typed", "bytes"):
                 what = "typed (dataclass)" if c["kind"] == "typed" else "byte-level"
-                rows.append([_label(system), c["impl"], what, f"{c['size']} B", c["concurrency"], _num(c["rate"]),
-                             _pct(c["client_cpu"]), _pct(c["server_cpu"]), _num(c["cpu_us_per_item"], 2),
+                rows.append([_label(system), c["impl"], what, f"{c['size']} B", c["concurrency"], num(c["rate"]),
+                             _pct(c["client_cpu"]), _pct(c["server_cpu"]), num(c["cpu_us_per_item"], 2),
                              _pct(c["other_cpu"]), c["errors"]])
     if rows:
         print_table("Single requests: typed vs byte-level, same encoded size", ["system", "impl", "payload",
@@ -761,18 +753,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                     rows)
 
     targets = _targets(cells, impls, args)
-    print("\nTargets (ratios without a bound are for information):")
-    for t in targets:
-        if t["value"] is None:
-            if t["bound"] is None:
-                continue
-            status, val = "n/a ", f"({t['missing']})"
-        else:
-            status = "info" if t["bound"] is None else ("PASS" if t["ok"] else "FAIL")
-            val = f"{t['value']:.2f}{t['unit']}"
-        bound = "" if t["bound"] is None else f" (target >= {t['bound']:g}{t['unit']})"
-        extra = f"  [{t['note']}]" if t.get("note") else ""
-        print(f"  {status}  {t['target']}: {val}{bound}{extra}")
+    print_targets(targets)
     print("note: the raw one-way stream has no credit window (TCP flow control only): it is the ceiling; "
           "grid returns one credit message per item consumed.")
     busy = [c for c in cells if (c.get("other_cpu") or 0) > 0.25]

@@ -1,5 +1,6 @@
 """Helpers for the connection-level tests: event-loop parametrisation, a peer
-node in its own process, and a wire tap that records grid frames in flight.
+node in its own process, a node with a well-behaved peer for the reliability
+tests, and a wire tap that records grid frames in flight.
 
 The ``loop_kind`` fixture (conftest.py) runs a test on both asyncio's default
 loop and uvloop.
@@ -18,11 +19,14 @@ from typing import Any, TypeVar
 
 import uvloop
 
+import grid
 from grid import _codec_py
 from grid._http import split_head
+from grid._impl import local_dials
 from grid.testing import free_port, free_ports
 
 T = TypeVar("T")
+N = TypeVar("N", bound="NodeWithGoodPeer")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -41,13 +45,83 @@ def run(kind: str, coro_fn: Callable[[], Awaitable[T]], timeout: float = 60.0) -
 
 def hosts_where_first_dials(n_tries: int = 200) -> tuple[str, str]:
     """Two loopback host strings (a, b) such that a dials b."""
-    from grid._impl import local_dials
-
     for _ in range(n_tries):
         a, b = (f"http://127.0.0.1:{port}" for port in free_ports(2))
         if a != b and local_dials(a, b):
             return a, b
     raise RuntimeError("no dialing pair found")
+
+
+def host_where(pred: Callable[[str], bool], n_tries: int = 200) -> str:
+    """A loopback host string on a free port for which ``pred`` holds."""
+    for _ in range(n_tries):
+        h = f"http://127.0.0.1:{free_port()}"
+        if pred(h):
+            return h
+    raise RuntimeError("no such host")
+
+
+class NodeWithGoodPeer:
+    """A node (``mgr``, a :class:`grid.Manager` at ``host``) and a
+    well-behaved peer (``good``, a second Manager at ``good_host``) connected
+    to it, both presenting and accepting ``token``.
+
+    ``peer`` is one more host in the node's list, one that dials the node: the
+    identity a hand-driven or flooding client presents.  Subclasses add hosts
+    to the node's list (:meth:`more_hosts`) and register the handlers of both
+    managers (:meth:`setup`); ``kwargs`` go to the node's Manager.
+
+    ``async with`` starts both managers (both listen before either dials, as
+    TestGrid does) and waits until the good peer is connected; its exit shuts
+    every connection down and closes both managers.
+    """
+
+    def __init__(self, token: str, **kwargs: Any) -> None:
+        self.token = token
+        self.host = f"http://127.0.0.1:{free_port()}"
+        self.port = int(self.host.rsplit(":", 1)[1])
+        self.good_host = host_where(lambda h: h != self.host)
+        self.peer = host_where(lambda h: h not in (self.host, self.good_host)
+                               and local_dials(h, self.host))
+        hosts = [self.host, self.good_host, self.peer, *self.more_hosts()]
+        self.mgr = grid.Manager(self.host, hosts, lambda: token, self.validate, **kwargs)
+        self.good = grid.Manager(self.good_host, [self.host, self.good_host], lambda: token,
+                                 self.validate)
+        for m in (self.mgr, self.good):
+            self.setup(m)
+
+    def more_hosts(self) -> list[str]:
+        """Hosts the node's list holds besides its own, the good peer's and
+        ``peer`` (called once, after those three are chosen)."""
+        return []
+
+    def setup(self, m: grid.Manager) -> None:
+        """Register handlers on ``m`` (called for the node, then the good peer)."""
+
+    def validate(self, token: str) -> None:
+        """Both managers' token check: ``token`` or PermissionError."""
+        if token != self.token:
+            raise PermissionError("invalid token")
+
+    async def __aenter__(self: N) -> N:
+        await self.mgr.start(dial=False)
+        await self.good.start(dial=False)
+        self.mgr.start_dialing()
+        self.good.start_dialing()
+        await self.good_conn.wait_for_connect(5)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for m in (self.mgr, self.good):
+            for c in m.connections.values():
+                c._shutting_down()
+        await self.good.close()
+        await self.mgr.close()
+
+    @property
+    def good_conn(self) -> Any:
+        """The good peer's Connection to the node."""
+        return self.good.connection(self.host)
 
 
 class PeerProcess:

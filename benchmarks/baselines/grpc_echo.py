@@ -20,10 +20,17 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-from typing import Optional, Tuple
+import sys
+from typing import Any, Optional, Tuple
 
 import grpc
 import grpc.aio
+
+try:
+    from ._common import echo_smoke, echo_smoke_main
+except ImportError:  # run as a script / imported without the package
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import echo_smoke, echo_smoke_main  # type: ignore[no-redef]
 
 SERVICE = "grid.bench.Echo"
 METHOD = "Echo"
@@ -101,40 +108,16 @@ class GrpcClient:
 
 
 async def _smoke(requests: int, concurrency: int, size: int) -> None:
-    import os
-    import time
-
     server, port = await serve()
     client = GrpcClient("127.0.0.1", port)
     await client.wait_ready()
-    payload = os.urandom(size)
-    per_worker = max(1, requests // concurrency)
-
-    async def worker() -> None:
-        for _ in range(per_worker):
-            if await client.request(payload) != payload:
-                raise AssertionError("echo mismatch")
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    dt = time.perf_counter() - t0
-    total = per_worker * concurrency
-    print(f"grpc.aio echo (same process): {total} requests, c={concurrency}: {total / dt:,.0f} req/s")
+    await echo_smoke("grpc.aio echo", client.request, requests, concurrency, size)
     await client.close()
     await server.stop(None)
 
 
-def main() -> None:
-    import argparse
-
-    import uvloop
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=10_000)
-    ap.add_argument("--concurrency", type=int, default=128)
-    ap.add_argument("--size", type=int, default=512)
-    args = ap.parse_args()
-    uvloop.run(_smoke(args.requests, args.concurrency, args.size))
+def main(argv: Any = None) -> None:
+    echo_smoke_main(__doc__, _smoke, 10_000, 128, argv)
 
 
 if __name__ == "__main__":

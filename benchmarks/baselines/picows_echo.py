@@ -29,10 +29,17 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import sys
 from collections import deque
 from typing import Any, Callable, Optional
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect, ws_create_server
+
+try:
+    from ._common import ParkingConsumer, echo_smoke, echo_smoke_main
+except ImportError:  # run as a script / imported without the package
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import ParkingConsumer, echo_smoke, echo_smoke_main  # type: ignore[no-redef]
 
 _ID = struct.Struct(">Q")
 _ID_SIZE = _ID.size
@@ -171,7 +178,7 @@ class PicowsClient(WSListener):  # type: ignore[misc]
             self._transport.disconnect()
 
 
-class PicowsStream(WSListener):  # type: ignore[misc]
+class PicowsStream(WSListener, ParkingConsumer):  # type: ignore[misc]
     """One connection = one one-way stream; ``async for item in stream`` takes
     the items and returns one credit per item taken."""
 
@@ -179,7 +186,7 @@ class PicowsStream(WSListener):  # type: ignore[misc]
         super().__init__()
         self._loop = asyncio.get_running_loop()
         self._items: deque[bytes] = deque()
-        self._waiter: Optional[asyncio.Future[None]] = None
+        self._waiter = None
         self._transport: Optional[WSTransport] = None
         self._closed = False
         self._credit = _CREDIT.pack(2, 1)
@@ -220,12 +227,7 @@ class PicowsStream(WSListener):  # type: ignore[misc]
                 return item
             if self._closed:
                 raise StopAsyncIteration
-            fut = self._loop.create_future()
-            self._waiter = fut
-            try:
-                await fut
-            finally:
-                self._waiter = None
+            await self._park()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -241,19 +243,7 @@ async def _smoke(requests: int, concurrency: int, size: int) -> None:
     server = await serve()
     port = server.sockets[0].getsockname()[1]
     client = await PicowsClient.connect("127.0.0.1", port)
-    payload = os.urandom(size)
-    per_worker = requests // concurrency
-
-    async def worker() -> None:
-        for _ in range(per_worker):
-            if await client.request(payload) != payload:
-                raise AssertionError("echo mismatch")
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    dt = time.perf_counter() - t0
-    total = per_worker * concurrency
-    print(f"picows echo (same process): {total} requests, c={concurrency}: {total / dt:,.0f} req/s")
+    await echo_smoke("picows echo", client.request, requests, concurrency, size)
     client.close()
     stream = await PicowsStream.open("127.0.0.1", port, 64, 64)
     n = 0
@@ -269,16 +259,7 @@ async def _smoke(requests: int, concurrency: int, size: int) -> None:
 
 
 def main(argv: Any = None) -> None:
-    import argparse
-
-    import uvloop
-
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--requests", type=int, default=100_000)
-    ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--size", type=int, default=512)
-    args = ap.parse_args(argv)
-    uvloop.run(_smoke(args.requests, args.concurrency, args.size))
+    echo_smoke_main(__doc__, _smoke, 100_000, 16, argv)
 
 
 if __name__ == "__main__":

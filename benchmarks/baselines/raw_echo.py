@@ -26,8 +26,16 @@ Standalone smoke test::
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
-from typing import Callable, Optional
+import sys
+from typing import Any, Callable, Optional
+
+try:
+    from ._common import echo_smoke, echo_smoke_main
+except ImportError:  # run as a script / imported without the package
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import echo_smoke, echo_smoke_main  # type: ignore[no-redef]
 
 _HDR = struct.Struct(">IQ")  # length (of id + payload), request id
 _HDR_SIZE = _HDR.size  # 12
@@ -227,41 +235,17 @@ class RawClient(asyncio.Protocol):
 
 
 async def _smoke(requests: int, concurrency: int, size: int) -> None:
-    import os
-    import time
-
     server = await serve()
     port = server.sockets[0].getsockname()[1]
     client = await RawClient.connect("127.0.0.1", port)
-    payload = os.urandom(size)
-    per_worker = requests // concurrency
-
-    async def worker() -> None:
-        for _ in range(per_worker):
-            if await client.request(payload) != payload:
-                raise AssertionError("echo mismatch")
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    dt = time.perf_counter() - t0
-    total = per_worker * concurrency
-    print(f"raw echo (same process): {total} requests, c={concurrency}: {total / dt:,.0f} req/s")
+    await echo_smoke("raw echo", client.request, requests, concurrency, size)
     client.close()
     server.close()
     await server.wait_closed()
 
 
-def main() -> None:
-    import argparse
-
-    import uvloop
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=200_000)
-    ap.add_argument("--concurrency", type=int, default=128)
-    ap.add_argument("--size", type=int, default=512)
-    args = ap.parse_args()
-    uvloop.run(_smoke(args.requests, args.concurrency, args.size))
+def main(argv: Any = None) -> None:
+    echo_smoke_main(__doc__, _smoke, 200_000, 128, argv)
 
 
 if __name__ == "__main__":

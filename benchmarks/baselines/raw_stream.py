@@ -48,9 +48,11 @@ from collections import deque
 from typing import Any, Optional
 
 try:
+    from ._common import ParkingConsumer
     from .raw_echo import _HDR, _ID_SIZE, _FrameBuffer, _Writer
 except ImportError:  # run as a script / imported without the package
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import ParkingConsumer  # type: ignore[no-redef]
     from raw_echo import _HDR, _ID_SIZE, _FrameBuffer, _Writer  # type: ignore[no-redef]
 
 MODE_PRODUCE = 1
@@ -166,14 +168,14 @@ async def serve(host: str = "127.0.0.1", port: int = 0) -> asyncio.AbstractServe
 # --------------------------------------------------------------------------- client
 
 
-class RawStreamClient(asyncio.Protocol):
+class RawStreamClient(asyncio.Protocol, ParkingConsumer):
     """One connection = one stream.  ``async for item in client`` yields payloads."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._frames = _FrameBuffer()
         self._items: deque = deque()
-        self._waiter: Optional[asyncio.Future] = None
+        self._waiter = None
         self._writer: Optional[_Writer] = None
         self._transport: Optional[asyncio.Transport] = None
         self._reading_paused = False
@@ -239,12 +241,7 @@ class RawStreamClient(asyncio.Protocol):
                 return item  # type: ignore[no-any-return]
             if self._closed is not None:
                 raise StopAsyncIteration
-            fut = self._loop.create_future()
-            self._waiter = fut
-            try:
-                await fut
-            finally:
-                self._waiter = None
+            await self._park()
 
     def close(self) -> None:
         if self._transport is not None:

@@ -55,6 +55,24 @@ def _version() -> str:
             f"Python {platform.python_version()})")
 
 
+def _add_claim(p: argparse.ArgumentParser) -> None:
+    """The options of a command that dials a node as one of its peers: the
+    host it claims (``--as``) and the token it presents."""
+    p.add_argument("--as", dest="as_", metavar="LOCAL", required=True,
+                   help="the host string to claim (must be in the node's hosts list)")
+    p.add_argument("--token", help="the grid's token")
+    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE")
+
+
+def _add_dial_options(p: argparse.ArgumentParser) -> None:
+    """How such a command reaches the node: TLS verification and the grid path."""
+    p.add_argument("--tls-ca", metavar="PEM", help="CA bundle to verify an https node")
+    p.add_argument("--insecure", action="store_true", help="do not verify an https node's "
+                   "certificate")
+    p.add_argument("--route-path", default=grid.ROUTE_PATH,
+                   help=f"grid path (default {grid.ROUTE_PATH})")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="grid", description="grid: MinIO-compatible multiplexed RPC and streams between "
@@ -113,20 +131,13 @@ def _parser() -> argparse.ArgumentParser:
         "within seconds), so prefer a host name reserved for tools.")
     p.add_argument("host", metavar="HOST", help="the node's host string, e.g. "
                    "http://127.0.0.1:9001")
-    p.add_argument("--as", dest="as_", metavar="LOCAL", required=True,
-                   help="the host string to claim (must be in the node's hosts list)")
-    p.add_argument("--token", help="the grid's token")
-    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE")
+    _add_claim(p)
     p.add_argument("-c", "--count", type=int, default=4, help="pings to send (default 4)")
     p.add_argument("-i", "--interval", type=float, default=0.5,
                    help="seconds between pings (default 0.5)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds allowed for the "
                    "dial (connect, TLS, upgrade), the handshake and each round trip (default 2)")
-    p.add_argument("--tls-ca", metavar="PEM", help="CA bundle to verify an https node")
-    p.add_argument("--insecure", action="store_true", help="do not verify an https node's "
-                   "certificate")
-    p.add_argument("--route-path", default=grid.ROUTE_PATH,
-                   help=f"grid path (default {grid.ROUTE_PATH})")
+    _add_dial_options(p)
     c = sub.add_parser(
         "call", help="call a node's single-request handler and print the reply",
         description="Dial HOST as the host --as (as `grid ping` does: a host of the node's "
@@ -139,17 +150,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="the request payload: text (sent as UTF-8), @FILE for a file's bytes, "
                    "- for stdin; omitted: no payload")
     c.add_argument("--subroute", metavar="ROUTE", help="the handler's subroute, e.g. disk/1")
-    c.add_argument("--as", dest="as_", metavar="LOCAL", required=True,
-                   help="the host string to claim (must be in the node's hosts list)")
-    c.add_argument("--token", help="the grid's token")
-    c.add_argument("--token-file", metavar="FILE", help="read the token from FILE")
+    _add_claim(c)
     c.add_argument("--timeout", type=float, default=10.0, help="seconds for the dial and "
                    "handshake, and the call's deadline (default 10)")
-    c.add_argument("--tls-ca", metavar="PEM", help="CA bundle to verify an https node")
-    c.add_argument("--insecure", action="store_true", help="do not verify an https node's "
-                   "certificate")
-    c.add_argument("--route-path", default=grid.ROUTE_PATH,
-                   help=f"grid path (default {grid.ROUTE_PATH})")
+    _add_dial_options(c)
     return ap
 
 

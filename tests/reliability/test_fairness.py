@@ -26,9 +26,7 @@ from typing import Any
 import pytest
 
 import grid
-from grid._impl import local_dials
-from grid.testing import free_port
-from support import run
+from support import NodeWithGoodPeer, run
 
 TOKEN = "fairness-test-token"
 ECHO, HOLD = 1, 2
@@ -36,68 +34,28 @@ HERE = Path(__file__).resolve().parent
 P99_BOUND = 0.100
 
 
-def _validate(token: str) -> None:
-    if token != TOKEN:
-        raise PermissionError("invalid token")
-
-
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _host_where(pred: Any) -> str:
-    for _ in range(200):
-        h = f"http://127.0.0.1:{free_port()}"
-        if pred(h):
-            return h
-    raise RuntimeError("no such host")
-
-
-class Node:
+class Node(NodeWithGoodPeer):
     """The node, a well-behaved peer connected to it, and the identity a
-    flooding peer presents (a host of the node's list that dials it)."""
+    flooding peer presents (``peer``, a host of the node's list that dials it)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.host = f"http://127.0.0.1:{free_port()}"
-        self.port = int(self.host.rsplit(":", 1)[1])
-        self.good_host = _host_where(lambda h: h != self.host)
-        self.peer = _host_where(lambda h: h not in (self.host, self.good_host)
-                                and local_dials(h, self.host))
-        self.mgr = grid.Manager(self.host, [self.host, self.good_host, self.peer],
-                                lambda: TOKEN, _validate, **kwargs)
-        self.good = grid.Manager(self.good_host, [self.host, self.good_host], lambda: TOKEN,
-                                 _validate)
         self.held: list[asyncio.Future[None]] = []
+        super().__init__(TOKEN, **kwargs)
 
+    def setup(self, m: grid.Manager) -> None:
         async def hold(payload: bytes | None) -> bytes | None:
             fut = asyncio.get_running_loop().create_future()
             self.held.append(fut)
             await fut  # never resolved: the request stays held
             return payload
 
-        for m in (self.mgr, self.good):
-            m.register_single(ECHO, lambda p: p)
-            m.register_single(HOLD, hold)
-
-    async def __aenter__(self) -> Node:
-        await self.mgr.start(dial=False)
-        await self.good.start(dial=False)
-        self.mgr.start_dialing()
-        self.good.start_dialing()
-        await self.good_conn.wait_for_connect(5)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for m in (self.mgr, self.good):
-            for c in m.connections.values():
-                c._shutting_down()
-        await self.good.close()
-        await self.mgr.close()
-
-    @property
-    def good_conn(self) -> Any:
-        return self.good.connection(self.host)
+        m.register_single(ECHO, lambda p: p)
+        m.register_single(HOLD, hold)
 
 
 async def _flooder(node: Node, kind: str, seconds: float) -> asyncio.subprocess.Process:

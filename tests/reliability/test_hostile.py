@@ -39,8 +39,7 @@ from grid._consts import (
     WS_TEXT,
 )
 from grid._impl import local_dials
-from grid.testing import free_port
-from support import run
+from support import NodeWithGoodPeer, host_where, run
 
 TOKEN = "hostile-test-token"
 MAX_MSG = 4096  # the node's max_message_size
@@ -53,41 +52,6 @@ BIG_REPLY = b"\xab" * (1 << 20)
 encode_message = _codec_py.encode_message
 encode_frame = _codec_py.encode_frame
 REQ_FLAGS = FLAG_CRC | FLAG_EOF
-
-
-def _validate(token: str) -> None:
-    if token != TOKEN:
-        raise PermissionError("invalid token")
-
-
-def _setup(m: grid.Manager) -> None:
-    async def sink(ctx: Any, payload: Any, inbound: Any, out: Any) -> None:
-        async for _ in inbound:
-            pass
-
-    async def hold(ctx: Any, payload: Any, inbound: Any, out: Any) -> None:
-        while True:  # bounded by credits: a caller that never unblocks stops it
-            await out.send(b"tick")
-
-    async def first(ctx: Any, payload: Any, inbound: Any, out: Any) -> None:
-        await out.send(payload or b"")
-        async for _ in inbound:
-            pass
-
-    m.register_single(ECHO, lambda p: p)
-    m.register_single(ECHO, lambda p: b"sub:" + (p or b""), subroute="disk/1")
-    m.register_single(BIG, lambda p: BIG_REPLY)
-    m.register_stream(SINK, grid.StreamHandler(sink, in_capacity=4, out_capacity=1))
-    m.register_stream(HOLD, grid.StreamHandler(hold, in_capacity=0, out_capacity=1))
-    m.register_stream(FIRST, grid.StreamHandler(first, in_capacity=1, out_capacity=1))
-
-
-def _host_where(pred: Any) -> str:
-    for _ in range(200):
-        h = f"http://127.0.0.1:{free_port()}"
-        if pred(h):
-            return h
-    raise RuntimeError("no such host")
 
 
 def request(mux: int, payload: bytes | None, handler: int = ECHO, *, flags: int = REQ_FLAGS,
@@ -288,7 +252,7 @@ class Raw:
         return before
 
 
-class Node:
+class Node(NodeWithGoodPeer):
     """The node under attack, plus a well-behaved peer connected to it.
 
     Host strings: ``peer`` is the identity the raw client presents (it is in
@@ -297,45 +261,48 @@ class Node:
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        self.host = f"http://127.0.0.1:{free_port()}"
-        self.port = int(self.host.rsplit(":", 1)[1])
-        self.good_host = f"http://127.0.0.1:{free_port()}"
-        self.peer = _host_where(lambda h: h != self.host and local_dials(h, self.host))
-        self.wrong_side = _host_where(lambda h: h != self.host and local_dials(self.host, h))
         opts: dict[str, Any] = dict(max_message_size=MAX_MSG, max_streams=MAX_STREAMS,
                                     handshake_timeout=5.0)
         opts.update(kwargs)
-        self.mgr = grid.Manager(self.host, [self.host, self.good_host, self.peer, self.wrong_side],
-                                lambda: TOKEN, _validate, **opts)
-        self.good = grid.Manager(self.good_host, [self.host, self.good_host], lambda: TOKEN,
-                                 _validate)
-        _setup(self.mgr)
-        _setup(self.good)
         self.raws: list[Raw] = []
         self.good_calls = 0
+        super().__init__(TOKEN, **opts)
+
+    def more_hosts(self) -> list[str]:
+        self.wrong_side = host_where(lambda h: h not in (self.host, self.good_host, self.peer)
+                                     and local_dials(self.host, h))
+        return [self.wrong_side]
+
+    def setup(self, m: grid.Manager) -> None:
+        async def sink(ctx: Any, payload: Any, inbound: Any, out: Any) -> None:
+            async for _ in inbound:
+                pass
+
+        async def hold(ctx: Any, payload: Any, inbound: Any, out: Any) -> None:
+            while True:  # bounded by credits: a caller that never unblocks stops it
+                await out.send(b"tick")
+
+        async def first(ctx: Any, payload: Any, inbound: Any, out: Any) -> None:
+            await out.send(payload or b"")
+            async for _ in inbound:
+                pass
+
+        m.register_single(ECHO, lambda p: p)
+        m.register_single(ECHO, lambda p: b"sub:" + (p or b""), subroute="disk/1")
+        m.register_single(BIG, lambda p: BIG_REPLY)
+        m.register_stream(SINK, grid.StreamHandler(sink, in_capacity=4, out_capacity=1))
+        m.register_stream(HOLD, grid.StreamHandler(hold, in_capacity=0, out_capacity=1))
+        m.register_stream(FIRST, grid.StreamHandler(first, in_capacity=1, out_capacity=1))
 
     async def __aenter__(self) -> Node:
-        # Both listen before either dials (as TestGrid does).
-        await self.mgr.start(dial=False)
-        await self.good.start(dial=False)
-        self.mgr.start_dialing()
-        self.good.start_dialing()
-        await self.good_conn.wait_for_connect(5)
+        await super().__aenter__()
         await self.check_good()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for r in self.raws:
             r.close()
-        for m in (self.mgr, self.good):
-            for c in m.connections.values():
-                c._shutting_down()
-        await self.good.close()
-        await self.mgr.close()
-
-    @property
-    def good_conn(self) -> Any:
-        return self.good.connection(self.host)
+        await super().__aexit__(*exc)
 
     @property
     def peer_conn(self) -> Any:

@@ -26,8 +26,8 @@ from grid._consts import HANDSHAKE_MESSAGE_MAX, WS_CLOSE, WS_PING
 from grid._impl import local_dials
 from grid._loglimit import LogLimit
 from grid._wire import close_reply
-from support import run
-from test_hostile import ECHO, TOKEN, Node, Raw, _host_where, http_request
+from support import host_where, run
+from test_hostile import ECHO, Node, Raw, http_request
 
 MiB = 1 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -72,20 +72,17 @@ class Peers(Node):
     complete the handshake as (hosts that dial the node)."""
 
     def __init__(self, n: int, **kwargs: Any) -> None:
+        self.n = n
         super().__init__(**kwargs)
-        self.extra = []
-        while len(self.extra) < n:
-            h = _host_where(lambda h: h != self.host and local_dials(h, self.host))
-            if h not in self.extra and h != self.peer:
-                self.extra.append(h)
-        hosts = list(self.mgr.hosts) + self.extra
-        opts = {k: getattr(self.mgr, k) for k in ("max_message_size", "max_streams",
-                                                  "handshake_timeout")}
-        opts.update(kwargs)
-        self.mgr = grid.Manager(self.host, hosts, lambda: TOKEN, self.mgr._handshake._validate,
-                                **opts)
-        self.mgr.register_single(ECHO, lambda p: p)
-        self.mgr.register_single(ECHO, lambda p: b"sub:" + (p or b""), subroute="disk/1")
+
+    def more_hosts(self) -> list[str]:
+        hosts = super().more_hosts()
+        self.extra: list[str] = []
+        while len(self.extra) < self.n:
+            self.extra.append(host_where(
+                lambda h: h not in (self.host, self.good_host, self.peer, *hosts, *self.extra)
+                and local_dials(h, self.host)))
+        return hosts + self.extra
 
     async def as_peer(self, host: str) -> Raw:
         r = await self.raw()
