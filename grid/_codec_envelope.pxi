@@ -182,9 +182,44 @@ cdef bytes _encode(const uint64_t* v, object payload, object subroute):
         _release(&sb)
 
 
-cdef bytes encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
-                            uint64_t op, uint64_t flags, object payload, object subroute):
-    """encode_message() for C callers; out-of-range fields raise the same ValueError."""
+cdef SplitFrame _encode_split(const uint64_t* v, bytes payload, object subroute):
+    """The message _encode() would write, as a SplitFrame: the envelope head
+    and the trailers (subroute id, CRC) as small bytes of their own, the
+    payload the caller's own object, not copied.  The CRC is computed over
+    the three parts where they lie."""
+    cdef _Bytes pb, sb
+    cdef uint8_t head[HEAD_MAX]
+    cdef uint8_t tail[SPLIT_TAIL_MAX]
+    cdef Py_ssize_t hn, tn = 0
+    cdef SplitFrame s
+    pb.held = sb.held = False
+    pb.n = sb.n = 0
+    pb.p = sb.p = NULL
+    try:
+        _envelope_size(v, payload, subroute, &pb, &sb)  # the checks; pb is payload's own storage
+        hn = _write_head(head, v, pb.n) - head
+        if sb.n:
+            memcpy(tail, sb.p, SUBROUTE_LEN)
+            tn = SUBROUTE_LEN
+        if v[5] & FLAG_CRC:
+            # §2.2: XXH3 over everything before, low 32 bits little-endian.
+            grid_store_le32(tail + tn, <uint32_t>_xxh3_parts(head, hn, pb.p, pb.n, tail, tn))
+            tn += CRC_LEN
+    finally:
+        _release(&pb)
+        _release(&sb)
+    s = SplitFrame.__new__(SplitFrame)
+    s.head = PyBytes_FromStringAndSize(<const char*>head, hn)
+    s.payload = payload
+    s.tail = PyBytes_FromStringAndSize(<const char*>tail, tn)
+    return s
+
+
+cdef object encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
+                             uint64_t op, uint64_t flags, object payload, object subroute):
+    """encode_message() for C callers; out-of-range fields raise the same
+    ValueError.  A bytes payload of SPLIT_FRAME bytes or more is not copied:
+    the message comes back as a SplitFrame holding it (see the .pxd)."""
     cdef uint64_t v[6]
     cdef int i
     v[0] = mux_id
@@ -196,6 +231,8 @@ cdef bytes encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms,
     for i in range(1, 6):
         if v[i] > _FIELD_MAX_C[i]:
             raise ValueError(f"{_FIELD_NAMES[i]} {v[i]} is outside 0..{_FIELD_MAX[i]}")
+    if PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) >= SPLIT_FRAME_C:
+        return _encode_split(v, <bytes>payload, subroute)
     return _encode(v, payload, subroute)
 
 
@@ -244,8 +281,18 @@ cdef int _fields(uint64_t* v, object mux_id, object seq, object deadline_ms, obj
     return 0
 
 
-def encode_merged(messages: Sequence[Buffer]) -> bytes:
-    """Build an OpMerged container (§4) from already-encoded messages.
+cdef object _joined(object message):
+    """An encoded message as a buffer: a SplitFrame (either twin's) joined
+    into bytes, anything else as it is."""
+    if PyBytes_CheckExact(message):
+        return message
+    parts = _split_parts(message)
+    return message if parts is None else b"".join(parts)
+
+
+def encode_merged(messages: Sequence[Buffer | SplitFrame]) -> bytes:
+    """Build an OpMerged container (§4) from already-encoded messages
+    (buffers, or :class:`SplitFrame` parts of one).
 
     The container itself carries no CRC and no subroute; each inner message
     keeps its own trailers.
@@ -261,7 +308,7 @@ def encode_merged(messages: Sequence[Buffer]) -> bytes:
     # A private tuple: its references keep every item (and a bytes item's
     # storage) alive while we hold raw pointers, whatever other code does
     # to the caller's list.
-    items = tuple(messages)
+    items = tuple([_joined(m) for m in messages])
     k = PyTuple_GET_SIZE(items)
     spans = <_Bytes*>PyMem_Realloc(NULL, <size_t>(k if k else 1) * sizeof(_Bytes))
     if spans == NULL:
