@@ -182,6 +182,23 @@ cdef bytes _encode(const uint64_t* v, object payload, object subroute):
         _release(&sb)
 
 
+cdef int _head_tail(const uint64_t* v, _Bytes* pb, _Bytes* sb, uint8_t* head, Py_ssize_t* hn,
+                    uint8_t* tail, Py_ssize_t* tn) except -1:
+    """The envelope head (HEAD_MAX bytes room) and the trailers
+    (SPLIT_TAIL_MAX) of the message whose payload and subroute id
+    _envelope_size() borrowed into pb / sb: the message is head + payload +
+    tail.  The CRC is XXH3 over the parts where they lie (§2.2)."""
+    hn[0] = _write_head(head, v, pb.n) - head
+    tn[0] = 0
+    if sb.n:
+        memcpy(tail, sb.p, SUBROUTE_LEN)
+        tn[0] = SUBROUTE_LEN
+    if v[5] & FLAG_CRC:
+        grid_store_le32(tail + tn[0], <uint32_t>_xxh3_parts(head, hn[0], pb.p, pb.n, tail, tn[0]))
+        tn[0] += CRC_LEN
+    return 0
+
+
 cdef SplitFrame _encode_split(const uint64_t* v, bytes payload, object subroute):
     """The message _encode() would write, as a SplitFrame: the envelope head
     and the trailers (subroute id, CRC) as small bytes of their own, the
@@ -190,21 +207,14 @@ cdef SplitFrame _encode_split(const uint64_t* v, bytes payload, object subroute)
     cdef _Bytes pb, sb
     cdef uint8_t head[HEAD_MAX]
     cdef uint8_t tail[SPLIT_TAIL_MAX]
-    cdef Py_ssize_t hn, tn = 0
+    cdef Py_ssize_t hn, tn
     cdef SplitFrame s
     pb.held = sb.held = False
     pb.n = sb.n = 0
     pb.p = sb.p = NULL
     try:
         _envelope_size(v, payload, subroute, &pb, &sb)  # the checks; pb is payload's own storage
-        hn = _write_head(head, v, pb.n) - head
-        if sb.n:
-            memcpy(tail, sb.p, SUBROUTE_LEN)
-            tn = SUBROUTE_LEN
-        if v[5] & FLAG_CRC:
-            # §2.2: XXH3 over everything before, low 32 bits little-endian.
-            grid_store_le32(tail + tn, <uint32_t>_xxh3_parts(head, hn, pb.p, pb.n, tail, tn))
-            tn += CRC_LEN
+        _head_tail(v, &pb, &sb, head, &hn, tail, &tn)
     finally:
         _release(&pb)
         _release(&sb)

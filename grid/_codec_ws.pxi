@@ -6,7 +6,7 @@
 # ---------------------------------------------------------------- WebSocket
 
 cdef inline void _mask_at(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* key,
-                          Py_ssize_t phase) noexcept:
+                          Py_ssize_t phase) noexcept nogil:
     """dst[0:n] = src[0:n] unmasked with ``key`` (if not NULL) as it applies
     from payload offset ``phase`` on; dst == src is fine."""
     cdef uint8_t rk[4]
@@ -116,12 +116,17 @@ def encode_message_frame(
     the CRC and the mask run with the GIL released, so the caller's event
     loop keeps going.  ``mask_key`` as for :func:`encode_frame` (``b""``
     draws a random key)."""
+    # Masked, as a client sends: the CRC is computed over the payload where
+    # it lies, then head, payload and trailers are copied and masked in one
+    # pass each.  Unmasked: written as encode_message() writes it.
     cdef uint64_t v[6]
     cdef _Bytes pb, sb, kb
-    cdef Py_ssize_t size, hdr
+    cdef Py_ssize_t size, hdr, hn, tn
     cdef bytes out
     cdef uint8_t* w
     cdef const uint8_t* key = NULL
+    cdef uint8_t head[HEAD_MAX]
+    cdef uint8_t tail[SPLIT_TAIL_MAX]
     _fields(v, mux_id, seq, deadline_ms, handler, op, flags)
     pb.held = sb.held = kb.held = False
     pb.n = sb.n = kb.n = 0
@@ -135,13 +140,16 @@ def encode_message_frame(
         out = PyBytes_FromStringAndSize(NULL, hdr + (4 if key != NULL else 0) + size)
         w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), 0x80 | WS_BINARY, size,
                               key != NULL)
-        if key != NULL:
-            memcpy(w, key, 4)
-            w += 4
-        _write_envelope(w, v, &pb, &sb)
-        if key != NULL:
-            with nogil:
-                grid_mask_copy(w, w, <size_t>size, key)  # in place
+        if key == NULL:
+            _write_envelope(w, v, &pb, &sb)
+            return out
+        memcpy(w, key, 4)
+        w += 4
+        _head_tail(v, &pb, &sb, head, &hn, tail, &tn)
+        _mask_at(w, head, hn, key, 0)
+        with nogil:
+            _mask_at(w + hn, pb.p, pb.n, key, hn)
+        _mask_at(w + hn + pb.n, tail, tn, key, hn + pb.n)
         return out
     finally:
         _release(&pb)
