@@ -7,13 +7,20 @@ is the reference; section numbers refer to docs/protocol.md.  What differs is
 how the bytes move:
 
 * encoders size their output first and write once into a fresh ``bytes``;
+  the C entry point for the connection core leaves a payload of
+  SPLIT_FRAME bytes or more where it is (a :class:`SplitFrame` of head,
+  payload and trailers, its CRC computed over the parts), and
+  :func:`encode_frames` copies the parts straight into the frame, masked
+  in the same pass;
 * decoders read straight from the caller's buffer (``bytes`` pointer or a
   ``PyBUF_SIMPLE`` view released in ``finally``), every read bounds-checked
   against the length first; only results are copied out;
 * :class:`FrameParser` parses frames in place, in the caller's buffer or its
   read window (borrowed from a pool shared by all parsers for the length of
   one read), and copies only the unfinished tail of a read; a large frame
-  is received straight into the bytes object it ends up as.
+  is received straight into the bytes object it ends up as, and with
+  ``split_large`` a complete frame of SPLIT_FRAME bytes or more has its
+  grid payload copied out once, into the object the message carries.
 
 The module is one compile unit; its layers live in the files it includes:
 ``_codec_envelope.pxi`` and ``_codec_split.pxi`` (the grid envelope),
