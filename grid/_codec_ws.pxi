@@ -284,6 +284,10 @@ cdef inline uint8_t* _emit(uint8_t* w, const uint8_t* src, Py_ssize_t n, const u
 
 cdef inline uint8_t* _emit_part(uint8_t* w, _Part* part, const uint8_t* key,
                                 const uint8_t* body) noexcept:
+    if part.hn == 0 and key == NULL:  # one buffer, unmasked: a plain copy
+        if part.b.n:
+            memcpy(w, part.b.p, <size_t>part.b.n)
+        return w + part.b.n
     w = _emit(w, part.head, part.hn, key, body)
     w = _emit(w, part.b.p, part.b.n, key, body)
     return _emit(w, part.tail, part.tn, key, body)
@@ -321,6 +325,7 @@ def encode_frames(
     cdef bytes out, rnd
     cdef uint8_t* w
     cdef uint8_t* frame_body
+    cdef uint8_t* done
     cdef const uint8_t* key
     if mask_key is not None and len(mask_key) != 4:
         raise ValueError("a WebSocket mask key is 4 bytes")
@@ -348,9 +353,16 @@ def encode_frames(
                 continue
             # Batch messages[start:i+1], checked as encode_merged/encode_frame would.
             for j in range(start, i + 1):
-                held = _take_part(items[j], &parts[j])
-                if held is not items[j]:
-                    items[j] = held  # another twin's SplitFrame, joined
+                item = items[j]
+                if PyBytes_CheckExact(item):  # the usual message, inline
+                    parts[j].b.held = False
+                    parts[j].b.p = <const uint8_t*>PyBytes_AS_STRING(item)
+                    parts[j].b.n = PyBytes_GET_SIZE(item)
+                    parts[j].hn = parts[j].tn = 0
+                else:
+                    held = _take_part(item, &parts[j])
+                    if held is not item:
+                        items[j] = held  # another twin's SplitFrame, joined
                 got = j + 1
                 ln = parts[j].hn + parts[j].b.n + parts[j].tn
                 if i > start and <uint64_t>ln > 0xFFFFFFFF:
@@ -398,9 +410,10 @@ def encode_frames(
                 # One message: copied and masked in one pass.
                 w = _emit_part(w, &parts[i], key, frame_body)
             else:
-                # OpMerged container (§4), as encode_merged writes it, then
-                # masked in place: its many small pieces cost less in one
-                # masking pass than masked piece by piece.
+                # OpMerged container (§4), as encode_merged writes it.  The
+                # parts of a large message are masked as they are copied;
+                # everything else is masked in place afterwards, in one pass
+                # (many small pieces cost less that way than piece by piece).
                 w[0] = 0x97
                 w[1] = 0x00
                 w = grid_put_uint(w + 2, <uint64_t>(i + 1 - start))
@@ -411,12 +424,18 @@ def encode_frames(
                 w[4] = 0xC4
                 w[5] = 0x00
                 w += 6
+                done = frame_body  # masked up to here
                 for ln in range(start, i + 1):
                     w = grid_put_bin_header(
                         w, <uint64_t>(parts[ln].hn + parts[ln].b.n + parts[ln].tn))
-                    w = _emit_part(w, &parts[ln], NULL, frame_body)
+                    if key != NULL and parts[ln].hn:
+                        _mask_at(done, done, w - done, key, done - frame_body)
+                        w = _emit_part(w, &parts[ln], key, frame_body)
+                        done = w
+                    else:
+                        w = _emit_part(w, &parts[ln], NULL, frame_body)
                 if key != NULL:
-                    grid_mask_copy(frame_body, frame_body, <size_t>body, key)  # in place
+                    _mask_at(done, done, w - done, key, done - frame_body)  # in place
             start = i + 1
         return out
     finally:
