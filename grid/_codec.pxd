@@ -138,5 +138,8 @@ cdef Py_ssize_t _trailers(const uint8_t* p, Py_ssize_t n, uint64_t flags, Py_ssi
 cdef Message _build(const uint8_t* p, _Tuple* t, Py_ssize_t subroute)
 cdef Message decode_message_ptr(const uint8_t* data, Py_ssize_t n)
 cdef list decode_messages_ptr(const uint8_t* data, Py_ssize_t n)
-cdef bytes encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
-                            uint64_t op, uint64_t flags, object payload, object subroute)
+# encode_message_c returns the encoded message as bytes, or, for a bytes
+# payload of SPLIT_FRAME bytes or more, as a SplitFrame whose payload is that
+# very object (encode_frames copies it once, straight into the frame).
+cdef object encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
+                             uint64_t op, uint64_t flags, object payload, object subroute)

@@ -7,13 +7,20 @@ is the reference; section numbers refer to docs/protocol.md.  What differs is
 how the bytes move:
 
 * encoders size their output first and write once into a fresh ``bytes``;
+  the C entry point for the connection core leaves a payload of
+  SPLIT_FRAME bytes or more where it is (a :class:`SplitFrame` of head,
+  payload and trailers, its CRC computed over the parts), and
+  :func:`encode_frames` copies the parts straight into the frame, masked
+  in the same pass;
 * decoders read straight from the caller's buffer (``bytes`` pointer or a
   ``PyBUF_SIMPLE`` view released in ``finally``), every read bounds-checked
   against the length first; only results are copied out;
 * :class:`FrameParser` parses frames in place, in the caller's buffer or its
   read window (borrowed from a pool shared by all parsers for the length of
   one read), and copies only the unfinished tail of a read; a large frame
-  is received straight into the bytes object it ends up as.
+  is received straight into the bytes object it ends up as, and with
+  ``split_large`` a complete frame of SPLIT_FRAME bytes or more has its
+  grid payload copied out once, into the object the message carries.
 
 The module is one compile unit; its layers live in the files it includes:
 ``_codec_envelope.pxi`` and ``_codec_split.pxi`` (the grid envelope),
@@ -49,7 +56,7 @@ from grid.includes.wire cimport (
     grid_load_le32, grid_mask_copy, grid_negative, grid_put_bin_header, grid_put_uint,
     grid_sign_bit, grid_store_be16, grid_store_be64, grid_store_le32, grid_uint_size, grid_ws_need,
 )
-from grid.includes.crc cimport GRID_CRC_INLINE, grid_xxh3
+from grid.includes.crc cimport GRID_CRC_INLINE, grid_xxh3, grid_xxh3_3
 
 import hashlib
 import inspect as _inspect
@@ -77,6 +84,7 @@ __all__ = [
     "recv_pool_stats",
     "SplitFrame",
     "LARGE_FRAME",
+    "SPLIT_FRAME",
     "crc32",
     "xxh3_64",
     "subroute_id",
@@ -111,12 +119,14 @@ cdef enum:
     RECV_KEEP = 64              # free windows the pool keeps, as the pure twin's RECV_POOL_KEEP
     ACC_KEEP = 1 << 20          # free parser buffers above this once they drain
     LARGE_FRAME_C = 262144      # LARGE_FRAME
+    SPLIT_FRAME_C = 16384       # SPLIT_FRAME
     HEAD_MAX = 64               # the pure twin's _HEAD_MAX: the longest envelope head
 
 Buffer = object  # the pure twin's alias (bytes | bytearray | memoryview), for introspection
 
-# The pure twin's LARGE_FRAME (tests/codec/test_large_frames.py checks they agree).
+# The pure twin's LARGE_FRAME and SPLIT_FRAME (tests/codec checks they agree).
 LARGE_FRAME = LARGE_FRAME_C
+SPLIT_FRAME = SPLIT_FRAME_C
 
 # XXH3-64 from the xxhash package (§2.3), looked up once: the public hash
 # functions and the streaming hash of large frames.  A message's own CRC is
@@ -225,6 +235,33 @@ cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) except? 0:
             h = grid_xxh3(p, <size_t>n)
         return h
     return grid_xxh3(p, <size_t>n)
+
+
+cdef uint64_t _xxh3_parts(const uint8_t* a, Py_ssize_t an, const uint8_t* b, Py_ssize_t bn,
+                          const uint8_t* c, Py_ssize_t cn) except? 0:
+    """XXH3-64 of a[0:an] + b[0:bn] + c[0:cn] without joining them (the
+    caller keeps all three alive during the call): the CRC of a message
+    whose envelope head, payload and subroute id lie apart."""
+    cdef uint64_t h
+    cdef _Span span
+    if not GRID_CRC_INLINE:
+        hasher = _xxh3_hasher()
+        span = _Span()
+        span.p = a
+        span.n = an
+        hasher.update(span)
+        span.p = b
+        span.n = bn
+        hasher.update(span)
+        span.p = c
+        span.n = cn
+        hasher.update(span)
+        return hasher.intdigest()
+    if bn >= LARGE_MESSAGE:
+        with nogil:
+            h = grid_xxh3_3(a, <size_t>an, b, <size_t>bn, c, <size_t>cn)
+        return h
+    return grid_xxh3_3(a, <size_t>an, b, <size_t>bn, c, <size_t>cn)
 
 
 # The layers, in one compile unit (the module grid._codec).

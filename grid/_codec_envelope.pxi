@@ -182,9 +182,54 @@ cdef bytes _encode(const uint64_t* v, object payload, object subroute):
         _release(&sb)
 
 
-cdef bytes encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
-                            uint64_t op, uint64_t flags, object payload, object subroute):
-    """encode_message() for C callers; out-of-range fields raise the same ValueError."""
+cdef int _head_tail(const uint64_t* v, _Bytes* pb, _Bytes* sb, uint8_t* head, Py_ssize_t* hn,
+                    uint8_t* tail, Py_ssize_t* tn) except -1:
+    """The envelope head (HEAD_MAX bytes room) and the trailers
+    (SPLIT_TAIL_MAX) of the message whose payload and subroute id
+    _envelope_size() borrowed into pb / sb: the message is head + payload +
+    tail.  The CRC is XXH3 over the parts where they lie (§2.2)."""
+    hn[0] = _write_head(head, v, pb.n) - head
+    tn[0] = 0
+    if sb.n:
+        memcpy(tail, sb.p, SUBROUTE_LEN)
+        tn[0] = SUBROUTE_LEN
+    if v[5] & FLAG_CRC:
+        grid_store_le32(tail + tn[0], <uint32_t>_xxh3_parts(head, hn[0], pb.p, pb.n, tail, tn[0]))
+        tn[0] += CRC_LEN
+    return 0
+
+
+cdef SplitFrame _encode_split(const uint64_t* v, bytes payload, object subroute):
+    """The message _encode() would write, as a SplitFrame: the envelope head
+    and the trailers (subroute id, CRC) as small bytes of their own, the
+    payload the caller's own object, not copied.  The CRC is computed over
+    the three parts where they lie."""
+    cdef _Bytes pb, sb
+    cdef uint8_t head[HEAD_MAX]
+    cdef uint8_t tail[SPLIT_TAIL_MAX]
+    cdef Py_ssize_t hn, tn
+    cdef SplitFrame s
+    pb.held = sb.held = False
+    pb.n = sb.n = 0
+    pb.p = sb.p = NULL
+    try:
+        _envelope_size(v, payload, subroute, &pb, &sb)  # the checks; pb is payload's own storage
+        _head_tail(v, &pb, &sb, head, &hn, tail, &tn)
+    finally:
+        _release(&pb)
+        _release(&sb)
+    s = SplitFrame.__new__(SplitFrame)
+    s.head = PyBytes_FromStringAndSize(<const char*>head, hn)
+    s.payload = payload
+    s.tail = PyBytes_FromStringAndSize(<const char*>tail, tn)
+    return s
+
+
+cdef object encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
+                             uint64_t op, uint64_t flags, object payload, object subroute):
+    """encode_message() for C callers; out-of-range fields raise the same
+    ValueError.  A bytes payload of SPLIT_FRAME bytes or more is not copied:
+    the message comes back as a SplitFrame holding it (see the .pxd)."""
     cdef uint64_t v[6]
     cdef int i
     v[0] = mux_id
@@ -196,6 +241,8 @@ cdef bytes encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms,
     for i in range(1, 6):
         if v[i] > _FIELD_MAX_C[i]:
             raise ValueError(f"{_FIELD_NAMES[i]} {v[i]} is outside 0..{_FIELD_MAX[i]}")
+    if PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) >= SPLIT_FRAME_C:
+        return _encode_split(v, <bytes>payload, subroute)
     return _encode(v, payload, subroute)
 
 
@@ -244,8 +291,18 @@ cdef int _fields(uint64_t* v, object mux_id, object seq, object deadline_ms, obj
     return 0
 
 
-def encode_merged(messages: Sequence[Buffer]) -> bytes:
-    """Build an OpMerged container (§4) from already-encoded messages.
+cdef object _joined(object message):
+    """An encoded message as a buffer: a SplitFrame (either twin's) joined
+    into bytes, anything else as it is."""
+    if PyBytes_CheckExact(message):
+        return message
+    parts = _split_parts(message)
+    return message if parts is None else b"".join(parts)
+
+
+def encode_merged(messages: Sequence[Buffer | SplitFrame]) -> bytes:
+    """Build an OpMerged container (§4) from already-encoded messages
+    (buffers, or :class:`SplitFrame` parts of one).
 
     The container itself carries no CRC and no subroute; each inner message
     keeps its own trailers.
@@ -261,7 +318,7 @@ def encode_merged(messages: Sequence[Buffer]) -> bytes:
     # A private tuple: its references keep every item (and a bytes item's
     # storage) alive while we hold raw pointers, whatever other code does
     # to the caller's list.
-    items = tuple(messages)
+    items = tuple([_joined(m) for m in messages])
     k = PyTuple_GET_SIZE(items)
     spans = <_Bytes*>PyMem_Realloc(NULL, <size_t>(k if k else 1) * sizeof(_Bytes))
     if spans == NULL:

@@ -30,6 +30,7 @@ from grid._consts import (
 from grid._envelope_py import CRC_BACKEND as CRC_BACKEND  # where message CRCs come from
 from grid._envelope_py import (
     LARGE_FRAME,
+    SPLIT_FRAME,
     Buffer,
     Message,
     SplitFrame,
@@ -60,6 +61,7 @@ __all__ = [
     "recv_pool_stats",
     "SplitFrame",
     "LARGE_FRAME",
+    "SPLIT_FRAME",
     "crc32",
     "xxh3_64",
     "subroute_id",

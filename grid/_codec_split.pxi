@@ -26,12 +26,16 @@ cdef class SplitFrame:
     payload bytes) and ``tail`` (what follows: subroute id and CRC, if any).
 
     :class:`FrameParser` with ``split_large=True`` produces it for data
-    frames of at least :data:`LARGE_FRAME` bytes, receiving ``payload``
-    straight into its own buffer; :func:`decode_messages` and
+    frames of at least :data:`SPLIT_FRAME` bytes, copying ``payload`` out of
+    its read window once (a frame of :data:`LARGE_FRAME` bytes or more is
+    received straight into it); :func:`decode_messages` and
     :func:`decode_message` accept it and hand out that very ``payload``
-    object as the message's payload, with no copy.  ``bytes(frame)`` joins
-    the parts (a copy).  Equal to a SplitFrame of either twin with equal
-    parts, never to plain bytes.
+    object as the message's payload, with no copy.  :func:`encode_frames`,
+    :func:`encode_batches` and :func:`encode_merged` take one as an encoded
+    message (a sender's core may queue one for a large payload, whose bytes
+    are then copied once, into the frame).  ``bytes(frame)`` joins the parts
+    (a copy).  Equal to a SplitFrame of either twin with equal parts, never
+    to plain bytes.
     """
 
     __signature__ = _inspect.signature(_split_signature)
@@ -185,12 +189,10 @@ cdef Message _decode_split(bytes head, bytes payload, bytes tail, object known_c
         given = grid_load_le32(tp + end)  # the 4 bytes after `end`, checked above
         if known_crc is not None:  # computed by FrameParser as the bytes arrived
             actual = <uint32_t>known_crc
-        else:
-            h = _xxh3_hasher()
-            h.update(head)
-            h.update(payload)
-            h.update(tail[:end])
-            actual = <uint32_t>(h.intdigest() & 0xFFFFFFFF)
+        else:  # over the three parts where they lie (each bytes, held by the caller)
+            actual = <uint32_t>_xxh3_parts(<const uint8_t*>PyBytes_AS_STRING(head),
+                                           PyBytes_GET_SIZE(head),
+                                           <const uint8_t*>PyBytes_AS_STRING(payload), pn, tp, end)
         if given != actual:
             raise ProtocolError(f"crc mismatch: 0x{given:08x} (given) != 0x{actual:08x} (bytes)")
     m = Message.__new__(Message)

@@ -5,6 +5,23 @@
 
 # ---------------------------------------------------------------- WebSocket
 
+cdef inline void _mask_at(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* key,
+                          Py_ssize_t phase) noexcept nogil:
+    """dst[0:n] = src[0:n] unmasked with ``key`` (if not NULL) as it applies
+    from payload offset ``phase`` on; dst == src is fine."""
+    cdef uint8_t rk[4]
+    cdef int i
+    if n <= 0:
+        return
+    if key == NULL:
+        if dst != src:
+            memcpy(dst, src, <size_t>n)
+        return
+    for i in range(4):
+        rk[i] = key[(phase + i) & 3]
+    grid_mask_copy(dst, src, <size_t>n, rk)
+
+
 
 def apply_mask(data: Buffer, key: Buffer) -> bytes:
     """XOR ``data`` with the repeating 4-byte ``key`` (RFC 6455 §5.3)."""
@@ -99,12 +116,17 @@ def encode_message_frame(
     the CRC and the mask run with the GIL released, so the caller's event
     loop keeps going.  ``mask_key`` as for :func:`encode_frame` (``b""``
     draws a random key)."""
+    # Masked, as a client sends: the CRC is computed over the payload where
+    # it lies, then head, payload and trailers are copied and masked in one
+    # pass each.  Unmasked: written as encode_message() writes it.
     cdef uint64_t v[6]
     cdef _Bytes pb, sb, kb
-    cdef Py_ssize_t size, hdr
+    cdef Py_ssize_t size, hdr, hn, tn
     cdef bytes out
     cdef uint8_t* w
     cdef const uint8_t* key = NULL
+    cdef uint8_t head[HEAD_MAX]
+    cdef uint8_t tail[SPLIT_TAIL_MAX]
     _fields(v, mux_id, seq, deadline_ms, handler, op, flags)
     pb.held = sb.held = kb.held = False
     pb.n = sb.n = kb.n = 0
@@ -118,13 +140,16 @@ def encode_message_frame(
         out = PyBytes_FromStringAndSize(NULL, hdr + (4 if key != NULL else 0) + size)
         w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), 0x80 | WS_BINARY, size,
                               key != NULL)
-        if key != NULL:
-            memcpy(w, key, 4)
-            w += 4
-        _write_envelope(w, v, &pb, &sb)
-        if key != NULL:
-            with nogil:
-                grid_mask_copy(w, w, <size_t>size, key)  # in place
+        if key == NULL:
+            _write_envelope(w, v, &pb, &sb)
+            return out
+        memcpy(w, key, 4)
+        w += 4
+        _head_tail(v, &pb, &sb, head, &hn, tail, &tn)
+        _mask_at(w, head, hn, key, 0)
+        with nogil:
+            _mask_at(w + hn, pb.p, pb.n, key, hn)
+        _mask_at(w + hn + pb.n, tail, tn, key, hn + pb.n)
         return out
     finally:
         _release(&pb)
@@ -183,14 +208,15 @@ cdef uint8_t* _put_frame_header(uint8_t* w, uint8_t first, Py_ssize_t body,
 
 
 def encode_batches(
-    messages: Sequence[Buffer],
+    messages: Sequence[Buffer | SplitFrame],
     max_messages: int = MERGE_MAX_MESSAGES,
     max_bytes: int = MERGE_MAX_BYTES,
 ) -> list[Buffer]:
     """The WebSocket message payloads :func:`encode_frames` frames, for a
     server that does the WebSocket framing itself: ``messages`` batched as
-    the Go writer does (§4), each batch of one as that message, each larger
-    batch as an OpMerged container."""
+    the Go writer does (§4), each batch of one as that message (a
+    :class:`SplitFrame` joined into bytes), each larger batch as an OpMerged
+    container."""
     # The limits stay Python objects: compared with Python semantics, as the
     # pure twin compares them (encode_frames's C limits are a speed-up).
     cdef Py_ssize_t n = len(messages)
@@ -201,14 +227,74 @@ def encode_batches(
         if i + 1 < n and i - start < max_messages and size + ln < max_bytes:
             size += ln
             continue
-        out.append(messages[start] if i == start else encode_merged(messages[start:i + 1]))
+        out.append(_joined(messages[start]) if i == start
+                   else encode_merged(messages[start:i + 1]))
         start = i + 1
         size = 0
     return out
 
 
+cdef struct _Part:
+    # One queued message of encode_frames, in up to three pieces written one
+    # after the other: head, b, tail (head and tail empty unless the message
+    # is a SplitFrame, whose payload b is then).
+    _Bytes b
+    const uint8_t* head
+    Py_ssize_t hn
+    const uint8_t* tail
+    Py_ssize_t tn
+
+
+cdef object _take_part(object item, _Part* part):
+    """Borrow the bytes of queued message ``item`` into ``part`` (the caller
+    releases part.b, and keeps the returned object, which holds every
+    pointer, alive): a compiled SplitFrame in its three parts, anything
+    else as one buffer (another twin's SplitFrame joined first)."""
+    cdef SplitFrame s
+    part.hn = part.tn = 0
+    part.head = part.tail = NULL
+    if PyBytes_CheckExact(item):  # the usual message: its own storage, no view needed
+        part.b.held = False
+        part.b.p = <const uint8_t*>PyBytes_AS_STRING(item)
+        part.b.n = PyBytes_GET_SIZE(item)
+        return item
+    if type(item) is SplitFrame:
+        s = <SplitFrame>item
+        part.b.held = False
+        part.b.p = <const uint8_t*>PyBytes_AS_STRING(s.payload)
+        part.b.n = PyBytes_GET_SIZE(s.payload)
+        part.head = <const uint8_t*>PyBytes_AS_STRING(s.head)
+        part.hn = PyBytes_GET_SIZE(s.head)
+        part.tail = <const uint8_t*>PyBytes_AS_STRING(s.tail)
+        part.tn = PyBytes_GET_SIZE(s.tail)
+        return item
+    item = _joined(item)
+    _acquire(item, &part.b)
+    return item
+
+
+cdef inline uint8_t* _emit(uint8_t* w, const uint8_t* src, Py_ssize_t n, const uint8_t* key,
+                           const uint8_t* body) noexcept:
+    """Copy src[0:n] to ``w`` inside the frame payload that starts at
+    ``body``, masked with ``key`` (if not NULL) at w's offset in it: the copy
+    and the mask are one pass.  Returns w + n."""
+    _mask_at(w, src, n, key, w - body)
+    return w + n
+
+
+cdef inline uint8_t* _emit_part(uint8_t* w, _Part* part, const uint8_t* key,
+                                const uint8_t* body) noexcept:
+    if part.hn == 0 and key == NULL:  # one buffer, unmasked: a plain copy
+        if part.b.n:
+            memcpy(w, part.b.p, <size_t>part.b.n)
+        return w + part.b.n
+    w = _emit(w, part.head, part.hn, key, body)
+    w = _emit(w, part.b.p, part.b.n, key, body)
+    return _emit(w, part.tail, part.tn, key, body)
+
+
 def encode_frames(
-    messages: Sequence[Buffer],
+    messages: Sequence[Buffer | SplitFrame],
     mask_key: Buffer | None = None,
     max_messages: int = MERGE_MAX_MESSAGES,
     max_bytes: int = MERGE_MAX_BYTES,
@@ -219,17 +305,19 @@ def encode_frames(
     current batch while fewer than ``max_messages`` precede it and the batch
     stays below ``max_bytes``; a batch of one leaves as a plain message, a
     larger one as an OpMerged container.  With ``mask_key`` (4 bytes) every
-    frame is masked with it, as a client must.
+    frame is masked with it, as a client must.  A message may be a
+    :class:`SplitFrame` (its parts joined, as ``bytes(frame)``).
     """
     # Two passes, one allocation: the first decides the batches exactly as
     # the pure twin's loop (len() of each message, the same comparisons) and
     # borrows every message's bytes, raising what the pure twin raises in
-    # the order it would; the second writes all frames into one bytes.
+    # the order it would; the second writes all frames into one bytes, each
+    # byte of a message copied once, masked as it is copied.
     cdef Py_ssize_t n
-    cdef Py_ssize_t i, j, start = 0, size = 0, ln, got = 0, nb = 0, body, total = 0, hdr
+    cdef Py_ssize_t i, j, start = 0, size = 0, ln, got = 0, nb = 0, body, total = 0
     cdef Py_ssize_t* ends = NULL     # ends[b]: one past the last message of batch b
     cdef Py_ssize_t* bodies = NULL   # bodies[b]: payload size of batch b's frame
-    cdef _Bytes* spans = NULL
+    cdef _Part* parts = NULL
     cdef _Bytes kb
     cdef _Limit lim_n, lim_b
     cdef bint masked = mask_key is not None, random_key = False, key_checked = False
@@ -237,6 +325,7 @@ def encode_frames(
     cdef bytes out, rnd
     cdef uint8_t* w
     cdef uint8_t* frame_body
+    cdef uint8_t* done
     cdef const uint8_t* key
     if mask_key is not None and len(mask_key) != 4:
         raise ValueError("a WebSocket mask key is 4 bytes")
@@ -249,11 +338,11 @@ def encode_frames(
     kb.held = False
     kb.n = 0
     kb.p = NULL
-    spans = <_Bytes*>PyMem_Realloc(NULL, <size_t>n * sizeof(_Bytes))
+    parts = <_Part*>PyMem_Realloc(NULL, <size_t>n * sizeof(_Part))
     ends = <Py_ssize_t*>PyMem_Realloc(NULL, <size_t>n * sizeof(Py_ssize_t))
     bodies = <Py_ssize_t*>PyMem_Realloc(NULL, <size_t>n * sizeof(Py_ssize_t))
     try:
-        if spans == NULL or ends == NULL or bodies == NULL:
+        if parts == NULL or ends == NULL or bodies == NULL:
             raise MemoryError()
         for i in range(n):
             item = messages[i]
@@ -264,16 +353,27 @@ def encode_frames(
                 continue
             # Batch messages[start:i+1], checked as encode_merged/encode_frame would.
             for j in range(start, i + 1):
-                _acquire(items[j], &spans[j])
+                item = items[j]
+                if PyBytes_CheckExact(item):  # the usual message, inline
+                    parts[j].b.held = False
+                    parts[j].b.p = <const uint8_t*>PyBytes_AS_STRING(item)
+                    parts[j].b.n = PyBytes_GET_SIZE(item)
+                    parts[j].hn = parts[j].tn = 0
+                else:
+                    held = _take_part(item, &parts[j])
+                    if held is not item:
+                        items[j] = held  # another twin's SplitFrame, joined
                 got = j + 1
-                if i > start and <uint64_t>spans[j].n > 0xFFFFFFFF:
-                    raise ValueError(f"payload of {spans[j].n} bytes is over the 4 GiB bin limit")
+                ln = parts[j].hn + parts[j].b.n + parts[j].tn
+                if i > start and <uint64_t>ln > 0xFFFFFFFF:
+                    raise ValueError(f"payload of {ln} bytes is over the 4 GiB bin limit")
             if i == start:
-                body = spans[i].n
+                body = parts[i].hn + parts[i].b.n + parts[i].tn
             else:
                 body = 8 + <Py_ssize_t>grid_uint_size(<uint64_t>(i + 1 - start))
                 for j in range(start, i + 1):
-                    body += <Py_ssize_t>grid_bin_header_size(<uint64_t>spans[j].n) + spans[j].n
+                    ln = parts[j].hn + parts[j].b.n + parts[j].tn
+                    body += <Py_ssize_t>grid_bin_header_size(<uint64_t>ln) + ln
             if masked and not key_checked:
                 _acquire(mask_key, &kb)
                 if kb.n == 0:
@@ -307,11 +407,13 @@ def encode_frames(
                 w += 4
             frame_body = w
             if i == start:
-                if body:
-                    memcpy(w, spans[i].p, body)
-                    w += body
+                # One message: copied and masked in one pass.
+                w = _emit_part(w, &parts[i], key, frame_body)
             else:
-                # OpMerged container (§4), as encode_merged writes it.
+                # OpMerged container (§4), as encode_merged writes it.  The
+                # parts of a large message are masked as they are copied;
+                # everything else is masked in place afterwards, in one pass
+                # (many small pieces cost less that way than piece by piece).
                 w[0] = 0x97
                 w[1] = 0x00
                 w = grid_put_uint(w + 2, <uint64_t>(i + 1 - start))
@@ -322,19 +424,24 @@ def encode_frames(
                 w[4] = 0xC4
                 w[5] = 0x00
                 w += 6
+                done = frame_body  # masked up to here
                 for ln in range(start, i + 1):
-                    w = grid_put_bin_header(w, <uint64_t>spans[ln].n)
-                    if spans[ln].n:
-                        memcpy(w, spans[ln].p, spans[ln].n)
-                        w += spans[ln].n
-            if key != NULL and body:
-                grid_mask_copy(frame_body, frame_body, <size_t>body, key)  # in place
+                    w = grid_put_bin_header(
+                        w, <uint64_t>(parts[ln].hn + parts[ln].b.n + parts[ln].tn))
+                    if key != NULL and parts[ln].hn:
+                        _mask_at(done, done, w - done, key, done - frame_body)
+                        w = _emit_part(w, &parts[ln], key, frame_body)
+                        done = w
+                    else:
+                        w = _emit_part(w, &parts[ln], NULL, frame_body)
+                if key != NULL:
+                    _mask_at(done, done, w - done, key, done - frame_body)  # in place
             start = i + 1
         return out
     finally:
         for j in range(got):
-            _release(&spans[j])
+            _release(&parts[j].b)
         _release(&kb)
-        PyMem_Free(spans)
+        PyMem_Free(parts)
         PyMem_Free(ends)
         PyMem_Free(bodies)

@@ -84,26 +84,9 @@ cdef inline bytes _payload(const uint8_t* src, Py_ssize_t n, const uint8_t* key)
     return out
 
 
-cdef inline void _mask_at(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* key,
-                          Py_ssize_t phase) noexcept:
-    """dst[0:n] = src[0:n] unmasked with ``key`` (if not NULL) as it applies
-    from payload offset ``phase`` on; dst == src is fine."""
-    cdef uint8_t rk[4]
-    cdef int i
-    if n <= 0:
-        return
-    if key == NULL:
-        if dst != src:
-            memcpy(dst, src, <size_t>n)
-        return
-    for i in range(4):
-        rk[i] = key[(phase + i) & 3]
-    grid_mask_copy(dst, src, <size_t>n, rk)
-
-
 cdef object _split_whole(const uint8_t* src, Py_ssize_t n, const uint8_t* key):
     """A complete large frame's event payload under split_large: the pure
-    twin's FrameParser._whole_large().  n >= LARGE_FRAME_C > HEAD_MAX."""
+    twin's FrameParser._whole_large().  n >= SPLIT_FRAME_C > HEAD_MAX."""
     cdef uint8_t first[HEAD_MAX]
     cdef Py_ssize_t head_len = 0
     cdef uint64_t size = 0
@@ -166,10 +149,12 @@ cdef class FrameParser:
     :meth:`get_buffer` hands out that buffer's unfilled part (exactly what
     the frame still needs, so a read never runs into the next frame), and
     the work per read stays proportional to the read.  ``split_large=True``
-    (keyword only) makes such a frame arrive as a :class:`SplitFrame` when
-    it holds one grid message with a non-nil payload, so that the message
-    payload is received in place and decodes without a copy; other frames
-    stay plain ``bytes``.
+    (keyword only) makes such a frame, and any complete unfragmented data
+    frame of :data:`SPLIT_FRAME` bytes or more, arrive as a
+    :class:`SplitFrame` when it holds one grid message with a non-nil
+    payload, so that the message payload is copied out of the read window
+    once (or, large, received in place) and decodes without a further copy;
+    other frames stay plain ``bytes``.
 
     :attr:`budget`, when set, is shared with other parsers (a node's
     sockets): what this parser holds of messages not yet complete (a large
@@ -683,7 +668,7 @@ cdef class FrameParser:
                         self._frag = NULL
                         self._frag_cap = 0
             elif fin:
-                if self._split_large and length >= LARGE_FRAME_C:
+                if self._split_large and length >= SPLIT_FRAME_C:
                     events.append((opcode, _split_whole(buf + start, <Py_ssize_t>length, key)))
                 else:
                     events.append((opcode, _payload(buf + start, <Py_ssize_t>length, key)))

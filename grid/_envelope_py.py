@@ -54,6 +54,12 @@ _index = operator.index
 #: :class:`SplitFrame`.
 LARGE_FRAME = 256 * 1024
 
+#: Payload size from which a complete unfragmented data frame holding one
+#: grid message arrives as a :class:`SplitFrame` from a :class:`FrameParser`
+#: with ``split_large=True`` (16 KiB): its grid payload is copied out of the
+#: read window once, into the object the message then carries.
+SPLIT_FRAME = 16 * 1024
+
 # The longest envelope head (§2.1, as _decode_tuple accepts it): a dd array
 # header (5 bytes), six 9-byte integers and a bin32 header (5 bytes).  Its
 # first _HEAD_MAX bytes always tell whether a frame payload can be split.
@@ -220,8 +226,16 @@ def encode_message(
     return bytes(out)
 
 
-def encode_merged(messages: Sequence[Buffer]) -> bytes:
-    """Build an OpMerged container (§4) from already-encoded messages.
+def _joined(message: Buffer | SplitFrame) -> Buffer:
+    """An encoded message as a buffer: a SplitFrame (either twin's) joined
+    into bytes, anything else as it is."""
+    parts = _split_parts(message)
+    return cast(Buffer, message) if parts is None else b"".join(parts)
+
+
+def encode_merged(messages: Sequence[Buffer | SplitFrame]) -> bytes:
+    """Build an OpMerged container (§4) from already-encoded messages
+    (buffers, or :class:`SplitFrame` parts of one).
 
     The container itself carries no CRC and no subroute; each inner message
     keeps its own trailers.
@@ -232,8 +246,8 @@ def encode_merged(messages: Sequence[Buffer]) -> bytes:
     out = bytearray(b"\x97\x00")
     pack_uint(out, n)
     out += b"\x00\x00\x11\x00\xc4\x00"
-    for m in messages:
-        m = _view(m)
+    for message in messages:
+        m = _view(_joined(message))
         _pack_bin_header(out, len(m))
         out += m
     return bytes(out)
@@ -372,12 +386,16 @@ class SplitFrame:
     payload bytes) and ``tail`` (what follows: subroute id and CRC, if any).
 
     :class:`FrameParser` with ``split_large=True`` produces it for data
-    frames of at least :data:`LARGE_FRAME` bytes, receiving ``payload``
-    straight into its own buffer; :func:`decode_messages` and
+    frames of at least :data:`SPLIT_FRAME` bytes, copying ``payload`` out of
+    its read window once (a frame of :data:`LARGE_FRAME` bytes or more is
+    received straight into it); :func:`decode_messages` and
     :func:`decode_message` accept it and hand out that very ``payload``
-    object as the message's payload, with no copy.  ``bytes(frame)`` joins
-    the parts (a copy).  Equal to a SplitFrame of either twin with equal
-    parts, never to plain bytes.
+    object as the message's payload, with no copy.  :func:`encode_frames`,
+    :func:`encode_batches` and :func:`encode_merged` take one as an encoded
+    message (a sender's core may queue one for a large payload, whose bytes
+    are then copied once, into the frame).  ``bytes(frame)`` joins the parts
+    (a copy).  Equal to a SplitFrame of either twin with equal parts, never
+    to plain bytes.
     """
 
     __slots__ = ("_head", "_payload", "_tail")

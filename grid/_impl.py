@@ -97,6 +97,7 @@ FrameParser = codec.FrameParser
 recv_pool_stats = codec.recv_pool_stats
 SplitFrame = codec.SplitFrame
 LARGE_FRAME = codec.LARGE_FRAME
+SPLIT_FRAME = codec.SPLIT_FRAME
 crc32 = codec.crc32
 xxh3_64 = codec.xxh3_64
 subroute_id = codec.subroute_id

@@ -29,6 +29,7 @@ from grid._envelope_py import (
     _U16,
     _U64,
     LARGE_FRAME,
+    SPLIT_FRAME,
     Buffer,
     SplitFrame,
     _split_point,
@@ -114,10 +115,12 @@ class FrameParser:
     :meth:`get_buffer` hands out that buffer's unfilled part (exactly what
     the frame still needs, so a read never runs into the next frame), and
     the work per read stays proportional to the read.  ``split_large=True``
-    (keyword only) makes such a frame arrive as a :class:`SplitFrame` when
-    it holds one grid message with a non-nil payload, so that the message
-    payload is received in place and decodes without a copy; other frames
-    stay plain ``bytes``.
+    (keyword only) makes such a frame, and any complete unfragmented data
+    frame of :data:`SPLIT_FRAME` bytes or more, arrive as a
+    :class:`SplitFrame` when it holds one grid message with a non-nil
+    payload, so that the message payload is copied out of the read window
+    once (or, large, received in place) and decodes without a further copy;
+    other frames stay plain ``bytes``.
 
     :attr:`budget`, when set, is shared with other parsers (a node's
     sockets): what this parser holds of messages not yet complete (a large
@@ -502,7 +505,7 @@ class FrameParser:
                     self._state = PARSER_FRAMES
                     self._frag = bytearray()
             elif fin:
-                if self.split_large and length >= LARGE_FRAME:
+                if self.split_large and length >= SPLIT_FRAME:
                     events.append((opcode, self._whole_large(payload)))
                 else:
                     events.append((opcode, payload))

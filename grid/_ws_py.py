@@ -11,7 +11,9 @@ import os
 from collections.abc import Sequence
 
 from grid._consts import MERGE_MAX_BYTES, MERGE_MAX_MESSAGES, WS_BINARY
-from grid._envelope_py import _U16, _U64, Buffer, _index, _view, encode_merged, encode_message
+from grid._envelope_py import (
+    _U16, _U64, Buffer, SplitFrame, _index, _joined, _view, encode_merged, encode_message,
+)
 
 def apply_mask(data: Buffer, key: Buffer) -> bytes:
     """XOR ``data`` with the repeating 4-byte ``key`` (RFC 6455 §5.3)."""
@@ -59,7 +61,7 @@ def encode_frame(
 
 
 def encode_frames(
-    messages: Sequence[Buffer],
+    messages: Sequence[Buffer | SplitFrame],
     mask_key: Buffer | None = None,
     max_messages: int = MERGE_MAX_MESSAGES,
     max_bytes: int = MERGE_MAX_BYTES,
@@ -70,7 +72,8 @@ def encode_frames(
     current batch while fewer than ``max_messages`` precede it and the batch
     stays below ``max_bytes``; a batch of one leaves as a plain message, a
     larger one as an OpMerged container.  With ``mask_key`` (4 bytes) every
-    frame is masked with it, as a client must.
+    frame is masked with it, as a client must.  A message may be a
+    :class:`SplitFrame` (its parts joined, as ``bytes(frame)``).
     """
     if mask_key is not None and len(mask_key) != 4:
         raise ValueError("a WebSocket mask key is 4 bytes")
@@ -82,14 +85,15 @@ def encode_frames(
 
 
 def encode_batches(
-    messages: Sequence[Buffer],
+    messages: Sequence[Buffer | SplitFrame],
     max_messages: int = MERGE_MAX_MESSAGES,
     max_bytes: int = MERGE_MAX_BYTES,
 ) -> list[Buffer]:
     """The WebSocket message payloads :func:`encode_frames` frames, for a
     server that does the WebSocket framing itself: ``messages`` batched as
-    the Go writer does (§4), each batch of one as that message, each larger
-    batch as an OpMerged container."""
+    the Go writer does (§4), each batch of one as that message (a
+    :class:`SplitFrame` joined into bytes), each larger batch as an OpMerged
+    container."""
     n = len(messages)
     out: list[Buffer] = []
     start = 0
@@ -99,7 +103,8 @@ def encode_batches(
         if i + 1 < n and i - start < max_messages and size + ln < max_bytes:
             size += ln
             continue
-        out.append(messages[start] if i == start else encode_merged(messages[start:i + 1]))
+        out.append(_joined(messages[start]) if i == start
+                   else encode_merged(messages[start:i + 1]))
         start = i + 1
         size = 0
     return out

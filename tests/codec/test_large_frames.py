@@ -32,6 +32,7 @@ _HC = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.da
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=_HC)
 
 LARGE = _codec_py.LARGE_FRAME
+SPLIT = _codec_py.SPLIT_FRAME
 WINDOW = 262144  # FrameParser.get_buffer()'s read window
 BINARY, TEXT, CONT, CLOSE, PING, PONG = 2, 1, 0, 8, 9, 10
 SplitFrame = _codec_py.SplitFrame  # the expected events' class (equal to either twin's)
@@ -39,7 +40,9 @@ SplitFrame = _codec_py.SplitFrame  # the expected events' class (equal to either
 
 def test_constant_and_exports(codec):
     assert codec.LARGE_FRAME == LARGE == 256 * 1024
+    assert codec.SPLIT_FRAME == SPLIT == 16 * 1024
     assert "LARGE_FRAME" in codec.__all__ and "SplitFrame" in codec.__all__
+    assert "SPLIT_FRAME" in codec.__all__
     assert codec.FrameParser(True).split_large is False
     assert codec.FrameParser(True, split_large=True).split_large is True
     with pytest.raises(TypeError):
@@ -87,7 +90,7 @@ def envelope_args(rng: random.Random) -> tuple:
 
 
 def grid_message(rng: random.Random, flen: int) -> tuple[bytes, SplitFrame]:
-    """One grid message of exactly ``flen`` bytes (>= 70000) and how it splits."""
+    """One grid message of exactly ``flen`` bytes (>= 1000) and how it splits."""
     args = envelope_args(rng)
     over = _overhead(args, flen)
     payload = rng.randbytes(flen - over)
@@ -175,10 +178,11 @@ def large_stream(seed: int, server: bool, split: bool, count: int) -> tuple[byte
                 parts = None
             add(msg, op)
             events.append((op, parts if split and parts is not None else msg))
-        elif r < 0.55:  # just below the threshold: always bytes
-            msg, _ = grid_message(rng, LARGE - 1)
+        elif r < 0.55:  # below LARGE_FRAME: split when complete from SPLIT_FRAME on
+            flen = rng.choice([SPLIT - 1, SPLIT, SPLIT + rng.randrange(1, LARGE - SPLIT), LARGE - 1])
+            msg, parts = grid_message(rng, flen)
             add(msg, BINARY)
-            events.append((BINARY, msg))
+            events.append((BINARY, parts if split and flen >= SPLIT else msg))
         elif r < 0.75:
             op = rng.choice([PING, PONG, CLOSE])
             payload = rng.randbytes(rng.choice([0, 3, 125]))
