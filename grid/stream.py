@@ -546,12 +546,21 @@ class StreamOut:
     def __init__(self, srv: _ServerStream) -> None:
         self._srv = srv
 
-    async def send(self, item: bytes) -> None:
-        """Send one reply to the caller; waits for credit from it."""
+    def send(self, item: bytes) -> Awaitable[None]:
+        """Send one reply to the caller; waits for credit from it.
+
+        Await the result (``await out.send(item)``): an item that can leave
+        at once (stream open, credit in hand) is queued by the call itself
+        and the awaitable is already done, so the usual case creates no
+        coroutine; otherwise the awaitable waits for credit and sends."""
         srv = self._srv
         core = srv.core
         if core is not None and core.send_item(srv.state, item):  # open, credit in hand: sent
-            return
+            return srv.sent
+        return self._send(item)
+
+    async def _send(self, item: bytes) -> None:
+        srv = self._srv
         payload_size(item, srv.link.node.max_message_size, "stream item", "item")
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
@@ -629,6 +638,8 @@ class _ServerStream:
             handler.in_capacity, _UNBLOCK_CL_MUX, _MUX_SERVER_MSG)
         self.core = link.core  # this connection's core (the stream ends with it)
         self.credits = _Credits(st, self.loop)
+        self.sent: asyncio.Future[None] = self.loop.create_future()  # StreamOut.send's "done"
+        self.sent.set_result(None)
         self.input_done = handler.in_capacity == 0
         self.closed: str | None = None  # why the stream ended, once it has
         self.task: asyncio.Task[None] | None = None
