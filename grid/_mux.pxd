@@ -31,8 +31,8 @@ cdef class MuxState:
     cdef public object item_waiter  # future of the reader waiting for an item, or None
     cdef public Py_ssize_t capacity # items `items` may hold; 0 once no more may arrive
     cdef public Py_ssize_t received # items received so far
-    cdef public Py_ssize_t unflushed    # credits returned since the last forced flush
-    cdef public Py_ssize_t flush_every  # force a flush after this many returned credits
+    cdef public Py_ssize_t owed         # credits earned (items taken) and not yet queued
+    cdef public Py_ssize_t flush_every  # queue and write the owed credits once this many
     cdef public int credit_op       # op that returns one credit (UnblockSrvMux / UnblockClMux)
     cdef public int item_op         # op that carries one item (MuxClientMsg / MuxServerMsg)
     cdef public bint fast           # open and untraced: ConnCore may move items and credits
@@ -144,14 +144,11 @@ cdef class ConnCore:
     cdef int _on_binary(self, object payload) except -1
     cdef int _on_bytes(self, bytes payload) except -1
     cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1
-    cdef bint _credit(self, object state, uint64_t seq) except -1
-    cdef bint _item(self, object state, const uint8_t* m, _Inner* e) except -1
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1
     cdef int _write_direct(self) except -1
     cdef object _take_frames(self, object mask_key)
-    cdef int _return_credit(self, MuxState s) except -1
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1
     cdef object _request(self, object fut, object handler_id, object payload, object timeout,
                          object subroute)

@@ -85,6 +85,10 @@ cdef object _encode_frames = encode_frames
 cdef object _encode_batches = encode_batches
 
 
+# The stream fast paths (module functions on ConnCore and MuxState).
+include "_mux_stream.pxi"
+
+
 @cython.annotation_typing(False)
 def _core_signature(owner: CoreOwner, server: bool, max_message_size: int,
                     context_var: Any) -> None:
@@ -424,11 +428,11 @@ cdef class ConnCore:
             # the stream's own code (which gets every other case, errors too).
             if op == OP_UNBLOCK_SRV_MUX and self.callees is not None:
                 srv = self.callees.get(e.t.f[0])
-                if srv is not None and self._credit(srv.state, e.t.f[1]):
+                if srv is not None and _stream_credit(self, srv.state, e.t.f[1]):
                     return 0
             elif op == OP_UNBLOCK_CL_MUX and self.callers is not None:
                 st = self.callers.get(e.t.f[0])
-                if st is not None and self._credit(st._state, e.t.f[1]):
+                if st is not None and _stream_credit(self, st._state, e.t.f[1]):
                     return 0
             elif ((op == OP_MUX_SERVER_MSG or op == OP_MUX_CLIENT_MSG)
                     and not flags & (FLAG_PAYLOAD_IS_ERR | FLAG_EOF)
@@ -436,11 +440,11 @@ cdef class ConnCore:
                 if op == OP_MUX_SERVER_MSG:
                     if self.callers is not None:
                         st = self.callers.get(e.t.f[0])
-                        if st is not None and self._item(st._state, m, e):
+                        if st is not None and _stream_item(self, st._state, m, e):
                             return 0
                 elif self.callees is not None:
                     srv = self.callees.get(e.t.f[0])
-                    if srv is not None and self._item(srv.state, m, e):
+                    if srv is not None and _stream_item(self, srv.state, m, e):
                         return 0
             return self._dispatch(_build(m, &e.t, e.sub))
         fut = self.pending.pop(e.t.f[0], None)
@@ -457,44 +461,6 @@ cdef class ConnCore:
         else:
             fut.set_result(body)
         return 0
-
-    cdef bint _credit(self, object state, uint64_t seq) except -1:
-        """An unblock for a stream whose sequence is in order: one credit
-        more, its waiting sender woken.  False leaves it to the stream."""
-        cdef MuxState s
-        if type(state) is not MuxState:
-            return False
-        s = <MuxState>state
-        if s.recv_seq != seq or s.credits == INT64_MAX:
-            return False
-        s.recv_seq += 1  # wraps at 2**32
-        s.credits += 1
-        w = s.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-        return True
-
-    cdef bint _item(self, object state, const uint8_t* m, _Inner* e) except -1:
-        """An item for an open, untraced stream (``state`` is its MuxState),
-        in sequence and with room in its buffer: appended, its reader woken.
-        False leaves it to the stream (which also ends the stream on a
-        violation)."""
-        cdef MuxState s
-        if type(state) is not MuxState:
-            return False
-        s = <MuxState>state
-        if not s.fast or s.recv_seq != e.t.f[1]:
-            return False
-        items = s.items
-        if items is None or len(items) >= s.capacity:
-            return False
-        s.recv_seq += 1  # wraps at 2**32
-        items.append(PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start))
-        s.received += 1  # "heard" for the stream's liveness check
-        w = s.item_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-        return True
 
     def dispatch(self, m: Any) -> None:
         """Handle one decoded message."""
@@ -577,55 +543,28 @@ cdef class ConnCore:
         self._send(msg)
 
     def take_item(self, state: MuxState) -> bytes | None:
-        """Take a stream's next item and return its credit (see the pure twin)."""
-        cdef MuxState s
+        """Take a stream's next item, its credit owed (see the pure twin)."""
         if type(state) is not MuxState:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
-        s = <MuxState>state
-        items = s.items
-        if not s.fast or not items:
-            return None
-        item = items[0]
-        if not PyBytes_CheckExact(item):
-            return None
-        items.popleft()
-        self._return_credit(s)
-        return item
+        return _stream_take(self, <MuxState>state)
 
     def return_credit(self, state: MuxState) -> None:
-        """Return one credit of a stream to its sender (see the pure twin)."""
+        """One credit of a stream owed to its sender (see the pure twin)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
-        self._return_credit(<MuxState>state)
+        _stream_owe(self, <MuxState>state)
 
-    cdef int _return_credit(self, MuxState s) except -1:
-        cdef uint32_t seq = s.send_seq
-        s.send_seq = seq + 1  # wraps at 2**32
-        self._send(encode_message_c(s.mux_id, seq, 0, 0, s.credit_op, self.base_flags, None, None))
-        s.unflushed += 1
-        if s.unflushed >= s.flush_every:
-            s.unflushed = 0  # let credits flow back while the rest is read
-            self.owner._flush()
-        return 0
+    def release_credits(self, state: MuxState) -> None:
+        """Queue the credits a stream owes its sender (see the pure twin)."""
+        if type(state) is not MuxState:
+            raise TypeError(f"release_credits() needs a MuxState, not {type(state).__name__}")
+        _stream_release(self, <MuxState>state)
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """Queue a stream item at once if it can leave now (see the pure twin)."""
-        cdef MuxState s
-        cdef uint32_t seq
         if type(state) is not MuxState:
             raise TypeError(f"send_item() needs a MuxState, not {type(state).__name__}")
-        s = <MuxState>state
-        if not s.fast or s.credits <= 0:
-            return False
-        if (not PyBytes_CheckExact(item) or PyBytes_GET_SIZE(item) >= LARGE_MESSAGE
-                or PyBytes_GET_SIZE(item) > self.max_payload):
-            return False
-        s.credits -= 1
-        seq = s.send_seq
-        s.send_seq = seq + 1
-        flags = self.base_flags | FLAG_PAYLOAD_IS_ZERO if PyBytes_GET_SIZE(item) == 0 else self.base_flags
-        self._send(encode_message_c(s.mux_id, seq, 0, 0, s.item_op, flags, item, None))
-        return True
+        return _stream_send(self, <MuxState>state, item)
 
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                      flags: int, payload: Any = None, subroute: bytes | None = None) -> None:

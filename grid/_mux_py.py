@@ -100,15 +100,16 @@ class MuxState:
     compiled core reads it without attribute lookups: ``items`` (a deque of
     received items, with room for ``capacity``; capacity 0 once no more may
     arrive), ``item_waiter`` (the reader's future), ``received`` (a count for
-    the liveness check), ``unflushed``/``flush_every`` (returned credits are
-    written out every ``flush_every``), ``credit_op``/``item_op`` (the ops of
+    the liveness check), ``owed``/``flush_every`` (credits earned by items
+    taken and not yet queued; queued and written once ``flush_every`` are
+    owed, or when the reader is about to wait), ``credit_op``/``item_op`` (the ops of
     this side) and ``fast``: True while the stream is open and untraced, so
     that :meth:`ConnCore.take_item`, :meth:`ConnCore.send_item` and the core's
     dispatch may handle its steady traffic without the stream's own code.
     """
 
     __slots__ = ("mux_id", "send_seq", "recv_seq", "credits", "waiter", "items", "item_waiter",
-                 "capacity", "received", "unflushed", "flush_every", "credit_op", "item_op", "fast")
+                 "capacity", "received", "owed", "flush_every", "credit_op", "item_op", "fast")
 
     def __init__(self, mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
         # operator.index, like the compiled twin's conversions to fixed-width ints.
@@ -129,7 +130,7 @@ class MuxState:
         self.item_waiter: Any = None
         self.capacity = 0
         self.received = 0
-        self.unflushed = 0
+        self.owed = 0
         self.flush_every = 1
         self.credit_op = 0
         self.item_op = 0
@@ -597,30 +598,57 @@ class ConnCore:
     def take_item(self, state: MuxState) -> bytes | None:
         """For a stream's reader (``async for`` over a caller's stream, or a
         handler's input): take the next buffered item of the stream whose
-        :class:`MuxState` is ``state`` and return its credit to the sender
-        (§8.4); None, having done nothing, when the stream's own code must run
-        (nothing buffered, the end marker, a stream ended or traced)."""
+        :class:`MuxState` is ``state``, its credit owed to the sender (see
+        :meth:`return_credit`); None, having done nothing, when the stream's
+        own code must run (nothing buffered, the end marker, a stream ended or
+        traced)."""
         if type(state) is not MuxState:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
         items = state.items
         if not state.fast or not items or type(items[0]) is not bytes:
             return None
         item = items.popleft()
-        self.return_credit(state)
+        self._owe(state)
         return item  # type: ignore[no-any-return]
 
     def return_credit(self, state: MuxState) -> None:
         """One item left the buffer of the stream whose :class:`MuxState` is
-        ``state`` (taken by the stream's own code): return its credit to the
-        sender (§8.4), writing out every ``flush_every``-th at once."""
+        ``state`` (taken by the stream's own code): its credit is owed to the
+        sender (§8.4).  Owed credits are queued and written once
+        ``flush_every`` are owed, so that the sender gets a window's worth
+        back at once rather than one item's at a time; :meth:`release_credits`
+        queues the rest (the reader calls it before it waits)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
-        self.send_message(state.mux_id, state.next_send_seq(), 0, 0, state.credit_op,
-                          self.base_flags)
-        state.unflushed += 1
-        if state.unflushed >= state.flush_every:
-            state.unflushed = 0  # let credits flow back while the rest is read
-            self.owner._flush()
+        self._owe(state)
+
+    def release_credits(self, state: MuxState) -> None:
+        """Queue every credit the stream whose :class:`MuxState` is ``state``
+        owes its sender, one unblock each (written with the next flush).  A
+        reader calls this before it waits for an item, so the sender is never
+        left without credit while the reader waits."""
+        if type(state) is not MuxState:
+            raise TypeError(f"release_credits() needs a MuxState, not {type(state).__name__}")
+        if state.owed <= 0:
+            return
+        q = self.queue
+        first = not q
+        while state.owed > 0:  # queued together: the flush is asked for once, below
+            state.owed -= 1
+            msg = _codec_py.encode_message(state.mux_id, state.next_send_seq(), 0, 0,
+                                           state.credit_op, self.base_flags, None)
+            q.append(msg)
+            self.queued_bytes += len(msg)
+        if first:
+            self.owner._schedule_flush()
+        elif len(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
+            self.owner._flush_early()
+
+    def _owe(self, state: MuxState) -> None:
+        state.owed += 1
+        if state.owed >= state.flush_every:
+            self.release_credits(state)
+            self.owner._flush()  # let credits flow back while the rest is read
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue

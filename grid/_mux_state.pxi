@@ -74,7 +74,7 @@ cdef class MuxState:
         self.item_waiter = None
         self.capacity = 0
         self.received = 0
-        self.unflushed = 0
+        self.owed = 0
         self.flush_every = 1
         self.credit_op = 0
         self.item_op = 0

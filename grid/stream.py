@@ -143,10 +143,12 @@ def _item_flags(base: int, payload: bytes | None) -> int:
 def _stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     """Set up ``st`` (a MuxState) as one side of a stream that receives up to
     ``capacity`` items: the receiving end lives there, where the compiled core
-    reads it (ConnCore.take_item / send_item and its dispatch).  Returned
-    credits are written every quarter window, so the sender gets them back
-    while the rest is read.  ``fast`` stays True until the stream ends or is
-    traced."""
+    reads it (ConnCore.take_item / send_item and its dispatch).  Credits of
+    taken items are owed until a quarter window's worth is, then written at
+    once, so the sender gets them back while the rest is read and sends in
+    batches of at least that size (not one item per write); whatever is
+    still owed is queued when the reader is about to wait.  ``fast`` stays
+    True until the stream ends or is traced."""
     st.items = deque()
     st.capacity = capacity
     st.flush_every = max(1, capacity // 4)
@@ -305,9 +307,9 @@ class Stream:
         core = self._core
         while True:
             if core is not None:
-                # The next item with its credit returned (§8.4), in one step;
-                # every `flush_every` credits are written at once, so both
-                # ends work while the rest of the window is read.
+                # The next item with its credit owed (§8.4), in one step;
+                # every `flush_every` owed credits are written at once, so
+                # both ends work while the rest of the window is read.
                 item = core.take_item(st)
                 if item is not None:
                     return item  # type: ignore[no-any-return]
@@ -323,6 +325,10 @@ class Stream:
                 return item  # type: ignore[no-any-return]
             if self._error is not None:
                 raise self._error
+            if st.owed:  # about to wait: the sender must not wait for these
+                live = self._link.core
+                if live is not None and not self._done:
+                    live.release_credits(st)
             fut = self._loop.create_future()
             st.item_waiter = fut
             try:
@@ -540,12 +546,21 @@ class StreamOut:
     def __init__(self, srv: _ServerStream) -> None:
         self._srv = srv
 
-    async def send(self, item: bytes) -> None:
-        """Send one reply to the caller; waits for credit from it."""
+    def send(self, item: bytes) -> Awaitable[None]:
+        """Send one reply to the caller; waits for credit from it.
+
+        Await the result (``await out.send(item)``): an item that can leave
+        at once (stream open, credit in hand) is queued by the call itself
+        and the awaitable is already done, so the usual case creates no
+        coroutine; otherwise the awaitable waits for credit and sends."""
         srv = self._srv
         core = srv.core
         if core is not None and core.send_item(srv.state, item):  # open, credit in hand: sent
-            return
+            return srv.sent
+        return self._send(item)
+
+    async def _send(self, item: bytes) -> None:
+        srv = self._srv
         payload_size(item, srv.link.node.max_message_size, "stream item", "item")
         if srv.closed is not None or not srv.state.take_credit():  # fast path: credit in hand
             await srv.credits.take(srv.check_open)
@@ -582,7 +597,7 @@ class _Inbound:
         core = srv.core
         while True:
             if core is not None:
-                # Handed to the handler with the caller's credit returned (§8.4).
+                # Handed to the handler with the caller's credit owed (§8.4).
                 item = core.take_item(st)
                 if item is not None:
                     return item  # type: ignore[no-any-return]
@@ -597,6 +612,10 @@ class _Inbound:
                     live.return_credit(st)
                 return item  # type: ignore[no-any-return]
             srv.check_open()
+            if st.owed:  # about to wait: the caller must not wait for these
+                live = srv.link.core
+                if live is not None:
+                    live.release_credits(st)
             fut = srv.loop.create_future()
             st.item_waiter = fut
             try:
@@ -619,6 +638,8 @@ class _ServerStream:
             handler.in_capacity, _UNBLOCK_CL_MUX, _MUX_SERVER_MSG)
         self.core = link.core  # this connection's core (the stream ends with it)
         self.credits = _Credits(st, self.loop)
+        self.sent: asyncio.Future[None] = self.loop.create_future()  # StreamOut.send's "done"
+        self.sent.set_result(None)
         self.input_done = handler.in_capacity == 0
         self.closed: str | None = None  # why the stream ended, once it has
         self.task: asyncio.Task[None] | None = None

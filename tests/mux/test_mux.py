@@ -211,6 +211,49 @@ def test_a_full_write_leaves_early(mux, size, every):
     assert len(core.queue) == 200 % every
 
 
+class _CreditOwner(_FlushCounter):
+    """A _FlushCounter that also records each forced write (``_flush``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[int] = []  # queue length at each forced write
+
+    def _flush(self) -> None:
+        self.flushed.append(len(self.core.queue))
+        self.core.take_frames(None)
+
+
+def test_credits_leave_in_batches(mux):
+    """A reader's taken items owe their credits (§8.4); once flush_every are
+    owed they are queued together and written at once, and release_credits
+    queues what is owed before the reader waits: unblocks in sequence, the
+    flush asked for once per batch, never one credit per write."""
+    from collections import deque
+
+    codec = grid._impl.codec
+    owner = _CreditOwner()
+    core = mux.ConnCore(owner, False, 1 << 20, None)
+    owner.core = core
+    st = mux.MuxState(7, send_seq=3)
+    st.items = deque([b"i%d" % i for i in range(10)])
+    st.capacity, st.flush_every, st.credit_op, st.fast = 16, 4, 11, True
+    taken = [core.take_item(st) for _ in range(6)]
+    assert taken == [b"i%d" % i for i in range(6)]
+    assert owner.flushed == [4] and owner.scheduled == 1  # four unblocks, written together
+    assert st.owed == 2 and core.queue == [] and st.send_seq == 7
+    core.release_credits(st)  # the reader is about to wait
+    assert st.owed == 0 and owner.scheduled == 2 and owner.flushed == [4]
+    unblocks = [codec.decode_messages(m)[0] for m in core.queue]
+    assert [(m.mux_id, m.op, m.seq, m.payload) for m in unblocks] == [
+        (7, 11, 7, None), (7, 11, 8, None)]
+    core.release_credits(st)  # nothing owed: nothing queued, no flush asked for
+    assert len(core.queue) == 2 and owner.scheduled == 2
+    st.fast = False  # ended or traced: the stream's own code takes, and owes
+    assert core.take_item(st) is None and st.owed == 0
+    core.return_credit(st)
+    assert st.owed == 1 and len(core.queue) == 2
+
+
 class _Recorder:
     """A ConnCore owner that keeps what reaches it."""
 

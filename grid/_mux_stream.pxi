@@ -1,0 +1,106 @@
+# A stream's steady traffic in the compiled core: items and credits moved
+# between the wire and a stream's MuxState without the stream's own code
+# (grid/stream.py owns the MuxState fields these read; see the pure twin's
+# ConnCore.take_item, return_credit, release_credits and send_item).
+# Included by grid/_mux.pyx; ConnCore's fields come from grid/_mux.pxd.
+
+
+cdef bint _stream_credit(ConnCore core, object state, uint64_t seq) except -1:
+    """An unblock for a stream whose sequence is in order: one credit more,
+    its waiting sender woken.  False leaves it to the stream."""
+    cdef MuxState s
+    if type(state) is not MuxState:
+        return False
+    s = <MuxState>state
+    if s.recv_seq != seq or s.credits == INT64_MAX:
+        return False
+    s.recv_seq += 1  # wraps at 2**32
+    s.credits += 1
+    w = s.waiter
+    if w is not None and not w.done():
+        w.set_result(None)
+    return True
+
+
+cdef bint _stream_item(ConnCore core, object state, const uint8_t* m, _Inner* e) except -1:
+    """An item for an open, untraced stream (``state`` is its MuxState), in
+    sequence and with room in its buffer: appended, its reader woken.  False
+    leaves it to the stream (which also ends the stream on a violation)."""
+    cdef MuxState s
+    if type(state) is not MuxState:
+        return False
+    s = <MuxState>state
+    if not s.fast or s.recv_seq != e.t.f[1]:
+        return False
+    items = s.items
+    if items is None or len(items) >= s.capacity:
+        return False
+    s.recv_seq += 1  # wraps at 2**32
+    items.append(PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start))
+    s.received += 1  # "heard" for the stream's liveness check
+    w = s.item_waiter
+    if w is not None and not w.done():
+        w.set_result(None)
+    return True
+
+
+cdef object _stream_take(ConnCore core, MuxState s):
+    """The next buffered item with its credit owed, or None (nothing taken)."""
+    items = s.items
+    if not s.fast or not items:
+        return None
+    item = items[0]
+    if not PyBytes_CheckExact(item):
+        return None
+    items.popleft()
+    _stream_owe(core, s)
+    return item
+
+
+cdef int _stream_owe(ConnCore core, MuxState s) except -1:
+    """One more credit owed; every ``flush_every`` owed are queued and written."""
+    s.owed += 1
+    if s.owed >= s.flush_every:
+        _stream_release(core, s)
+        core.owner._flush()  # let credits flow back while the rest is read
+    return 0
+
+
+cdef int _stream_release(ConnCore core, MuxState s) except -1:
+    """Queue every credit owed, one unblock each, in sequence; the flush is
+    asked for once they are all queued, so an idle connection writes them
+    together rather than the first alone."""
+    cdef uint32_t seq
+    cdef list q = core.queue
+    cdef bint first = PyList_GET_SIZE(q) == 0
+    if s.owed <= 0:
+        return 0
+    while s.owed > 0:
+        s.owed -= 1
+        seq = s.send_seq
+        s.send_seq = seq + 1  # wraps at 2**32
+        msg = encode_message_c(s.mux_id, seq, 0, 0, s.credit_op, core.base_flags, None, None)
+        q.append(msg)
+        core.queued_bytes += PyBytes_GET_SIZE(msg)
+    if first:
+        core.owner._schedule_flush()
+    elif PyList_GET_SIZE(q) >= EARLY_FLUSH_MESSAGES or core.queued_bytes >= EARLY_FLUSH_BYTES:
+        core.owner._flush_early()
+    return 0
+
+
+cdef bint _stream_send(ConnCore core, MuxState s, object item) except -1:
+    """Queue a stream item at once if it can leave now (open, untraced, a
+    credit in hand, bytes below LARGE_MESSAGE); False otherwise."""
+    cdef uint32_t seq
+    if not s.fast or s.credits <= 0:
+        return False
+    if (not PyBytes_CheckExact(item) or PyBytes_GET_SIZE(item) >= LARGE_MESSAGE
+            or PyBytes_GET_SIZE(item) > core.max_payload):
+        return False
+    s.credits -= 1
+    seq = s.send_seq
+    s.send_seq = seq + 1
+    flags = core.base_flags | FLAG_PAYLOAD_IS_ZERO if PyBytes_GET_SIZE(item) == 0 else core.base_flags
+    core._send(encode_message_c(s.mux_id, seq, 0, 0, s.item_op, flags, item, None))
+    return True
