@@ -303,7 +303,7 @@ async def grid_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any
         s.cancel()
 
     # -- one-way
-    for size in args.sizes:
+    for size in [] if args.requests_only else args.sizes:
         for i, cap in enumerate(args.capacities):
             hid = GEN_BASE + i
             sample = await conn.new_stream(hid, b"%d,3" % size, in_capacity=0, out_capacity=cap)
@@ -320,7 +320,7 @@ async def grid_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any
 
     # -- two-way echo
     payload = os.urandom(args.echo_size)
-    for i, cap in enumerate(args.capacities):
+    for i, cap in enumerate([] if args.requests_only else args.capacities):
         hid = ECHO_BASE + i
         s = await conn.new_stream(hid, None, in_capacity=cap, out_capacity=cap)
         await s.send(payload)
@@ -671,6 +671,10 @@ def orchestrate(args: argparse.Namespace) -> int:
               "--echo-size", str(args.echo_size), "--concurrency", str(args.concurrency),
               "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
     n_cells = len(args.sizes) * len(args.capacities) + len(args.capacities) + 2
+    if args.requests_only:
+        common.append("--requests-only")
+        systems = [s for s in systems if s.startswith("grid")]
+        n_cells = 2
     client_timeout = 60.0 + n_cells * (args.seconds + args.warmup + 1.0) * 3
 
     print(f"streams benchmark: server and client in separate processes (uvloop), one loopback connection; "
@@ -825,6 +829,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "credit window (default 1,64)")
     ap.add_argument("--echo-size", type=int, default=64, help="two-way echo item size (default 64)")
     ap.add_argument("--concurrency", type=int, default=16, help="typed/byte-level request workers (default 16)")
+    ap.add_argument("--requests-only", action="store_true",
+                    help="run only the typed vs byte-level single-request cells (grid and grid-pure; "
+                         "other systems have none and are skipped)")
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell (default 2)")
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per cell (default 0.5)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")

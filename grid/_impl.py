@@ -105,3 +105,4 @@ MuxIdAllocator = mux.MuxIdAllocator
 MuxState = mux.MuxState
 ConnCore = mux.ConnCore
 StructCodec = structs.StructCodec
+TypedHandler = structs.TypedHandler
