@@ -79,6 +79,8 @@ from _procs import (  # noqa: E402
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "grpc")
 #: Systems that need a package outside the core dependencies: (module, package).
 OPTIONAL = {"grpc": ("grpc", "grpcio"), "picows": ("picows", "picows")}
+REQUEST_SLICES = 4  # typed and byte-level request cells alternate in this many slices each
+SLICE_WARMUP = 0.1  # warm-up seconds before every slice after the first
 GRID_TIMEOUT = 10.0  # per-request timeout for the typed/bytes cells (never hit in a healthy run)
 TYPED_HANDLER = 40
 BYTES_HANDLER = 41
@@ -218,6 +220,21 @@ async def cell_oneway(open_stream: Callable[[], Any], cancel: Callable[[Any], An
     if asyncio.iscoroutine(r):
         await r
     res.update(errors=w.errors, first_error=w.first_error)
+    return res
+
+
+def _merge_slices(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One cell's result from the results of its time slices: counts and errors
+    summed, rates and CPU shares over the summed measured time."""
+    secs = sum(p["seconds"] for p in parts)
+    res: Dict[str, Any] = {"count": sum(p["count"] for p in parts), "seconds": round(secs, 4),
+                           "errors": sum(p["errors"] for p in parts),
+                           "first_error": next((p["first_error"] for p in parts if p["first_error"]), None)}
+    res["rate"] = res["count"] / secs if secs > 0 else 0.0
+    for key in ("client_cpu", "server_cpu", "other_cpu"):
+        shares = [p[key] for p in parts]
+        res[key] = (None if secs <= 0 or None in shares
+                    else sum(x * p["seconds"] for x, p in zip(shares, parts)) / secs)
     return res
 
 
@@ -369,9 +386,15 @@ async def grid_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any
     def bytes_call(_r: Any = conn.request) -> Any:
         return _r(BYTES_HANDLER, raw_payload, GRID_TIMEOUT)
 
-    for kind, call in (("typed", typed_call), ("bytes", bytes_call)):
-        res = await cell_requests(call, args.concurrency, secs, warm, spid)
-        cells.append(dict(res, kind=kind, size=size, concurrency=args.concurrency))
+    # The two kinds take turns in short slices, so that a change in the rest of the
+    # machine's load during the cells weighs on both alike and the ratio stays fair.
+    parts: Dict[str, List[Dict[str, Any]]] = {"typed": [], "bytes": []}
+    for i in range(REQUEST_SLICES):
+        for kind, call in (("typed", typed_call), ("bytes", bytes_call)):
+            parts[kind].append(await cell_requests(call, args.concurrency, secs / REQUEST_SLICES,
+                                                   warm if i == 0 else SLICE_WARMUP, spid))
+    for kind in ("typed", "bytes"):
+        cells.append(dict(_merge_slices(parts[kind]), kind=kind, size=size, concurrency=args.concurrency))
 
     logging.getLogger("grid").setLevel(logging.ERROR)  # quiet teardown
     await mgr.close()

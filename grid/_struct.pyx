@@ -147,7 +147,7 @@ cdef inline uint8_t* _room(_Out* o, Py_ssize_t need) except NULL:
     return _grow(o, need)
 
 
-cdef int _put_len(_Out* o, uint64_t n, uint8_t fix, uint64_t fix_n, uint8_t c8, uint8_t c16) except -1:
+cdef inline int _put_len(_Out* o, uint64_t n, uint8_t fix, uint64_t fix_n, uint8_t c8, uint8_t c16) except -1:
     """The smallest str/bin/array header for a length ``n`` <= ITEM_LIMIT."""
     cdef uint8_t* w = _room(o, 5)
     if n < fix_n:
@@ -168,7 +168,7 @@ cdef int _put_len(_Out* o, uint64_t n, uint8_t fix, uint64_t fix_n, uint8_t c8, 
     return 0
 
 
-cdef int _put_bytes(_Out* o, const char* s, Py_ssize_t n) except -1:
+cdef inline int _put_bytes(_Out* o, const char* s, Py_ssize_t n) except -1:
     memcpy(_room(o, n), s, n)
     o.n += n
     return 0
@@ -330,7 +330,7 @@ cdef inline bint _is_ascii(const uint8_t* s, Py_ssize_t n) noexcept:
     return (acc & 0x8080808080808080ULL) == 0
 
 
-cdef object _read_str(const uint8_t* p, Py_ssize_t size, Py_ssize_t* pos):
+cdef inline object _read_str(const uint8_t* p, Py_ssize_t size, Py_ssize_t* pos):
     cdef Py_ssize_t n = _read_len(p, size, pos, 0xA0, 32, 0xD9, 0xDA)
     if n < 0:
         return _MISS
@@ -580,7 +580,7 @@ cdef class StructCodec:
             PyTuple_SET_ITEM(values, j, x)
         return values if pos == size else None
 
-    cdef Py_ssize_t _field_of(self, const uint8_t* key, Py_ssize_t klen, Py_ssize_t guess):
+    cdef Py_ssize_t _field_of(self, const uint8_t* key, Py_ssize_t klen, Py_ssize_t guess) noexcept:
         """The index of the field whose wire name is ``key[:klen]`` (trying
         ``guess``, the usual order, first), else -1."""
         cdef Py_ssize_t j
