@@ -79,6 +79,8 @@ from _procs import (  # noqa: E402
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "grpc")
 #: Systems that need a package outside the core dependencies: (module, package).
 OPTIONAL = {"grpc": ("grpc", "grpcio"), "picows": ("picows", "picows")}
+REQUEST_SLICES = 4  # typed and byte-level request cells alternate in this many slices each
+SLICE_WARMUP = 0.1  # warm-up seconds before every slice after the first
 GRID_TIMEOUT = 10.0  # per-request timeout for the typed/bytes cells (never hit in a healthy run)
 TYPED_HANDLER = 40
 BYTES_HANDLER = 41
@@ -221,6 +223,21 @@ async def cell_oneway(open_stream: Callable[[], Any], cancel: Callable[[Any], An
     return res
 
 
+def _merge_slices(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One cell's result from the results of its time slices: counts and errors
+    summed, rates and CPU shares over the summed measured time."""
+    secs = sum(p["seconds"] for p in parts)
+    res: Dict[str, Any] = {"count": sum(p["count"] for p in parts), "seconds": round(secs, 4),
+                           "errors": sum(p["errors"] for p in parts),
+                           "first_error": next((p["first_error"] for p in parts if p["first_error"]), None)}
+    res["rate"] = res["count"] / secs if secs > 0 else 0.0
+    for key in ("client_cpu", "server_cpu", "other_cpu"):
+        shares = [p[key] for p in parts]
+        res[key] = (None if secs <= 0 or None in shares
+                    else sum(x * p["seconds"] for x, p in zip(shares, parts)) / secs)
+    return res
+
+
 async def cell_requests(call: Callable[[], Any], concurrency: int, seconds: float, warmup: float,
                         server_pid: int) -> Dict[str, Any]:
     w = Window(server_pid)
@@ -303,7 +320,7 @@ async def grid_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any
         s.cancel()
 
     # -- one-way
-    for size in args.sizes:
+    for size in [] if args.requests_only else args.sizes:
         for i, cap in enumerate(args.capacities):
             hid = GEN_BASE + i
             sample = await conn.new_stream(hid, b"%d,3" % size, in_capacity=0, out_capacity=cap)
@@ -320,7 +337,7 @@ async def grid_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any
 
     # -- two-way echo
     payload = os.urandom(args.echo_size)
-    for i, cap in enumerate(args.capacities):
+    for i, cap in enumerate([] if args.requests_only else args.capacities):
         hid = ECHO_BASE + i
         s = await conn.new_stream(hid, None, in_capacity=cap, out_capacity=cap)
         await s.send(payload)
@@ -369,9 +386,15 @@ async def grid_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any
     def bytes_call(_r: Any = conn.request) -> Any:
         return _r(BYTES_HANDLER, raw_payload, GRID_TIMEOUT)
 
-    for kind, call in (("typed", typed_call), ("bytes", bytes_call)):
-        res = await cell_requests(call, args.concurrency, secs, warm, spid)
-        cells.append(dict(res, kind=kind, size=size, concurrency=args.concurrency))
+    # The two kinds take turns in short slices, so that a change in the rest of the
+    # machine's load during the cells weighs on both alike and the ratio stays fair.
+    parts: Dict[str, List[Dict[str, Any]]] = {"typed": [], "bytes": []}
+    for i in range(REQUEST_SLICES):
+        for kind, call in (("typed", typed_call), ("bytes", bytes_call)):
+            parts[kind].append(await cell_requests(call, args.concurrency, secs / REQUEST_SLICES,
+                                                   warm if i == 0 else SLICE_WARMUP, spid))
+    for kind in ("typed", "bytes"):
+        cells.append(dict(_merge_slices(parts[kind]), kind=kind, size=size, concurrency=args.concurrency))
 
     logging.getLogger("grid").setLevel(logging.ERROR)  # quiet teardown
     await mgr.close()
@@ -663,6 +686,10 @@ def orchestrate(args: argparse.Namespace) -> int:
               "--echo-size", str(args.echo_size), "--concurrency", str(args.concurrency),
               "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
     n_cells = len(args.sizes) * len(args.capacities) + len(args.capacities) + 2
+    if args.requests_only:
+        common.append("--requests-only")
+        systems = [s for s in systems if s.startswith("grid")]
+        n_cells = 2
     client_timeout = 60.0 + n_cells * (args.seconds + args.warmup + 1.0) * 3
 
     print(f"streams benchmark: server and client in separate processes (uvloop), one loopback connection; "
@@ -806,6 +833,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "credit window (default 1,64)")
     ap.add_argument("--echo-size", type=int, default=64, help="two-way echo item size (default 64)")
     ap.add_argument("--concurrency", type=int, default=16, help="typed/byte-level request workers (default 16)")
+    ap.add_argument("--requests-only", action="store_true",
+                    help="run only the typed vs byte-level single-request cells (grid and grid-pure; "
+                         "other systems have none and are skipped)")
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell (default 2)")
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per cell (default 0.5)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")

@@ -106,3 +106,5 @@ MuxIdAllocator = mux.MuxIdAllocator
 MuxState = mux.MuxState
 ConnCore = mux.ConnCore
 StructCodec = structs.StructCodec
+TypedHandler = structs.TypedHandler
+typed_call = structs.typed_call

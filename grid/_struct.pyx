@@ -40,11 +40,13 @@ import sys
 
 from grid.errors import ProtocolError
 
-__all__ = ["StructCodec"]
+__all__ = ["StructCodec", "TypedHandler", "typed_call"]
 
 
 cdef extern from "Python.h":
     PyTypeObject PyBaseObject_Type  # its tp_new is what object.__new__(tp) runs
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
 
 
 # Field kinds (the pure twin's numbers); K_NIL: nil decodes to None.
@@ -145,7 +147,7 @@ cdef inline uint8_t* _room(_Out* o, Py_ssize_t need) except NULL:
     return _grow(o, need)
 
 
-cdef int _put_len(_Out* o, uint64_t n, uint8_t fix, uint64_t fix_n, uint8_t c8, uint8_t c16) except -1:
+cdef inline int _put_len(_Out* o, uint64_t n, uint8_t fix, uint64_t fix_n, uint8_t c8, uint8_t c16) except -1:
     """The smallest str/bin/array header for a length ``n`` <= ITEM_LIMIT."""
     cdef uint8_t* w = _room(o, 5)
     if n < fix_n:
@@ -166,7 +168,7 @@ cdef int _put_len(_Out* o, uint64_t n, uint8_t fix, uint64_t fix_n, uint8_t c8, 
     return 0
 
 
-cdef int _put_bytes(_Out* o, const char* s, Py_ssize_t n) except -1:
+cdef inline int _put_bytes(_Out* o, const char* s, Py_ssize_t n) except -1:
     memcpy(_room(o, n), s, n)
     o.n += n
     return 0
@@ -314,10 +316,31 @@ cdef inline Py_ssize_t _read_len(const uint8_t* p, Py_ssize_t size, Py_ssize_t* 
     return <Py_ssize_t>n
 
 
-cdef object _read_str(const uint8_t* p, Py_ssize_t size, Py_ssize_t* pos):
+cdef inline bint _is_ascii(const uint8_t* s, Py_ssize_t n) noexcept:
+    """Whether ``s[:n]`` is all ASCII (eight bytes at a time, then the rest)."""
+    cdef uint64_t acc = 0, w
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        memcpy(&w, s + i, 8)
+        acc |= w
+        i += 8
+    while i < n:
+        acc |= s[i]
+        i += 1
+    return (acc & 0x8080808080808080ULL) == 0
+
+
+cdef inline object _read_str(const uint8_t* p, Py_ssize_t size, Py_ssize_t* pos):
     cdef Py_ssize_t n = _read_len(p, size, pos, 0xA0, 32, 0xD9, 0xDA)
     if n < 0:
         return _MISS
+    if n > 1 and _is_ascii(p + pos[0], n):
+        # ASCII is its own compact str form: one allocation and a copy, not
+        # the general UTF-8 decoder (short strings keep its shared singletons).
+        s = PyUnicode_New(n, 127)
+        memcpy(PyUnicode_DATA(s), p + pos[0], n)
+        pos[0] += n
+        return s
     s = PyUnicode_DecodeUTF8(<char*>p + pos[0], n, NULL)  # invalid UTF-8 raises
     pos[0] += n
     return s
@@ -483,6 +506,14 @@ cdef class StructCodec:
     def encode(self, v: Any) -> bytes:
         """``v`` as msgpack bytes (``b"\\xc0"`` for None), the bytes the
         fallback returns; values of other than exact simple types go to it."""
+        return self._encode(v)
+
+    def decode(self, data: bytes | None) -> Any:
+        """A new instance from the payload ``data``: what the fallback
+        returns for it, or raises (:class:`grid.ProtocolError`)."""
+        return self._decode(data)
+
+    cdef object _encode(self, object v):
         cdef uint8_t stack[256]
         cdef _Out o
         cdef Py_ssize_t i
@@ -509,9 +540,7 @@ cdef class StructCodec:
             PyMem_Free(o.heap)
         return self._fallback_encode(v)
 
-    def decode(self, data: bytes | None) -> Any:
-        """A new instance from the payload ``data``: what the fallback
-        returns for it, or raises (:class:`grid.ProtocolError`)."""
+    cdef object _decode(self, object data):
         cdef tuple values = None
         if PyBytes_CheckExact(data):
             try:
@@ -551,7 +580,7 @@ cdef class StructCodec:
             PyTuple_SET_ITEM(values, j, x)
         return values if pos == size else None
 
-    cdef Py_ssize_t _field_of(self, const uint8_t* key, Py_ssize_t klen, Py_ssize_t guess):
+    cdef Py_ssize_t _field_of(self, const uint8_t* key, Py_ssize_t klen, Py_ssize_t guess) noexcept:
         """The index of the field whose wire name is ``key[:klen]`` (trying
         ``guess``, the usual order, first), else -1."""
         cdef Py_ssize_t j
@@ -580,3 +609,82 @@ cdef class StructCodec:
             raise
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise ProtocolError("msgp: " + str(exc)) from None
+
+
+def _handler_signature(fn: Callable[[Any], Any], decode: Callable[[bytes | None], Any],
+                       encode: Callable[[Any], bytes | None],
+                       on_decode_error: Callable[[ProtocolError], BaseException]) -> None:
+    pass
+
+
+cdef StructCodec _codec_of(object method, str name):
+    """The StructCodec whose ``name`` method ``method`` is, else None."""
+    owner = getattr(method, "__self__", None)
+    if type(owner) is StructCodec and method == getattr(owner, name):
+        return <StructCodec>owner
+    return None
+
+
+@cython.final
+cdef class TypedHandler:
+    """A typed single-request handler as the connection core calls it,
+    payload in and payload out: ``encode(fn(decode(payload)))``.
+
+    A payload that does not decode (:class:`grid.ProtocolError`) raises what
+    ``on_decode_error(exc)`` returns, without reaching ``fn``; errors of
+    ``fn`` and ``encode`` propagate as they are.
+    """
+
+    __signature__ = _inspect.signature(_handler_signature)
+
+    cdef object _fn
+    cdef object _decode
+    cdef object _encode
+    cdef object _on_decode_error
+    cdef StructCodec _dec_codec  # decode's StructCodec, called without the method call
+    cdef StructCodec _enc_codec  # ... and encode's
+
+    def __init__(self, fn: Callable[[Any], Any], decode: Callable[[bytes | None], Any],
+                 encode: Callable[[Any], bytes | None],
+                 on_decode_error: Callable[[ProtocolError], BaseException]) -> None:
+        for what, f in (("fn", fn), ("decode", decode), ("encode", encode),
+                        ("on_decode_error", on_decode_error)):
+            if not callable(f):
+                raise TypeError(f"TypedHandler: {what} must be callable, not {f!r}")
+        self._fn = fn
+        self._decode = decode
+        self._encode = encode
+        self._on_decode_error = on_decode_error
+        self._dec_codec = _codec_of(decode, "decode")
+        self._enc_codec = _codec_of(encode, "encode")
+
+    def __call__(self, payload: bytes | None) -> bytes | None:
+        try:
+            if self._dec_codec is not None:
+                v = self._dec_codec._decode(payload)
+            else:
+                v = self._decode(payload)
+        except ProtocolError as exc:
+            raise self._on_decode_error(exc) from None
+        r = self._fn(v)
+        if self._enc_codec is not None:
+            return self._enc_codec._encode(r)
+        return self._encode(r)
+
+
+async def typed_call(conn: Any, handler_id: int, request: Any, timeout: float | None,
+                     encode: Any, decode: Any) -> Any:
+    """The caller's side of a typed single request:
+    ``decode(await conn.request(handler_id, encode(request), timeout))``.
+
+    ``encode`` and ``decode`` are callables or a :class:`StructCodec` (whose
+    own method is then used).
+    """
+    if type(encode) is StructCodec:
+        payload = (<StructCodec>encode)._encode(request)
+    else:
+        payload = encode(request)
+    reply = await conn.request(handler_id, payload, timeout)
+    if type(decode) is StructCodec:
+        return (<StructCodec>decode)._decode(reply)
+    return decode(reply)

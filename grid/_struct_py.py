@@ -31,7 +31,7 @@ from typing import Any
 from grid._envelope_py import pack_uint
 from grid.errors import ProtocolError
 
-__all__ = ["StructCodec"]
+__all__ = ["StructCodec", "TypedHandler", "typed_call"]
 
 # Field kinds as the compiled twin numbers them; _NIL: nil decodes to None.
 _STR, _INT, _FLOAT, _BOOL, _BYTES, _LIST_STR, _LIST_INT = range(1, 8)
@@ -343,3 +343,49 @@ class StructCodec:
             raise
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise ProtocolError("msgp: " + str(exc)) from None
+
+
+class TypedHandler:
+    """A typed single-request handler as the connection core calls it,
+    payload in and payload out: ``encode(fn(decode(payload)))``.
+
+    A payload that does not decode (:class:`grid.ProtocolError`) raises what
+    ``on_decode_error(exc)`` returns, without reaching ``fn``; errors of
+    ``fn`` and ``encode`` propagate as they are.
+    """
+
+    __slots__ = ("_fn", "_decode", "_encode", "_on_decode_error")
+
+    def __init__(self, fn: Callable[[Any], Any], decode: Callable[[bytes | None], Any],
+                 encode: Callable[[Any], bytes | None],
+                 on_decode_error: Callable[[ProtocolError], BaseException]) -> None:
+        for what, f in (("fn", fn), ("decode", decode), ("encode", encode),
+                        ("on_decode_error", on_decode_error)):
+            if not callable(f):
+                raise TypeError(f"TypedHandler: {what} must be callable, not {f!r}")
+        self._fn = fn
+        self._decode = decode
+        self._encode = encode
+        self._on_decode_error = on_decode_error
+
+    def __call__(self, payload: bytes | None) -> bytes | None:
+        try:
+            v = self._decode(payload)
+        except ProtocolError as exc:
+            raise self._on_decode_error(exc) from None
+        return self._encode(self._fn(v))
+
+
+async def typed_call(conn: Any, handler_id: int, request: Any, timeout: float | None,
+                     encode: Any, decode: Any) -> Any:
+    """The caller's side of a typed single request:
+    ``decode(await conn.request(handler_id, encode(request), timeout))``.
+
+    ``encode`` and ``decode`` are callables or a :class:`StructCodec` (whose
+    own method is then used).
+    """
+    if type(encode) is StructCodec:
+        encode = encode.encode
+    if type(decode) is StructCodec:
+        decode = decode.decode
+    return decode(await conn.request(handler_id, encode(request), timeout))

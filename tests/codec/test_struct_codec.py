@@ -259,7 +259,7 @@ def _check_encode(tp: Any, twin: ModuleType, value: Any) -> tuple[Any, ...]:
 
 def test_same_surface() -> None:
     cy = _compiled_or_skip()
-    assert list(cy.__all__) == list(_struct_py.__all__) == ["StructCodec"]
+    assert list(cy.__all__) == list(_struct_py.__all__) == ["StructCodec", "TypedHandler", "typed_call"]
     py_c, cy_c = _struct_py.StructCodec, cy.StructCodec
 
     def bare(obj: Any) -> inspect.Signature:
@@ -273,6 +273,11 @@ def test_same_surface() -> None:
     assert {n for n in dir(cy_c) if not n.startswith("_")} == public == {"encode", "decode"}
     for name in public:
         assert bare(getattr(cy_c, name)) == bare(getattr(py_c, name)), name
+    assert bare(cy.TypedHandler) == bare(_struct_py.TypedHandler)
+    assert bare(cy.typed_call) == bare(_struct_py.typed_call)
+    assert inspect.iscoroutinefunction(_struct_py.typed_call)
+    assert {n for n in dir(cy.TypedHandler) if not n.startswith("_")} == set()
+    assert {n for n in dir(_struct_py.TypedHandler) if not n.startswith("_")} == set()
 
 
 def test_impl_selects_struct_like_codec() -> None:
@@ -405,6 +410,63 @@ def test_edge_values(twin: ModuleType) -> None:
         _round_trip(twin, Tup(0, "", b, []))
     for f in (0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), 5e-324, 1.7976931348623157e308):
         _round_trip(twin, Every("", 0, f, True, b"", [], [], None, None, f, False, b"", [], None))
+
+
+def test_strings_of_every_short_length_and_byte_position(twin: ModuleType) -> None:
+    # ASCII and non-ASCII text at each length around the eight-byte steps the
+    # compiled decoder scans ASCII in, with the odd byte in every position.
+    for n in range(20):
+        s = "".join(chr(97 + i % 26) for i in range(n))
+        _round_trip(twin, Small(s, n, [s, s[:1]]))
+        for i in range(n):
+            _round_trip(twin, Small(s[:i] + "é" + s[i + 1:], i, [s[:i] + "\x7f" + s[i + 1:]]))
+            bad = bytearray(_sc(Small, twin).encode(Small(s, 0, [])))
+            bad[2 + len("Name") + 1 + i] = 0xFF  # invalid UTF-8 in Name: the fallback's error
+            assert _check_decode(Small, twin, bytes(bad))[0] != "ok"
+
+
+# ---------------------------------------------------------------- the typed handler
+
+
+def _handler_parts(twin: ModuleType) -> tuple[Any, Any, Any]:
+    codec = _sc(Small, twin)
+    enc, dec = codec.encode, codec.decode
+    return enc, dec, (lambda exc: ValueError(f"bad: {exc}"))
+
+
+def test_typed_handler_decodes_calls_and_encodes(twin: ModuleType) -> None:
+    enc, dec, on_error = _handler_parts(twin)
+    seen: list[Any] = []
+
+    def fn(v: Small) -> Small:
+        seen.append(v)
+        return Small(v.Name.upper(), v.Count + 1, v.Tags + ["x"])
+
+    for h in (twin.TypedHandler(fn, dec, enc, on_error),  # a StructCodec's own methods
+              twin.TypedHandler(fn, lambda d: dec(d), lambda v: enc(v), on_error)):  # any callables
+        seen.clear()
+        out = h(enc(Small("ab", 1, ["t"])))
+        assert type(out) is bytes and dec(out) == Small("AB", 2, ["t", "x"])
+        assert seen == [Small("ab", 1, ["t"])]
+        # A payload that does not decode raises what on_decode_error makes of it, fn unreached.
+        with pytest.raises(ValueError, match="^bad: msgp") as info:
+            h(b"\xc1")
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+        assert len(seen) == 1
+    # Errors of fn and of encode propagate as they are.
+    with pytest.raises(KeyError):
+        twin.TypedHandler(lambda v: {}["k"], dec, enc, on_error)(enc(Small("a", 0, [])))
+    assert twin.TypedHandler(lambda v: None, dec, enc, on_error)(enc(Small("a", 0, []))) == b"\xc0"
+    with pytest.raises(AttributeError):
+        twin.TypedHandler(lambda v: object(), dec, enc, on_error)(enc(Small("a", 0, [])))
+
+
+def test_typed_handler_takes_only_callables(twin: ModuleType) -> None:
+    enc, dec, on_error = _handler_parts(twin)
+    for args, what in (((1, dec, enc, on_error), "fn"), ((len, None, enc, on_error), "decode"),
+                       ((len, dec, b"", on_error), "encode"), ((len, dec, enc, 0), "on_decode_error")):
+        with pytest.raises(TypeError, match=f"TypedHandler: {what} must be callable"):
+            twin.TypedHandler(*args)
 
 
 # ---------------------------------------------------------------- encode: values off the kinds
