@@ -1,12 +1,12 @@
 """The write side of one connection: batching, large-message order and
 back-pressure.
 
-Messages are queued in the core.  On an idle connection (the previous
-iteration's flush found nothing to write) the core writes the first message
-at once, itself (``core.direct``), so a lone call does not wait for the end
-of the loop iteration; otherwise, and for whatever follows it in the same
-iteration, one flush at the end of the iteration writes everything as one
-frame or OpMerged containers (docs/protocol.md §4).  A message of LARGE_MESSAGE bytes or more is framed
+Messages are queued in the core.  On a quiet connection (the last iteration
+that sent anything sent at most one message) the core writes the first
+message at once, itself (``core.direct``), so a lone call does not wait for
+the end of the loop iteration; otherwise, and for whatever follows it in the
+same iteration, one flush at the end of the iteration writes everything as
+one frame or OpMerged containers (docs/protocol.md §4).  A message of LARGE_MESSAGE bytes or more is framed
 on the manager's encoder thread; whatever is queued after it waits for it,
 so the wire keeps the order of the sends.  A socket that stops reading
 pauses callers (``pause_writing``), and is dropped past ``write_timeout``
@@ -146,8 +146,7 @@ class Sender:
             return True  # held behind a large frame; _large_done flushes
         data = core.take_frames(mask_key() if wire.mask else None)
         if data is None:
-            if wire.transport.get_write_buffer_size() > self._limits.max_write_buffer:
-                self._over_limit(wire)
+            self._check_buffer(wire)  # the core may have written a message itself
             return False
         self._write(wire, data)
         if self._space_waiters and not self.paused:
@@ -163,13 +162,13 @@ class Sender:
 
     def _write(self, wire: Wire, data: bytes) -> None:
         wire.transport.write(data)
-        if wire.transport.get_write_buffer_size() > self._limits.max_write_buffer:
-            self._over_limit(wire)
+        self._check_buffer(wire)
 
-    def _over_limit(self, wire: Wire | None) -> None:
-        if wire is not None:
-            wire.fail(f"send buffer over {self._limits.max_write_buffer} bytes: "
-                      "peer is not reading")
+    def _check_buffer(self, wire: Wire) -> None:
+        """Drop the wire once its socket buffers more than max_write_buffer."""
+        limit = self._limits.max_write_buffer
+        if wire.transport.get_write_buffer_size() > limit:
+            wire.fail(f"send buffer over {limit} bytes: peer is not reading")
 
     def send_keepalive(self, msg: bytes) -> None:
         """Queue a connection ping or pong.  These need no order with other
