@@ -107,4 +107,3 @@ MuxState = mux.MuxState
 ConnCore = mux.ConnCore
 StructCodec = structs.StructCodec
 TypedHandler = structs.TypedHandler
-typed_call = structs.typed_call

@@ -40,7 +40,7 @@ import sys
 
 from grid.errors import ProtocolError
 
-__all__ = ["StructCodec", "TypedHandler", "typed_call"]
+__all__ = ["StructCodec", "TypedHandler"]
 
 
 cdef extern from "Python.h":
@@ -671,20 +671,3 @@ cdef class TypedHandler:
             return self._enc_codec._encode(r)
         return self._encode(r)
 
-
-async def typed_call(conn: Any, handler_id: int, request: Any, timeout: float | None,
-                     encode: Any, decode: Any) -> Any:
-    """The caller's side of a typed single request:
-    ``decode(await conn.request(handler_id, encode(request), timeout))``.
-
-    ``encode`` and ``decode`` are callables or a :class:`StructCodec` (whose
-    own method is then used).
-    """
-    if type(encode) is StructCodec:
-        payload = (<StructCodec>encode)._encode(request)
-    else:
-        payload = encode(request)
-    reply = await conn.request(handler_id, payload, timeout)
-    if type(decode) is StructCodec:
-        return (<StructCodec>decode)._decode(reply)
-    return decode(reply)

@@ -31,7 +31,7 @@ from typing import Any
 from grid._envelope_py import pack_uint
 from grid.errors import ProtocolError
 
-__all__ = ["StructCodec", "TypedHandler", "typed_call"]
+__all__ = ["StructCodec", "TypedHandler"]
 
 # Field kinds as the compiled twin numbers them; _NIL: nil decodes to None.
 _STR, _INT, _FLOAT, _BOOL, _BYTES, _LIST_STR, _LIST_INT = range(1, 8)
@@ -375,17 +375,3 @@ class TypedHandler:
             raise self._on_decode_error(exc) from None
         return self._encode(self._fn(v))
 
-
-async def typed_call(conn: Any, handler_id: int, request: Any, timeout: float | None,
-                     encode: Any, decode: Any) -> Any:
-    """The caller's side of a typed single request:
-    ``decode(await conn.request(handler_id, encode(request), timeout))``.
-
-    ``encode`` and ``decode`` are callables or a :class:`StructCodec` (whose
-    own method is then used).
-    """
-    if type(encode) is StructCodec:
-        encode = encode.encode
-    if type(decode) is StructCodec:
-        decode = decode.decode
-    return decode(await conn.request(handler_id, encode(request), timeout))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
-from grid._impl import StructCodec, TypedHandler, typed_call
+from grid._impl import TypedHandler
 from grid._loglimit import LogLimit
 from grid.errors import ProtocolError, RemoteError
 from grid.stream import Stream, StreamContext, StreamHandler, StreamOut
@@ -49,10 +49,8 @@ class SingleHandler(Generic[Req, Resp]):
         object.__setattr__(self, name, value)
         if name == "request_type":
             self._enc_req, self._dec_req = payload_codec(value)
-            self._call_enc = _direct(self._enc_req)
         elif name == "response_type":
             self._enc_resp, self._dec_resp = payload_codec(value)
-            self._call_dec = _direct(self._dec_resp)
 
     def register(self, manager: Manager,
                  handler: Callable[[Req], Union[Resp, Awaitable[Resp]]], *,
@@ -73,19 +71,11 @@ class SingleHandler(Generic[Req, Resp]):
             manager.register_single(self.handler_id, TypedHandler(fn, dec, enc, _decode_failed),
                                     subroute=subroute)
 
-    def call(self, conn: Connection | Subroute, request: Req,
-             timeout: float | None = None) -> Coroutine[Any, Any, Resp]:
-        """Send ``request`` and return the decoded response (a coroutine, as
-        from an ``async def``: nothing is sent until it runs)."""
-        return typed_call(conn, self.handler_id, request, timeout,
-                          self._call_enc, self._call_dec)
-
-
-def _direct(method: Callable[..., Any]) -> Any:
-    """The StructCodec whose method ``method`` is (typed_call then calls it
-    without the method call), else ``method`` itself."""
-    owner = getattr(method, "__self__", None)
-    return owner if type(owner) is StructCodec else method
+    async def call(self, conn: Connection | Subroute, request: Req,
+                   timeout: float | None = None) -> Resp:
+        """Send ``request`` and return the decoded response."""
+        return self._dec_resp(  # type: ignore[no-any-return]
+            await conn.request(self.handler_id, self._enc_req(request), timeout))
 
 
 def _decode_failed(exc: ProtocolError) -> RemoteError:

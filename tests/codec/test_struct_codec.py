@@ -259,7 +259,7 @@ def _check_encode(tp: Any, twin: ModuleType, value: Any) -> tuple[Any, ...]:
 
 def test_same_surface() -> None:
     cy = _compiled_or_skip()
-    assert list(cy.__all__) == list(_struct_py.__all__) == ["StructCodec", "TypedHandler", "typed_call"]
+    assert list(cy.__all__) == list(_struct_py.__all__) == ["StructCodec", "TypedHandler"]
     py_c, cy_c = _struct_py.StructCodec, cy.StructCodec
 
     def bare(obj: Any) -> inspect.Signature:
@@ -274,8 +274,6 @@ def test_same_surface() -> None:
     for name in public:
         assert bare(getattr(cy_c, name)) == bare(getattr(py_c, name)), name
     assert bare(cy.TypedHandler) == bare(_struct_py.TypedHandler)
-    assert bare(cy.typed_call) == bare(_struct_py.typed_call)
-    assert inspect.iscoroutinefunction(_struct_py.typed_call)
     assert {n for n in dir(cy.TypedHandler) if not n.startswith("_")} == set()
     assert {n for n in dir(_struct_py.TypedHandler) if not n.startswith("_")} == set()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import threading
@@ -133,39 +132,6 @@ def test_typed_calls_and_streams(loop_kind: str) -> None:
             got: list[Point] = []
             await s2.results(got.append)
             assert got == [Point(i, i, "echo") for i in range(3)]
-    run(loop_kind, main)
-
-
-def test_typed_call_is_a_lazy_coroutine_of_either_twin(loop_kind: str) -> None:
-    from grid import _struct_py
-
-    twins = [_struct_py] + ([grid._impl.structs] if grid.ACCELERATED else [])
-    enc, dec = payload_codec(Point)
-    direct = getattr(enc, "__self__", None)  # the StructCodec itself, with the compiled core
-
-    async def main() -> None:
-        async with TestGrid(2, setup=setup) as g:
-            c = g.conn(0, 1)
-            # A task of its own, as any coroutine; the reply arrives decoded.
-            task = asyncio.create_task(ADD.call(c, Point(1, 1, "b")))
-            assert await task == Point(2, 1, "B", ["seen"])
-            for twin in twins:
-                codecs = [(enc, dec)]
-                if type(direct) is twin.StructCodec:
-                    codecs.append((direct, direct))
-                for e, d in codecs:
-                    coro = twin.typed_call(c, 20, Point(4, 5, "c"), 5.0, e, d)
-                    assert asyncio.iscoroutine(coro)
-                    assert await coro == Point(9, 5, "C", ["seen"])
-                    # A request the callee cannot decode fails there, as a RemoteError here.
-                    bad = twin.typed_call(c, 20, Point("x", 5), 5.0, e, d)  # type: ignore[arg-type]
-                    with pytest.raises(grid.RemoteError, match="want int, got str"):
-                        await bad
-                # A response that does not decode raises ProtocolError at the await.
-                with pytest.raises(grid.ProtocolError):
-                    await twin.typed_call(c, 20, Point(1, 2), 5.0, enc, lambda b: dec(b"\xc1"))
-                never = twin.typed_call(c, 20, Point(1, 2), 5.0, enc, dec)
-                never.close()  # closed before it ran: nothing was sent, nothing to await
     run(loop_kind, main)
 
 
