@@ -86,6 +86,17 @@ def test_handler_cap_queues_then_rejects(loop_kind: str) -> None:
             assert await g.conn(2, 1).request(QUICK, b"c", timeout=5) == b"c"
             with pytest.raises(TimeoutError):
                 await expiring
+            # B counts that deadline from when it received the request, a
+            # transit later than A sent it: release the running handlers
+            # (which lets B take the queued ones) only once it has passed on
+            # B's clock too, so that B finds it expired however long the
+            # transit took on a loaded machine.
+            backlog = b.connection(g.hosts[0])._serving.backlog
+            due = [t + m.deadline_ms / 1000 for m, _e, t, _s in backlog
+                   if bytes(m.payload) == b"expires"]
+            assert len(due) == 1
+            if due[0] > time.monotonic():
+                await asyncio.sleep(due[0] - time.monotonic() + 0.005)
             gate.release.set()
             replies = await asyncio.gather(*calls)
             assert replies == [b"%d" % i for i in range(11)]
