@@ -405,20 +405,26 @@ async def grid_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any
 
 
 async def raw_client(args: argparse.Namespace) -> Tuple[str, List[Dict[str, Any]]]:
-    from baselines.raw_stream import RawStreamClient
+    from baselines.raw_stream import RawStreamClient, RawWindowStreamClient
 
     spid, secs, warm = args.server_pid, args.seconds, args.warmup
     cells: List[Dict[str, Any]] = []
 
-    async def open_produce(size: int) -> Any:
-        c = await RawStreamClient.connect(HOST, args.peer_port)
+    async def open_produce(size: int, window: Optional[int]) -> Any:
+        if window is None:
+            c = await RawStreamClient.connect(HOST, args.peer_port)
+        else:
+            c = await RawWindowStreamClient.connect_window(HOST, args.peer_port, window)
         c.start_produce(size)
         return c
 
-    for size in args.sizes:
-        res = await cell_oneway(lambda size=size: open_produce(size), lambda c: c.close(), secs, warm, spid)
-        cells.append(dict(res, kind="oneway", size=size, capacity=None))
-        await asyncio.sleep(0.2)
+    # TCP flow control only (the ceiling), then grid's credit window at each capacity
+    for size in [] if args.requests_only else args.sizes:
+        for window in [None, *args.capacities]:
+            res = await cell_oneway(lambda size=size, window=window: open_produce(size, window),
+                                    lambda c: c.close(), secs, warm, spid)
+            cells.append(dict(res, kind="oneway", size=size, capacity=window))
+            await asyncio.sleep(0.2)
 
     payload = os.urandom(args.echo_size)
     for cap in args.capacities:
@@ -641,12 +647,18 @@ def _targets(cells: List[Dict[str, Any]], impls: Dict[str, str], args: argparse.
         g_small = _find(cells, system, "oneway", size=small, capacity=cap)
         g_big = _find(cells, system, "oneway", size=big, capacity=cap)
         add(f"one-way {_size_label(small)} stream (cap {cap}) {tag} msgs/s / raw msgs/s",
-            ratio(g_small, _find(cells, "raw", "oneway", size=small)), bounds[0], f"needs {system} and raw")
+            ratio(g_small, _find(cells, "raw", "oneway", size=small, capacity=None)), bounds[0],
+            f"needs {system} and raw")
         add(f"one-way {_size_label(small)} stream (cap {cap}) {tag} msgs/s / grpc.aio msgs/s",
             ratio(g_small, _find(cells, "grpc", "oneway", size=small)), bounds[1], f"needs {system} and grpc")
         add(f"one-way {_size_label(big)} stream (cap {cap}) {tag} MB/s / raw MB/s",
-            ratio(g_big, _find(cells, "raw", "oneway", size=big), "mb_per_s"), bounds[2], f"needs {system} and raw")
+            ratio(g_big, _find(cells, "raw", "oneway", size=big, capacity=None), "mb_per_s"), bounds[2],
+            f"needs {system} and raw")
         if system == "grid":
+            for size in sorted({small, big}):
+                add(f"one-way {_size_label(size)} stream (cap {cap}) {tag} msgs/s / raw with the same window",
+                    ratio(_find(cells, system, "oneway", size=size, capacity=cap),
+                          _find(cells, "raw", "oneway", size=size, capacity=cap)), None, "needs grid and raw")
             add(f"one-way {_size_label(small)} stream (cap {cap}) {tag} msgs/s / picows msgs/s",
                 ratio(g_small, _find(cells, "picows", "oneway", size=small)), None, "needs grid and picows")
             add(f"one-way {_size_label(big)} stream (cap {cap}) {tag} msgs/s / picows msgs/s",
@@ -655,10 +667,12 @@ def _targets(cells: List[Dict[str, Any]], impls: Dict[str, str], args: argparse.
             ratio(_find(cells, system, "typed"), _find(cells, system, "bytes")), bounds[3], f"needs {system}")
     # CPU time per item barely moves when other processes compete for the machine, unlike the rates.
     add(f"one-way {_size_label(small)} stream (cap {cap}) CPU per msg: raw / grid-accel",
-        ratio(_find(cells, "raw", "oneway", size=small), _find(cells, "grid", "oneway", size=small, capacity=cap),
+        ratio(_find(cells, "raw", "oneway", size=small, capacity=None),
+              _find(cells, "grid", "oneway", size=small, capacity=cap),
               "cpu_us_per_item"), None, "needs grid and raw")
     add(f"one-way {_size_label(big)} stream (cap {cap}) CPU per msg: raw / grid-accel",
-        ratio(_find(cells, "raw", "oneway", size=big), _find(cells, "grid", "oneway", size=big, capacity=cap),
+        ratio(_find(cells, "raw", "oneway", size=big, capacity=None),
+              _find(cells, "grid", "oneway", size=big, capacity=cap),
               "cpu_us_per_item"), None, "needs grid and raw")
     add(f"typed requests (c={args.concurrency}) CPU per request: byte-level / typed, grid-accel",
         ratio(_find(cells, "grid", "bytes"), _find(cells, "grid", "typed"), "cpu_us_per_item"), None, "needs grid")
@@ -687,7 +701,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     common = ["--sizes", ",".join(map(str, args.sizes)), "--capacities", ",".join(map(str, args.capacities)),
               "--echo-size", str(args.echo_size), "--concurrency", str(args.concurrency),
               "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
-    n_cells = len(args.sizes) * len(args.capacities) + len(args.capacities) + 2
+    n_cells = len(args.sizes) * (len(args.capacities) + 1) + len(args.capacities) + 2
     if args.requests_only:
         common.append("--requests-only")
         systems = [s for s in systems if s.startswith("grid")]
@@ -741,9 +755,14 @@ def orchestrate(args: argparse.Namespace) -> int:
             return str(cap)
         return "TCP only" if system == "raw" else "HTTP/2"
 
-    def vs(c: Dict[str, Any], other: str) -> str:
-        o = _find(cells, other, "oneway", size=c["size"])
+    def vs(c: Dict[str, Any], other: str, **kw: Any) -> str:
+        o = _find(cells, other, "oneway", size=c["size"], **kw)
         return ratio_cell(c["rate"], o.get("rate") if o else None)
+
+    def vs_window(c: Dict[str, Any]) -> str:
+        if c["system"] == "raw" or c["capacity"] is None:
+            return "-"
+        return vs(c, "raw", capacity=c["capacity"])
 
     rows = []
     for size in args.sizes:
@@ -751,12 +770,13 @@ def orchestrate(args: argparse.Namespace) -> int:
             for c in cells:
                 if c["system"] == system and c["kind"] == "oneway" and c["size"] == size:
                     rows.append([_label(system), c["impl"], _size_label(size), flow(system, c["capacity"]),
-                                 num(c["msgs_per_s"]), num(c["mb_per_s"], 1), vs(c, "raw"), vs(c, "picows"),
+                                 num(c["msgs_per_s"]), num(c["mb_per_s"], 1), vs(c, "raw", capacity=None),
+                                 vs_window(c), vs(c, "picows"),
                                  _pct(c["client_cpu"]), _pct(c["server_cpu"]), num(c["cpu_us_per_item"], 2),
                                  _pct(c["other_cpu"]), c["errors"]])
     if rows:
         print_table("One-way stream, server -> client, consumer 'async for'", ["system", "impl", "msg size",
-                    "capacity", "msgs/s", "MB/s", "÷raw", "÷picows", "client CPU", "server CPU", "CPU us/msg",
+                    "capacity", "msgs/s", "MB/s", "÷raw", "÷raw same window", "÷picows", "client CPU", "server CPU", "CPU us/msg",
                     "other CPU", "errors"], rows)
     rows = []
     for system in systems:
@@ -783,8 +803,10 @@ def orchestrate(args: argparse.Namespace) -> int:
 
     targets = _targets(cells, impls, args)
     print_targets(targets)
-    print("note: the raw one-way stream has no credit window (TCP flow control only): it is the ceiling; "
-          "grid returns one credit message per item consumed.")
+    print("note: the raw one-way stream at 'TCP only' has no credit window: it is the ceiling.  With a capacity "
+          "it keeps grid's credit window (at most that many items unacknowledged, credits returned a quarter "
+          "window at a time), so '÷raw same window' compares the same flow control; grid returns one credit "
+          "message per item, batched.")
     busy = [c for c in cells if (c.get("other_cpu") or 0) > 0.25]
     if busy:
         worst = max(c["other_cpu"] for c in busy)

@@ -7,7 +7,7 @@ Same framing as ``raw_echo.py``, both directions::
     payload
 
 The client opens the stream with one *control* frame (id 0) whose payload is
-``struct.pack(">BIQ", mode, size, count)``:
+``struct.pack(">BIQI", mode, size, count, window)``:
 
 ``MODE_PRODUCE``
     one-way: the server streams ``count`` messages (0 = until the connection
@@ -17,15 +17,23 @@ The client opens the stream with one *control* frame (id 0) whose payload is
     them with one ``transport.write``; it stops while the transport is paused
     and resumes from ``resume_writing``.
 
+    With ``window`` > 0 the producer also keeps a credit window, the way a
+    hand-written stream with grid's flow control would: it starts with
+    ``window`` credits, each message costs one, and it stops at none.  The
+    client returns credits in id-0 frames (``struct.pack(">I", n)``) as grid's
+    consumer does: a quarter window's worth once that many items are taken,
+    and whatever is owed when it is about to wait.
+
 ``MODE_ECHO``
     two-way: every later frame is echoed with the same id, replies coalesced
     per loop iteration (``raw_echo._Writer``).
 
-There is **no application-level credit window**: the one-way stream is held
-back only by TCP flow control (the server pauses when its transport buffer is
+With ``window`` 0 there is **no application-level credit window**: the one-way
+stream is held back only by TCP flow control (the server pauses when its transport buffer is
 above the high-water mark; the client pauses reading while more than
 ``HIGH_WATER`` unread items are queued).  That makes it the ceiling for a
-one-way stream -- grid additionally returns one credit message per item.  (For
+one-way stream -- grid additionally returns one credit message per item, and
+its sender may hold at most a window of items unacknowledged.  (For
 the pipelined two-way echo, the *benchmark* keeps at most N items in flight,
 like grid's credits; that limit lives in the client's sender, not here.)
 
@@ -57,7 +65,8 @@ except ImportError:  # run as a script / imported without the package
 
 MODE_PRODUCE = 1
 MODE_ECHO = 2
-_CTRL = struct.Struct(">BIQ")  # mode, size, count
+_CTRL = struct.Struct(">BIQI")  # mode, size, count, window (0 = none)
+_CREDIT = struct.Struct(">I")
 #: Bytes of frames the producer packs per loop iteration.
 BATCH_BYTES = 64 * 1024
 #: The client pauses reading above this many unread items and resumes below LOW_WATER.
@@ -82,6 +91,7 @@ class StreamServerProtocol(asyncio.Protocol):
         self._payload = b""
         self._remaining = 0  # messages left to produce; -1 = unbounded
         self._next_id = 1
+        self._credits = -1  # messages the client allows now; -1 = no window
 
     def connection_made(self, transport):  # type: ignore[override]
         self._transport = transport
@@ -98,16 +108,20 @@ class StreamServerProtocol(asyncio.Protocol):
             for rid, payload in frames:
                 send(rid, payload)
             return
+        if self._mode == MODE_PRODUCE:
+            self._add_credits(frames)
+            return
         for i, (rid, payload) in enumerate(frames):
             if rid != 0 or len(payload) != _CTRL.size:
                 self._transport.close()  # type: ignore[union-attr]
                 return
-            mode, size, count = _CTRL.unpack(payload)
+            mode, size, count, window = _CTRL.unpack(payload)
             if mode == MODE_PRODUCE:
                 self._mode = MODE_PRODUCE
                 self._payload = os.urandom(size)
                 self._remaining = count if count else -1
-                self._schedule()
+                self._credits = window if window else -1
+                self._add_credits(frames[i + 1:])
             elif mode == MODE_ECHO:
                 self._mode = MODE_ECHO
                 send = self._writer.send  # type: ignore[union-attr]
@@ -117,6 +131,15 @@ class StreamServerProtocol(asyncio.Protocol):
                 self._transport.close()  # type: ignore[union-attr]
             return
 
+    def _add_credits(self, frames: list) -> None:
+        """Credit frames from the client; anything else closes the connection."""
+        for rid, payload in frames:
+            if rid != 0 or len(payload) != _CREDIT.size or self._credits < 0:
+                self._transport.close()  # type: ignore[union-attr]
+                return
+            self._credits += _CREDIT.unpack(payload)[0]
+        self._schedule()
+
     def _schedule(self) -> None:
         if not self._scheduled and not self._paused:
             self._scheduled = True
@@ -125,13 +148,17 @@ class StreamServerProtocol(asyncio.Protocol):
     def _produce(self) -> None:
         self._scheduled = False
         t = self._transport
-        if self._paused or t is None or t.is_closing() or self._remaining == 0:
+        if self._paused or t is None or t.is_closing() or self._remaining == 0 or self._credits == 0:
             return
         payload = self._payload
         size = len(payload)
         n = max(1, BATCH_BYTES // (_HDR.size + size))
         if 0 < self._remaining < n:
             n = self._remaining
+        if 0 < self._credits < n:
+            n = self._credits
+        if self._credits > 0:
+            self._credits -= n
         pack = _HDR.pack
         length = _ID_SIZE + size
         rid = self._next_id
@@ -215,11 +242,11 @@ class RawStreamClient(asyncio.Protocol, ParkingConsumer):
 
     def start_produce(self, size: int, count: int = 0) -> None:
         """Ask the server for ``count`` messages of ``size`` bytes (0 = unbounded)."""
-        self._writer.send(0, _CTRL.pack(MODE_PRODUCE, size, count))  # type: ignore[union-attr]
+        self._writer.send(0, _CTRL.pack(MODE_PRODUCE, size, count, 0))  # type: ignore[union-attr]
 
     def start_echo(self) -> None:
         """Switch the server to echo mode; then :meth:`send` items."""
-        self._writer.send(0, _CTRL.pack(MODE_ECHO, 0, 0))  # type: ignore[union-attr]
+        self._writer.send(0, _CTRL.pack(MODE_ECHO, 0, 0, 0))  # type: ignore[union-attr]
 
     def send(self, payload: bytes) -> None:
         rid = self._next_id
@@ -246,6 +273,49 @@ class RawStreamClient(asyncio.Protocol, ParkingConsumer):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+class RawWindowStreamClient(RawStreamClient):
+    """A one-way stream with a credit window of ``window`` items, returned as
+    grid's consumer returns them: a quarter window's worth at once as items
+    are taken (written straight away), and whatever is owed before waiting."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self._window = window
+        self._every = max(1, window // 4)
+        self._owed = 0
+
+    @classmethod
+    async def connect_window(cls, host: str, port: int, window: int) -> "RawWindowStreamClient":
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(lambda: cls(window), host, port)
+        return proto
+
+    def start_produce(self, size: int, count: int = 0) -> None:
+        """Ask for ``count`` messages of ``size`` bytes within this client's window."""
+        self._writer.send(0, _CTRL.pack(MODE_PRODUCE, size, count, self._window))  # type: ignore[union-attr]
+
+    def _return_credits(self) -> None:
+        t = self._transport
+        if t is not None and not t.is_closing():
+            t.write(_HDR.pack(_ID_SIZE + _CREDIT.size, 0) + _CREDIT.pack(self._owed))
+        self._owed = 0
+
+    async def __anext__(self) -> bytes:
+        while True:
+            items = self._items
+            if items:
+                item = items.popleft()
+                self._owed += 1
+                if self._owed >= self._every:
+                    self._return_credits()
+                return item  # type: ignore[no-any-return]
+            if self._closed is not None:
+                raise StopAsyncIteration
+            if self._owed:
+                self._return_credits()
+            await self._park()
 
 
 # --------------------------------------------------------------------------- smoke test
