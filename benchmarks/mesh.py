@@ -60,6 +60,9 @@ from _report import print_table, write_json  # noqa: E402
 
 ECHO = 1
 CALL_TIMEOUT = 10.0
+#: How far the broadcast p50's growth may exceed the growth in peers called and still count as
+#: linear: the drift between two cells of one run.
+LINEAR_NOISE = 1.1
 #: Seconds a step may take before the run is declared stuck.
 STEP_TIMEOUT = 60.0
 
@@ -380,11 +383,15 @@ def orchestrate(args: argparse.Namespace) -> int:
         ]
         if len(rows) > 1:
             # A broadcast calls N-1 peers, so linear growth in N is growth in
-            # proportion to N-1: the ratio of the two growths stays <= 1.
+            # proportion to N-1: the ratio of the two growths stays at or
+            # below 1.  The two p50s come from cells measured seconds apart,
+            # which drift by several percent on a busy 2-core machine, so the
+            # bound allows LINEAR_NOISE; quadratic growth (a broadcast whose
+            # per-peer cost grows with N) lands far above it.
             lin = ((big["broadcast_p50_ms"] / rows[0]["broadcast_p50_ms"])
                    / ((big["nodes"] - 1) / (rows[0]["nodes"] - 1)))
-            checks.append(("broadcast p50 growth / peers (N-1) growth (<= 1: no worse than linear)",
-                           lin, "<=", 1.0, "x"))
+            checks.append((f"broadcast p50 growth / peers (N-1) growth (<= {LINEAR_NOISE:g}: linear, "
+                           "within the drift between cells)", lin, "<=", LINEAR_NOISE, "x"))
         for name, value, op, bound, unit in checks:
             print(f"  {'PASS' if value <= bound else 'FAIL'}  {name}: {value:.2f}{unit} (target {op} {bound:g}{unit})")
         print("note: 'RSS/idle conn' is (RSS in the idle mesh - RSS before start()) / (N-1), so it carries the "
