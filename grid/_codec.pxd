@@ -143,3 +143,8 @@ cdef list decode_messages_ptr(const uint8_t* data, Py_ssize_t n)
 # very object (encode_frames copies it once, straight into the frame).
 cdef object encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
                              uint64_t op, uint64_t flags, object payload, object subroute)
+# frame_message_c frames one encoded message (bytes) as encode_frames([msg],
+# key) does, masked with a key from the pool when `masked` (a client);
+# _draw_mask_key writes the pool's next 4-byte mask key to `out`.
+cdef bytes frame_message_c(bytes msg, bint masked)
+cdef int _draw_mask_key(uint8_t* out) except -1

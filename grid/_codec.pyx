@@ -80,6 +80,7 @@ __all__ = [
     "iter_merged",
     "encode_frame",
     "apply_mask",
+    "mask_key",
     "FrameParser",
     "recv_pool_stats",
     "SplitFrame",

@@ -42,7 +42,9 @@ from grid._envelope_py import (
 )
 from grid._routing_py import crc32, local_dials, subroute_id, xxh3_64
 from grid._ws_parser_py import FrameParser, recv_pool_stats
-from grid._ws_py import apply_mask, encode_batches, encode_frame, encode_frames, encode_message_frame
+from grid._ws_py import (
+    apply_mask, encode_batches, encode_frame, encode_frames, encode_message_frame, mask_key,
+)
 from grid.errors import ProtocolError
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "iter_merged",
     "encode_frame",
     "apply_mask",
+    "mask_key",
     "FrameParser",
     "recv_pool_stats",
     "SplitFrame",
@@ -73,6 +76,6 @@ __all__ = [
 # that reprs, pickles and the twin checks see one module per twin.
 for _obj in (Message, SplitFrame, FrameParser, recv_pool_stats, encode_message, decode_message, decode_messages,
              encode_merged, encode_frames, encode_batches, encode_message_frame, iter_merged,
-             encode_frame, apply_mask, crc32, xxh3_64, subroute_id, local_dials):
+             encode_frame, apply_mask, mask_key, crc32, xxh3_64, subroute_id, local_dials):
     _obj.__module__ = __name__
 del _obj

@@ -43,6 +43,61 @@ def apply_mask(data: Buffer, key: Buffer) -> bytes:
         _release(&db)
 
 
+# Client mask keys (RFC 6455 §5.3, §10.3: unpredictable to the network).
+# They are cut from a pool of the OS's randomness (os.urandom, the kernel's
+# CSPRNG), refilled in one call every MASK_POOL // 4 keys; there is no PRNG
+# in between, and no part of a pool is handed out twice.
+cdef enum:
+    MASK_POOL = 4096            # bytes of OS randomness fetched per refill
+
+cdef uint8_t _mask_pool[MASK_POOL]
+cdef Py_ssize_t _mask_pos = MASK_POOL  # used up: the first draw fills the pool
+cdef object _urandom = os.urandom
+
+
+cdef int _draw_mask_key(uint8_t* out) except -1:
+    """Write the next 4-byte mask key of the pool to ``out``."""
+    global _mask_pos
+    cdef bytes fresh
+    if _mask_pos > MASK_POOL - 4:
+        # os.urandom may let other threads run: the pool changes only after it.
+        fresh = _urandom(MASK_POOL)
+        if PyBytes_GET_SIZE(fresh) != MASK_POOL:
+            raise RuntimeError("os.urandom returned a short read")
+        memcpy(_mask_pool, PyBytes_AS_STRING(fresh), MASK_POOL)
+        _mask_pos = 0
+    memcpy(out, _mask_pool + _mask_pos, 4)
+    _mask_pos += 4
+    return 0
+
+
+def mask_key() -> bytes:
+    """A fresh 4-byte client mask key (RFC 6455 §5.3), from a pool of
+    ``os.urandom`` bytes refilled a few thousand bytes at a time."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4)
+    _draw_mask_key(<uint8_t*>PyBytes_AS_STRING(out))
+    return out
+
+
+cdef bytes frame_message_c(bytes msg, bint masked):
+    """``encode_frames([msg], mask_key() if masked else None)`` for one
+    encoded message: its binary frame, masked with a key drawn from the
+    pool when ``masked``."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(msg)
+    cdef bytes out = PyBytes_FromStringAndSize(
+        NULL, _frame_header_size(n) + (4 if masked else 0) + n)
+    cdef uint8_t* w = _put_frame_header(<uint8_t*>PyBytes_AS_STRING(out), 0x80 | WS_BINARY, n,
+                                        masked)
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(msg)
+    if not masked:
+        memcpy(w, p, <size_t>n)
+        return out
+    _draw_mask_key(w)
+    if n:
+        grid_mask_copy(w + 4, p, <size_t>n, w)
+    return out
+
+
 cdef object _mask_key(object mask_key, _Bytes* kb):
     """Borrow a client mask key into ``kb`` (the caller releases it): a fresh
     random one for ``b""``, else exactly 4 bytes.  Returns the object ``kb``
@@ -50,7 +105,8 @@ cdef object _mask_key(object mask_key, _Bytes* kb):
     _acquire(mask_key, kb)
     if kb.n == 0:
         _release(kb)
-        mask_key = os.urandom(4)
+        mask_key = PyBytes_FromStringAndSize(NULL, 4)
+        _draw_mask_key(<uint8_t*>PyBytes_AS_STRING(mask_key))
         _acquire(mask_key, kb)
     if kb.n != 4:
         raise ValueError("a WebSocket mask key is 4 bytes")
@@ -322,7 +378,7 @@ def encode_frames(
     cdef _Limit lim_n, lim_b
     cdef bint masked = mask_key is not None, random_key = False, key_checked = False
     cdef list items
-    cdef bytes out, rnd
+    cdef bytes out
     cdef uint8_t* w
     cdef uint8_t* frame_body
     cdef uint8_t* done
@@ -399,11 +455,10 @@ def encode_frames(
             key = NULL
             if masked:
                 if random_key:
-                    rnd = os.urandom(4)
-                    key = <const uint8_t*>PyBytes_AS_STRING(rnd)
+                    _draw_mask_key(w)
                 else:
-                    key = kb.p
-                memcpy(w, key, 4)
+                    memcpy(w, kb.p, 4)
+                key = w
                 w += 4
             frame_body = w
             if i == start:

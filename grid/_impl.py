@@ -93,6 +93,7 @@ encode_message_frame = codec.encode_message_frame
 iter_merged = codec.iter_merged
 encode_frame = codec.encode_frame
 apply_mask = codec.apply_mask
+mask_key = codec.mask_key
 FrameParser = codec.FrameParser
 recv_pool_stats = codec.recv_pool_stats
 SplitFrame = codec.SplitFrame

@@ -107,6 +107,7 @@ cdef class ConnCore:
     cdef public Py_ssize_t write_limit  # bytes the transport may buffer (else owner._flush())
     cdef object _turn_end             # handle of the check after a direct write, or None
     cdef object _call_soon
+    cdef object _after_direct         # the bound after_direct, while `loop` is set
     cdef object _loop                 # `loop` (a property that also caches create_future)
     cdef object _create_future
     cdef public double default_timeout

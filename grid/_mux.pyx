@@ -37,6 +37,7 @@ from grid._codec cimport (
     _read_bin,
     _trailers,
     encode_message_c,
+    frame_message_c,
 )
 
 import heapq
@@ -45,6 +46,7 @@ from contextvars import ContextVar as _ContextVar
 import time as _time
 
 from grid._codec import decode_messages, encode_batches, encode_frames, encode_message
+from grid._codec import mask_key as _codec_mask_key
 from grid._consts import SLOW_HANDLER
 from grid.errors import (
     OUT_OF_SEQUENCE_TEXT,
@@ -83,6 +85,7 @@ cdef object _decode_messages = decode_messages
 cdef object _encode_message = encode_message
 cdef object _encode_frames = encode_frames
 cdef object _encode_batches = encode_batches
+cdef object _pool_mask_key = _codec_mask_key  # the codec's key pool, drawn from in C
 
 
 # The stream fast paths (module functions on ConnCore and MuxState).
@@ -187,6 +190,7 @@ cdef class ConnCore:
         self._loop = value
         self._create_future = value.create_future if value is not None else None
         self._call_soon = value.call_soon if value is not None else None
+        self._after_direct = self.after_direct if value is not None else None
 
     # -- receiving
 
@@ -609,11 +613,24 @@ cdef class ConnCore:
         return 0
 
     cdef int _write_direct(self) except -1:
+        cdef list q = self.queue
         transport = self.direct
         self.direct = None
-        transport.write(self._take_frames(self.mask_key() if self.mask_key is not None else None))
+        key_fn = self.mask_key
+        if (PyList_GET_SIZE(q) == 1 and PyBytes_CheckExact(q[0])
+                and (key_fn is None or key_fn is _pool_mask_key)):
+            # One message, framed here; a client's key comes from the codec's
+            # pool as mask_key() would give it, without the Python call.
+            self.queue = []
+            self.queued_bytes = 0
+            self.msgs_out += 1
+            data = frame_message_c(<bytes>q[0], key_fn is not None)
+            self.bytes_out += PyBytes_GET_SIZE(data)
+        else:
+            data = self._take_frames(key_fn() if key_fn is not None else None)
+        transport.write(data)
         if self._turn_end is None:
-            self._turn_end = self._call_soon(self.after_direct)
+            self._turn_end = self._call_soon(self._after_direct)
         return 0
 
     def after_direct(self) -> None:

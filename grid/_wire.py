@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from typing import Any, ClassVar, Protocol
 
 from grid import _http
 from grid._consts import HANDSHAKE_MESSAGE_MAX, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_TEXT
-from grid._impl import ConnCore, decode_message, encode_frame
+from grid._impl import ConnCore, decode_message, encode_frame, mask_key
 from grid.errors import Disconnected, ProtocolError, Rejected
 from grid.handlers import _current
 
@@ -90,29 +89,6 @@ class WireOwner(Protocol):
     def _handler_failed(self, m: Any, exc: BaseException) -> str: ...
     def _send_large(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                     flags: int, payload: bytes, subroute: bytes | None) -> None: ...
-
-
-class _MaskKeys:
-    """Client mask keys (RFC 6455 §5.3) cut from a pool of OS randomness:
-    one urandom call per thousand frames instead of one per frame."""
-
-    __slots__ = ("pool", "pos")
-
-    def __init__(self) -> None:
-        self.pool = b""
-        self.pos = 0
-
-    def __call__(self) -> bytes:
-        pos = self.pos
-        if pos + 4 > len(self.pool):
-            self.pool = os.urandom(4096)
-            pos = 0
-        self.pos = pos + 4
-        return self.pool[pos:pos + 4]
-
-
-#: A fresh 4-byte client mask key per call.
-mask_key = _MaskKeys()
 
 
 class Wire:

@@ -30,6 +30,28 @@ def apply_mask(data: Buffer, key: Buffer) -> bytes:
     return x.to_bytes(n, "little")
 
 
+# Client mask keys (RFC 6455 §5.3, §10.3: unpredictable to the network),
+# cut from a pool of the OS's randomness (os.urandom, the kernel's CSPRNG)
+# refilled in one call every _MASK_POOL // 4 keys.
+_MASK_POOL = 4096
+_mask_pool = b""  # the pool's bytes
+_mask_pos = 0  # the next key's offset in it
+
+
+def mask_key() -> bytes:
+    """A fresh 4-byte client mask key (RFC 6455 §5.3), from a pool of
+    ``os.urandom`` bytes refilled a few thousand bytes at a time."""
+    global _mask_pool, _mask_pos
+    pos = _mask_pos
+    if pos + 4 > len(_mask_pool):
+        _mask_pool, pos = os.urandom(_MASK_POOL), 0
+    _mask_pos = pos + 4
+    return _mask_pool[pos:pos + 4]
+
+
+_draw_key = mask_key  # for the functions below, whose argument shadows the name
+
+
 def encode_frame(
     payload: Buffer,
     opcode: int = WS_BINARY,
@@ -56,7 +78,7 @@ def encode_frame(
         return head + bytes(payload)
     mask_key = _view(mask_key)
     if len(mask_key) == 0:
-        mask_key = os.urandom(4)
+        mask_key = _draw_key()
     return head + bytes(mask_key) + apply_mask(payload, mask_key)
 
 

@@ -83,6 +83,17 @@ def test_encode_frame_options(codec):
         codec.encode_frame(b"x", mask_key=b"\x01\x02\x03")
 
 
+def test_mask_keys_come_fresh_from_the_pool(codec):
+    """mask_key() hands out 4-byte keys, a refill of the pool brings new
+    ones, and encode_frame with ``b""`` draws its key from the same pool."""
+    keys = [codec.mask_key() for _ in range(2048)]  # crosses at least one refill
+    assert {type(k) for k in keys} == {bytes} and {len(k) for k in keys} == {4}
+    assert b"".join(keys[:1024]) != b"".join(keys[1024:])
+    frames = [codec.encode_frame(E1, mask_key=b"") for _ in range(1024)]
+    assert [codec.FrameParser(True).feed(f) for f in frames] == [[(BINARY, E1)]] * 1024
+    assert len({f[2:6] for f in frames}) > 1
+
+
 # ---------------------------------------------------------------- events
 
 

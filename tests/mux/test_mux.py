@@ -331,3 +331,45 @@ def test_attach_configures_and_detach_hands_back(mux):
         assert core.call(5, b"x", None, None) == "deferred" and wire.calls == [5]
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("key", ["pool", "custom", "server"])
+def test_a_direct_write_is_one_frame(mux, key):
+    """On a quiet connection the first queued message leaves at once, over
+    the socket, as one frame: masked with a key of the codec's pool or of
+    whatever ``mask_key`` callable the core has, unmasked for a server."""
+    import asyncio
+
+    codec = grid._codec_py if mux is grid._mux_py else grid._impl.codec
+    fixed = b"\x11\x22\x33\x44"
+    msg = codec.encode_message(3, 0, 1000, 5, 14, 0, b"p" * 300)
+    masked = key != "server"
+
+    async def main() -> bytes:
+        received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            received.set_result(await reader.readexactly(4 + (4 if masked else 0) + len(msg)))
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        core = mux.ConnCore(_Recorder(), False, 1 << 20, None)
+        core.loop = asyncio.get_running_loop()
+        core.mask_key = {"pool": codec.mask_key, "custom": lambda: fixed, "server": None}[key]
+        core.direct = writer.transport
+        core.send(msg)
+        assert core.direct is None and core.queue == [] and core.queued_bytes == 0
+        data = await received
+        assert (core.msgs_out, core.bytes_out) == (1, len(data))
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return data
+
+    data = asyncio.run(main())
+    if key == "pool":
+        assert data[1] & 0x80 and codec.FrameParser(True).feed(data) == [(2, msg)]
+    else:
+        assert data == codec.encode_frames([msg], fixed if masked else None)
