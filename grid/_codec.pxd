@@ -96,6 +96,7 @@ cdef class FrameParser:
     cdef object _fail(self, str text)
     cdef int _put_window(self) except -1
     cdef int _release_buffers(self) except -1
+    cdef object _get_buffer(self)              # get_buffer() for C callers
     cdef list _updated(self, object nbytes)    # buffer_updated() for C callers
     cdef list _feed(self, object data)         # feed() for C callers
     cdef list _process(self, const uint8_t* data, Py_ssize_t n)

@@ -374,6 +374,9 @@ cdef class FrameParser:
         """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``: the
         unfilled part of a large frame's buffer while one is incomplete, else
         a 256 KiB read window borrowed from the pool."""
+        return self._get_buffer()
+
+    cdef object _get_buffer(self):
         cdef _Fill fill
         cdef Py_ssize_t end
         self._drop_view()

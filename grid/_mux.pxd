@@ -106,6 +106,7 @@ cdef class ConnCore:
     cdef public object mask_key       # callable giving a client's mask keys, or None (server)
     cdef public Py_ssize_t write_limit  # bytes the transport may buffer (else owner._flush())
     cdef object _turn_end             # handle of the check after a direct write, or None
+    cdef bint _quiet_pending          # a direct write waits for the next input to re-arm `direct`
     cdef object _call_soon
     cdef object _after_direct         # the bound after_direct, while `loop` is set
     cdef object _loop                 # `loop` (a property that also caches create_future)
@@ -148,7 +149,6 @@ cdef class ConnCore:
     cdef int _dispatch(self, Message m) except -1
     cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1
-    cdef int _write_direct(self) except -1
     cdef object _take_frames(self, object mask_key)
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1
     cdef object _request(self, object fut, object handler_id, object payload, object timeout,

@@ -91,6 +91,9 @@ cdef object _pool_mask_key = _codec_mask_key  # the codec's key pool, drawn from
 # The stream fast paths (module functions on ConnCore and MuxState).
 include "_mux_stream.pxi"
 
+# The direct write of a quiet connection (module functions on ConnCore).
+include "_mux_write.pxi"
+
 
 @cython.annotation_typing(False)
 def _core_signature(owner: CoreOwner, server: bool, max_message_size: int,
@@ -172,6 +175,7 @@ cdef class ConnCore:
         self.callers = self.callees = None
         self.open_calls = False
         self.direct = self.ready = None
+        self._quiet_pending = False
         self.queue = []
         self.queued_bytes = 0
         self._waiting = None  # what the old connection's peer sent is not served
@@ -196,7 +200,9 @@ cdef class ConnCore:
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """``asyncio.BufferedProtocol.get_buffer``."""
-        view = self.parser.get_buffer(sizehint)
+        if self.parser is None:  # the C call below does not check for None
+            raise AttributeError("'NoneType' object has no attribute 'get_buffer'")
+        view = self.parser._get_buffer()
         if self._read_max and len(view) > self._read_max:
             return view[:self._read_max]
         return view
@@ -258,6 +264,8 @@ cdef class ConnCore:
         return not self._held
 
     cdef int _on_events(self, list events) except -1:
+        if self._quiet_pending:
+            _input_after_direct(self)
         if self._held:  # input already waits: this goes behind it, in order
             if self._waiting is None:
                 self._waiting = events
@@ -603,7 +611,7 @@ cdef class ConnCore:
         self.queued_bytes += len(msg)
         if PyList_GET_SIZE(q) == 1:
             if self.direct is not None and self._call_soon is not None:
-                self._write_direct()
+                _write_direct(self)
             else:
                 self.owner._schedule_flush()
         elif PyList_GET_SIZE(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
@@ -612,30 +620,10 @@ cdef class ConnCore:
             self.owner._flush_early()
         return 0
 
-    cdef int _write_direct(self) except -1:
-        cdef list q = self.queue
-        transport = self.direct
-        self.direct = None
-        key_fn = self.mask_key
-        if (PyList_GET_SIZE(q) == 1 and PyBytes_CheckExact(q[0])
-                and (key_fn is None or key_fn is _pool_mask_key)):
-            # One message, framed here; a client's key comes from the codec's
-            # pool as mask_key() would give it, without the Python call.
-            self.queue = []
-            self.queued_bytes = 0
-            self.msgs_out += 1
-            data = frame_message_c(<bytes>q[0], key_fn is not None)
-            self.bytes_out += PyBytes_GET_SIZE(data)
-        else:
-            data = self._take_frames(key_fn() if key_fn is not None else None)
-        transport.write(data)
-        if self._turn_end is None:
-            self._turn_end = self._call_soon(self._after_direct)
-        return 0
-
     def after_direct(self) -> None:
         """End of a turn that wrote a message at once (see the pure twin)."""
         self._turn_end = None
+        self._quiet_pending = False
         if self.queue:
             return
         transport = self.ready
@@ -867,6 +855,7 @@ cdef class ConnCore:
             return None
         self.queue = []
         self.queued_bytes = 0
+        self._quiet_pending = False  # frames queued after a direct write: a busy turn
         self.msgs_out += PyList_GET_SIZE(q)
         data = _encode_frames(q, mask_key)
         self.bytes_out += len(data)
@@ -881,6 +870,7 @@ cdef class ConnCore:
             return None
         self.queue = []
         self.queued_bytes = 0
+        self._quiet_pending = False
         self.msgs_out += len(q)
         out = _encode_batches(q)
         for body in out:

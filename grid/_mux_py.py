@@ -268,7 +268,7 @@ class ConnCore:
     __slots__ = (
         "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
         "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
-        "callers", "callees", "open_calls", "direct", "ready", "mask_key", "write_limit", "_turn_end", "loop", "default_timeout", "queue_limit", "sweep_at",
+        "callers", "callees", "open_calls", "direct", "ready", "mask_key", "write_limit", "_turn_end", "_quiet_pending", "loop", "default_timeout", "queue_limit", "sweep_at",
         "max_payload", "_fifo", "_deadlines", "reader", "turn_budget", "_spent", "_read_max",
         "_held", "_waiting", "_waiting_pos", "_slice", "_slice_pos", "_slice_start", "_slice_end",
         "_slice_count", "_slice_done", "_slice_checked",
@@ -304,14 +304,18 @@ class ConnCore:
         # The owner's transport while the connection is idle: the next
         # message queued is written to it at once (and ``direct`` cleared),
         # framed and masked with ``mask_key()`` when that is set (a client).
-        # ``ready`` is what the owner lets ``direct`` become again at the end
-        # of that turn, when nothing else was queued and the transport holds
-        # at most ``write_limit`` bytes (else ``owner._flush()`` enforces it).
+        # ``ready`` is what the owner lets ``direct`` become again once a
+        # later turn shows that nothing else was queued in that one: the next
+        # input (``_quiet_pending`` until then; any frames taken clear it),
+        # or, when the write left the transport holding more than
+        # ``write_limit`` bytes, ``after_direct`` at the turn's end (which
+        # has ``owner._flush()`` enforce the limit).
         self.direct: Any = None
         self.ready: Any = None
         self.mask_key: Any = None
         self.write_limit = sys.maxsize
         self._turn_end: Any = None
+        self._quiet_pending = False
         self.loop: Any = None             # the event loop futures are made on
         self.default_timeout = 60.0
         self.queue_limit = 65535          # queued messages past which call() defers
@@ -363,6 +367,7 @@ class ConnCore:
         self.callers = self.callees = None
         self.open_calls = False
         self.direct = self.ready = None
+        self._quiet_pending = False
         self.queue = []
         self.queued_bytes = 0
         self._waiting = None  # what the old connection's peer sent is not served
@@ -440,6 +445,8 @@ class ConnCore:
         return not self._held
 
     def _on_events(self, events: list) -> None:
+        if self._quiet_pending:
+            self._input_after_direct()
         if self._held:  # input already waits: this goes behind it, in order
             if self._waiting is None:
                 self._waiting, self._waiting_pos = events, 0
@@ -447,6 +454,14 @@ class ConnCore:
                 self._waiting.extend(events)
             return
         self._run(events, 0)
+
+    def _input_after_direct(self) -> None:
+        # Input arrives in a later turn than the direct write before it, and
+        # no frames were taken since: nothing else was queued in that turn,
+        # so the next message may be written at once too.
+        self._quiet_pending = False
+        if not self.queue and self._turn_end is None:
+            self.direct = self.ready
 
     def _run(self, events: list, i: int) -> None:
         n = len(events)
@@ -683,7 +698,9 @@ class ConnCore:
                 self.direct = None
                 transport.write(self.take_frames(self.mask_key() if self.mask_key is not None
                                                  else None))
-                if self._turn_end is None:
+                if transport.get_write_buffer_size() <= self.write_limit:
+                    self._quiet_pending = True  # settled by the next input
+                elif self._turn_end is None:
                     self._turn_end = self.loop.call_soon(self.after_direct)
             else:
                 self.owner._schedule_flush()
@@ -697,6 +714,7 @@ class ConnCore:
         queued in it (a later message's end-of-turn flush decides
         otherwise), the next message may be written at once too."""
         self._turn_end = None
+        self._quiet_pending = False
         if self.queue:
             return
         transport = self.ready
@@ -838,6 +856,7 @@ class ConnCore:
             return None
         self.queue = []
         self.queued_bytes = 0
+        self._quiet_pending = False  # frames queued after a direct write: a busy turn
         self.msgs_out += len(q)
         data = _codec_py.encode_frames(q, mask_key)
         self.bytes_out += len(data)
@@ -853,6 +872,7 @@ class ConnCore:
             return None
         self.queue = []
         self.queued_bytes = 0
+        self._quiet_pending = False  # frames queued after a direct write: a busy turn
         self.msgs_out += len(q)
         out = _codec_py.encode_batches(q)
         self.bytes_out += sum(len(body) for body in out)
