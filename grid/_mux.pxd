@@ -73,7 +73,6 @@ cdef struct _Deadline:
 #   _failed(exc) -> future         a future failed with exc
 #   _schedule_sweep(delay)         run the deadline sweep within delay seconds
 # and, on its reader (the wire that made it, which owns the socket):
-#   bytes_in                       bytes read (socket_read adds to it)
 #   input_failed(exc)              socket_read failed on the peer's input
 #   _input_waiting()               received input waits for a later loop turn:
 #                                  stop reading, call drain() from the next turn
@@ -98,6 +97,7 @@ cdef class ConnCore:
     cdef public Py_ssize_t msgs_in
     cdef public Py_ssize_t msgs_out
     cdef public Py_ssize_t bytes_out
+    cdef public Py_ssize_t bytes_in   # bytes socket_read was handed (the reader's socket)
     cdef public object callers        # the owner's streams it opened (mux id -> stream), or None
     cdef public object callees        # the owner's streams it serves, or None
     cdef public bint open_calls       # call() may start requests itself (else owner._call)

@@ -125,6 +125,7 @@ cdef class ConnCore:
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
+        self.bytes_in = 0
         self.ids = None
         self.base_flags = 0
         self.caller = ""
@@ -213,12 +214,11 @@ cdef class ConnCore:
 
     def socket_read(self, Py_ssize_t nbytes) -> None:
         """:meth:`buffer_updated` for the reader's transport (see the pure twin)."""
-        reader = self.reader
-        reader.bytes_in += nbytes
+        self.bytes_in += nbytes
         try:
             self._buffer_updated(nbytes)
         except Exception as exc:
-            reader.input_failed(exc)
+            self.reader.input_failed(exc)
 
     cdef int _buffer_updated(self, Py_ssize_t nbytes) except -1:
         cdef list events

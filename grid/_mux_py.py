@@ -215,9 +215,6 @@ class CoreReader(Protocol):
     """What a :class:`ConnCore` calls on its ``reader``: the wire that made
     it, which owns the socket (grid/_mux.pxd declares the same)."""
 
-    #: Bytes read from the socket; :meth:`ConnCore.socket_read` adds to it.
-    bytes_in: int
-
     def input_failed(self, exc: Exception) -> None:
         """:meth:`ConnCore.socket_read` failed on the peer's input."""
 
@@ -267,7 +264,7 @@ class ConnCore:
 
     __slots__ = (
         "owner", "parser", "ids", "pending", "queue", "queued_bytes", "base_flags", "caller",
-        "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out",
+        "singles", "singles_sub", "context_var", "clock", "msgs_in", "msgs_out", "bytes_out", "bytes_in",
         "callers", "callees", "open_calls", "direct", "ready", "mask_key", "write_limit", "_turn_end", "_quiet_pending", "loop", "default_timeout", "queue_limit", "sweep_at",
         "max_payload", "_fifo", "_deadlines", "reader", "turn_budget", "_spent", "_read_max",
         "_held", "_waiting", "_waiting_pos", "_slice", "_slice_pos", "_slice_start", "_slice_end",
@@ -287,6 +284,7 @@ class ConnCore:
         self.msgs_in = 0
         self.msgs_out = 0
         self.bytes_out = 0
+        self.bytes_in = 0  # bytes socket_read was handed (the reader's socket)
         # Set by attach(): until then nothing runs inline, no stream traffic
         # is moved and every call() goes to owner._call().
         self.ids: MuxIdAllocator | None = None
@@ -394,14 +392,13 @@ class ConnCore:
 
     def socket_read(self, nbytes: int) -> None:
         """:meth:`buffer_updated` for the reader's transport to call itself:
-        counts the bytes in ``reader.bytes_in``, and hands an error in the
-        peer's input to ``reader.input_failed(exc)`` instead of raising."""
-        reader = self.reader
-        reader.bytes_in += nbytes
+        counts the bytes in ``bytes_in``, and hands an error in the peer's
+        input to ``reader.input_failed(exc)`` instead of raising."""
+        self.bytes_in += nbytes
         try:
             self.buffer_updated(nbytes)
         except Exception as exc:
-            reader.input_failed(exc)
+            self.reader.input_failed(exc)
 
     def feed(self, data: Any) -> None:
         """Parse and dispatch bytes received some other way."""

@@ -116,8 +116,9 @@ class Wire:
         self.transport: Any = None
         #: The ConnCore once the WebSocket is up.
         self.core: Any = None
-        #: Bytes received (for statistics and the keepalive).
-        self.bytes_in = 0
+        # Bytes received that the wire counted itself; its core counts what
+        # the transport hands it directly (socket_read).
+        self._bytes_read = 0
         loop = asyncio.get_running_loop()
         self._loop = loop
         #: True while the core holds received input for a later loop turn:
@@ -131,6 +132,17 @@ class Wire:
         #: the connection is attached (replayed at attach).
         self.early: list[Any] = []
         self._handshake_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received (for statistics and the keepalive)."""
+        core = self.core
+        return self._bytes_read + (core.bytes_in if core is not None else 0)
+
+    @bytes_in.setter
+    def bytes_in(self, value: int) -> None:
+        core = self.core
+        self._bytes_read = value - (core.bytes_in if core is not None else 0)
 
     def new_core(self) -> Any:
         """The core of this wire, owned by the wire until attach.  Its parser
@@ -341,7 +353,7 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
         return memoryview(self._head_chunk)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.bytes_in += nbytes
+        self._bytes_read += nbytes
         try:
             if self.core is not None:
                 self.core.buffer_updated(nbytes)

@@ -141,7 +141,7 @@ class MessageWire(Wire):
         """One whole binary WebSocket message from the peer."""
         if self._closing:
             return
-        self.bytes_in += len(payload)
+        self._bytes_read += len(payload)
         try:
             if len(payload) > self.manager.max_message_size:
                 raise ProtocolError(
@@ -161,7 +161,7 @@ class MessageWire(Wire):
         if self._closing or self.conn is not None or self._got_first:
             return
         data = text.encode("utf-8", "surrogateescape")
-        self.bytes_in += len(data)
+        self._bytes_read += len(data)
         try:
             m = decode_message(data)
         except ProtocolError as exc:

@@ -164,6 +164,8 @@ def test_ten_thousand_concurrent_requests(loop_kind: str) -> None:
             s = c.stats()
             assert s.outstanding_requests == 0
             assert s.messages_out >= 10_000 and s.messages_in >= 10_000
+            # Every reply's bytes came through the socket and are counted.
+            assert s.bytes_in >= sum(map(len, payloads))
     run(loop_kind, main, timeout=120)
 
 
