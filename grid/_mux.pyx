@@ -39,6 +39,7 @@ from grid._codec cimport (
     encode_message_c,
     frame_message_c,
 )
+from grid.includes.clock cimport grid_monotonic
 
 import heapq
 import inspect as _inspect
@@ -77,6 +78,13 @@ include "_mux_state.pxi"
 include "_consts.pxi"
 
 cdef object _monotonic = _time.monotonic  # the clock request deadlines are kept on
+
+
+cdef inline double _now() except? -1.0:
+    """time.monotonic(), in C where the platform allows."""
+    cdef double t = grid_monotonic()
+    return t if t >= 0.0 else <double>_monotonic()
+
 cdef double _SLOW_HANDLER = SLOW_HANDLER
 cdef object _heappush = heapq.heappush
 cdef object _heappop = heapq.heappop
@@ -520,7 +528,7 @@ cdef class ConnCore:
         return 0
 
     cdef int _run_inline(self, Message m, object entry) except -1:
-        started = _monotonic()
+        cdef double started = _now(), elapsed
         dl = m.deadline_ms
         deadline = self.clock() + dl / 1000 if dl else None
         var = self.context_var
@@ -540,7 +548,7 @@ cdef class ConnCore:
                 PyContextVar_Reset(var, token)
             else:
                 var.reset(token)
-        elapsed = _monotonic() - started
+        elapsed = _now() - started
         if elapsed >= _SLOW_HANDLER:
             entry.ran_slow(elapsed)  # a rate-limited warning
         if dl and elapsed * 1000 > dl:
@@ -724,7 +732,7 @@ cdef class ConnCore:
                                    payload, subroute)
             mux_id = mid
             self.pending[mux_id] = fut
-            self._track(<double>_monotonic() + t, mid)
+            self._track(_now() + t, mid)
             self._send(msg)
             return mux_id
         deadline_ms = int(timeout * 1000)
@@ -806,7 +814,7 @@ cdef class ConnCore:
     def expire(self) -> float | None:
         """Fail every pending request whose deadline has passed with
         TimeoutError; return the next deadline (monotonic) or None."""
-        cdef double now = _monotonic()
+        cdef double now = _now()
         cdef _Deadline head
         dl = self._deadlines
         pending = self.pending

@@ -373,3 +373,25 @@ def test_a_direct_write_is_one_frame(mux, key):
         assert data[1] & 0x80 and codec.FrameParser(True).feed(data) == [(2, msg)]
     else:
         assert data == codec.encode_frames([msg], fixed if masked else None)
+
+
+def test_request_deadlines_are_on_time_monotonic(mux):
+    """A request's deadline is kept on time.monotonic(), whichever way the
+    core reads that clock: expire() names it, between the readings taken
+    around the call."""
+    import asyncio
+    import time
+
+    core = mux.ConnCore(_Recorder(), False, 1 << 20, None)
+    loop = asyncio.new_event_loop()
+    try:
+        core.attach(_Recorder(), caller="http://peer:1", base_flags=0, ids=mux.MuxIdAllocator(),
+                    loop=loop, singles={}, singles_sub={}, callers={}, callees={},
+                    default_timeout=3.0, queue_limit=100, sweep_at=float("inf"))
+        before = time.monotonic()
+        assert core.request(loop.create_future(), 5, b"q", 40.0, None) == 1
+        after = time.monotonic()
+        assert before + 40.0 <= core.expire() <= after + 40.0
+        assert len(core.queue) == 1 and list(core.pending) == [1]
+    finally:
+        loop.close()
