@@ -42,6 +42,7 @@ from grid._codec cimport (
 from grid.includes.clock cimport grid_monotonic
 
 import heapq
+from asyncio import InvalidStateError as _InvalidStateError
 import inspect as _inspect
 from contextvars import ContextVar as _ContextVar
 import time as _time
@@ -468,12 +469,20 @@ cdef class ConnCore:
                         return 0
             return self._dispatch(_build(m, &e.t, e.sub))
         fut = self.pending.pop(e.t.f[0], None)
-        if fut is None or fut.done():
-            return 0  # late or unknown: dropped (§3.4)
+        if fut is None:
+            return 0  # unknown: dropped (§3.4)
         if e.t.stop > e.t.start or flags & FLAG_PAYLOAD_IS_ZERO:
             body = PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start)
         else:
             body = None
+        if e.t.f[1] == 0 and not flags & FLAG_PAYLOAD_IS_ERR:
+            try:  # one call instead of done() first: a done future refuses
+                fut.set_result(body)
+            except _InvalidStateError:
+                pass  # late (cancelled by its caller): dropped (§3.4)
+            return 0
+        if fut.done():
+            return 0  # late: dropped (§3.4)
         if e.t.f[1] != 0:
             fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
         elif flags & FLAG_PAYLOAD_IS_ERR:

@@ -7,6 +7,7 @@
 cdef int _write_direct(ConnCore core) except -1:
     """Write the one queued message to ``core.direct`` now."""
     cdef list q = core.queue
+    cdef Py_ssize_t buffered
     transport = core.direct
     core.direct = None
     key_fn = core.mask_key
@@ -22,7 +23,8 @@ cdef int _write_direct(ConnCore core) except -1:
     else:
         data = core._take_frames(key_fn() if key_fn is not None else None)
     transport.write(data)
-    if transport.get_write_buffer_size() <= core.write_limit:
+    buffered = transport.get_write_buffer_size()
+    if buffered <= core.write_limit:
         core._quiet_pending = True  # settled by the next input, or by frames taken
     elif core._turn_end is None:
         core._turn_end = core._call_soon(core._after_direct)

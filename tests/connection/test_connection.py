@@ -433,3 +433,31 @@ def test_tls_grid_without_crc(loop_kind: str, tmp_path: Path) -> None:
             for m in mgrs:
                 await m.close()
     run(loop_kind, main)
+
+
+def test_late_reply_to_a_cancelled_call_is_dropped(loop_kind: str) -> None:
+    """A caller that cancels its await abandons the call; the reply that
+    arrives afterwards is dropped quietly (§3.4) and the connection goes on."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        release, returned = loop.create_future(), loop.create_future()
+
+        async def held(payload: bytes | None) -> bytes | None:
+            await release
+            returned.set_result(None)
+            return payload
+
+        def setup(m: grid.Manager) -> None:
+            m.register_single(6, held)
+            m.register_single(7, lambda p: p)
+
+        async with TestGrid(2, setup=setup) as g:
+            c = g.conn(0, 1)
+            fut = c.request(6, b"late")
+            fut.cancel()
+            release.set_result(None)
+            await returned
+            assert await c.request(7, b"after") == b"after"
+            assert c.stats().outstanding_requests == 0  # the late reply was taken
+            assert c.stats().state is grid.State.CONNECTED
+    run(loop_kind, main)
