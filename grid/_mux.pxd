@@ -147,7 +147,6 @@ cdef class ConnCore:
     cdef int _on_bytes(self, bytes payload) except -1
     cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1
     cdef int _dispatch(self, Message m) except -1
-    cdef int _run_inline(self, Message m, object entry) except -1
     cdef int _send(self, object msg) except -1
     cdef object _take_frames(self, object mask_key)
     cdef int _respond(self, object mux_id, object seq, object result, object err) except -1

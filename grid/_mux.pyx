@@ -103,6 +103,9 @@ include "_mux_stream.pxi"
 # The direct write of a quiet connection (module functions on ConnCore).
 include "_mux_write.pxi"
 
+# Sync handlers run inline (a module function on ConnCore).
+include "_mux_inline.pxi"
+
 
 @cython.annotation_typing(False)
 def _core_signature(owner: CoreOwner, server: bool, max_message_size: int,
@@ -467,6 +470,15 @@ cdef class ConnCore:
                     srv = self.callees.get(e.t.f[0])
                     if srv is not None and _stream_item(self, srv.state, m, e):
                         return 0
+            elif op == OP_REQUEST and e.sub < 0:  # a sync handler's call, without a Message
+                entry = self.singles.get(e.t.f[3])
+                if entry is not None and not entry.is_async:
+                    body = None
+                    if e.t.stop > e.t.start or flags & FLAG_PAYLOAD_IS_ZERO:
+                        body = PyBytes_FromStringAndSize(<const char*>m + e.t.start,
+                                                         e.t.stop - e.t.start)
+                    return _run_inline(self, entry, e.t.f[3], e.t.f[0], e.t.f[1], e.t.f[2], body,
+                                       None, p, e)
             return self._dispatch(_build(m, &e.t, e.sub))
         fut = self.pending.pop(e.t.f[0], None)
         if fut is None:
@@ -518,8 +530,8 @@ cdef class ConnCore:
             sub = m.subroute
             entry = self.singles.get(m.handler) if sub is None else self.singles_sub.get(sub)
             if entry is not None and not entry.is_async:
-                self._run_inline(m, entry)
-                return 0
+                return _run_inline(self, entry, m.handler, m.mux_id, m.seq, m.deadline_ms,
+                                   m.payload, m, NULL, NULL)
         self._spent += TURN_SLOW_COST - 1  # Python code of the stream or the connection
         if op == OP_MUX_SERVER_MSG or op == OP_UNBLOCK_CL_MUX:
             if self.callers is not None:
@@ -534,35 +546,6 @@ cdef class ConnCore:
                     srv.on_message(m)
                     return 0
         self.owner._on_message(m)
-        return 0
-
-    cdef int _run_inline(self, Message m, object entry) except -1:
-        cdef double started = _now(), elapsed
-        dl = m.deadline_ms
-        deadline = self.clock() + dl / 1000 if dl else None
-        var = self.context_var
-        ctx = (self.caller, m.handler, entry.route, m.mux_id, deadline)
-        # A real ContextVar through the C API; anything else as the pure twin calls it.
-        token = PyContextVar_Set(var, ctx) if type(var) is _ContextVar else var.set(ctx)
-        try:
-            result = entry.fn(m.payload)
-        except RemoteError as exc:
-            result, err = None, exc.message
-        except Exception as exc:
-            result, err = None, self.owner._handler_failed(m, exc)
-        else:
-            err = None
-        finally:
-            if type(var) is _ContextVar:
-                PyContextVar_Reset(var, token)
-            else:
-                var.reset(token)
-        elapsed = _now() - started
-        if elapsed >= _SLOW_HANDLER:
-            entry.ran_slow(elapsed)  # a rate-limited warning
-        if dl and elapsed * 1000 > dl:
-            return 0  # the caller has given up (§7 step 3)
-        self._respond(m.mux_id, m.seq, result, err)
         return 0
 
     # -- sending
