@@ -143,3 +143,9 @@ cdef list decode_messages_ptr(const uint8_t* data, Py_ssize_t n)
 # very object (encode_frames copies it once, straight into the frame).
 cdef object encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms, uint64_t handler,
                              uint64_t op, uint64_t flags, object payload, object subroute)
+# encode_split_c is encode_message_c with no deadline, handler or subroute id,
+# always as a SplitFrame: a sender that queues a payload of a few KiB this way
+# has it copied once, into the frame, instead of into the message and again
+# into the frame.
+cdef SplitFrame encode_split_c(uint64_t mux_id, uint64_t seq, uint64_t op, uint64_t flags,
+                               bytes payload)

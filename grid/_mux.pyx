@@ -37,6 +37,7 @@ from grid._codec cimport (
     _read_bin,
     _trailers,
     encode_message_c,
+    encode_split_c,
 )
 
 import heapq

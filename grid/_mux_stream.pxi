@@ -5,6 +5,13 @@
 # Included by grid/_mux.pyx; ConnCore's fields come from grid/_mux.pxd.
 
 
+cdef enum:
+    # Items of this many bytes or more are queued as a SplitFrame (see
+    # _stream_send); below it, joining head and payload costs less than the
+    # SplitFrame's own objects and its CRC over three parts.
+    ITEM_SPLIT = 1024
+
+
 cdef bint _stream_credit(ConnCore core, object state, uint64_t seq) except -1:
     """An unblock for a stream whose sequence is in order: one credit more,
     its waiting sender woken.  False leaves it to the stream."""
@@ -102,5 +109,9 @@ cdef bint _stream_send(ConnCore core, MuxState s, object item) except -1:
     seq = s.send_seq
     s.send_seq = seq + 1
     flags = core.base_flags | FLAG_PAYLOAD_IS_ZERO if PyBytes_GET_SIZE(item) == 0 else core.base_flags
-    core._send(encode_message_c(s.mux_id, seq, 0, 0, s.item_op, flags, item, None))
+    if PyBytes_GET_SIZE(item) >= ITEM_SPLIT and type(flags) is int and 0 <= flags <= 0xFF:
+        # Queued as a SplitFrame: the item is copied once, into its frame.
+        core._send(encode_split_c(s.mux_id, seq, s.item_op, <uint64_t>flags, <bytes>item))
+    else:
+        core._send(encode_message_c(s.mux_id, seq, 0, 0, s.item_op, flags, item, None))
     return True
