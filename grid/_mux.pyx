@@ -212,14 +212,25 @@ cdef class ConnCore:
             reader.input_failed(exc)
 
     cdef int _buffer_updated(self, Py_ssize_t nbytes) except -1:
+        # Binary frames are dispatched where they lie in the read window
+        # (_frame_sink) while nothing waits and the turn's budget lasts; the
+        # rest come back as events, copied out of the window, in order.
         cdef list events
+        cdef Py_ssize_t got
         if self.parser is None:  # C calls below do not check for None
             raise AttributeError("'NoneType' object has no attribute 'buffer_updated'")
-        events = self.parser._updated(nbytes)
-        if PyList_GET_SIZE(events) > self.turn_budget:
+        self._sunk = 0
+        events = self.parser._updated_sink(nbytes, _frame_sink, self)
+        if self._sink_error is not None:
+            exc, self._sink_error = self._sink_error, None
+            raise exc  # what follows the frame that failed is dropped, as in _run
+        got = PyList_GET_SIZE(events) + self._sunk
+        if got > self.turn_budget:
             self._read_max = max(READ_MIN, <Py_ssize_t>nbytes // 2)
-        elif self._read_max and PyList_GET_SIZE(events) < self.turn_budget >> 2:
+        elif self._read_max and got < self.turn_budget >> 2:
             self._read_max = 0 if self._read_max >= READ_WINDOW else 2 * self._read_max
+        if self._slice is not None and not self._held:
+            return self._wait(events, 0)  # a container being worked through goes first
         self._on_events(events)
         return 0
 
@@ -311,16 +322,17 @@ cdef class ConnCore:
             for i in range(len(msgs)):
                 self._dispatch(msgs[i])
             return 0
-        return self._on_bytes(<bytes>payload)
+        return self._on_bytes(<const uint8_t*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                              <bytes>payload)
 
-    cdef int _on_bytes(self, bytes payload) except -1:
+    cdef int _on_bytes(self, const uint8_t* p, Py_ssize_t n, bytes owner) except -1:
         # decode_messages() and dispatch() fused, without a Message object
         # for a response (the bulk of a caller's traffic): every message in
-        # the payload is decoded and checked first, exactly as
-        # decode_messages() checks it, and only then dispatched, so a bad
-        # container dispatches nothing.  `payload` keeps `p` alive.
-        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+        # p[0:n] is decoded and checked first, exactly as decode_messages()
+        # checks it, and only then dispatched, so a bad container dispatches
+        # nothing.  p[0:n] is `owner`'s, or (owner None) the read window's,
+        # valid during this call only: a large container kept for later
+        # turns is copied first.
         cdef _Tuple t
         cdef _Inner one
         cdef _Inner* inner
@@ -340,7 +352,9 @@ cdef class ConnCore:
         pos = t.stop
         if count > SLICE_CONTAINER:
             # Checked, then dispatched, a budget's worth per turn.
-            self._slice = payload
+            if owner is None:
+                owner = PyBytes_FromStringAndSize(<const char*>p, n)
+            self._slice = owner
             self._slice_start = self._slice_pos = pos
             self._slice_end = end
             self._slice_count = count

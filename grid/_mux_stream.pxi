@@ -115,3 +115,19 @@ cdef bint _stream_send(ConnCore core, MuxState s, object item) except -1:
     else:
         core._send(encode_message_c(s.mux_id, seq, 0, 0, s.item_op, flags, item, None))
     return True
+
+
+cdef int _frame_sink(object ctx, const uint8_t* p, Py_ssize_t n) except -1:
+    """The core's FrameSink (grid/_codec.pxd): one binary frame, dispatched
+    where it lies in the read window, as _run() would dispatch its event,
+    when _run() would get to it in this turn; 0 leaves it to _run()."""
+    cdef ConnCore core = <ConnCore>ctx
+    if (core._sink_error is not None or core._held or core._slice is not None
+            or core._spent >= core.turn_budget):
+        return 0
+    core._sunk += 1
+    try:
+        core._on_bytes(p, n, None)
+    except BaseException as exc:
+        core._sink_error = exc  # raised once the parser is through this read
+    return 1
