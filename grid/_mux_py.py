@@ -633,22 +633,37 @@ class ConnCore:
             return
         q = self.queue
         first = not q
-        while state.owed > 0:  # queued together: the flush is asked for once, below
-            state.owed -= 1
-            msg = _codec_py.encode_message(state.mux_id, state.next_send_seq(), 0, 0,
-                                           state.credit_op, self.base_flags, None)
-            q.append(msg)
-            self.queued_bytes += len(msg)
+        self._queue_credits(state)  # queued together: the flush is asked for once, below
         if first:
             self.owner._schedule_flush()
         elif len(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
             self.owner._flush_early()
 
+    def _queue_credits(self, state: MuxState) -> None:
+        q = self.queue
+        while state.owed > 0:
+            state.owed -= 1
+            msg = _codec_py.encode_message(state.mux_id, state.next_send_seq(), 0, 0,
+                                           state.credit_op, self.base_flags, None)
+            q.append(msg)
+            self.queued_bytes += len(msg)
+
     def _owe(self, state: MuxState) -> None:
+        # Every flush_every credits owed leave at once, so the sender gets
+        # them back while the rest is read: while the owner lets the core
+        # write (``ready``), with whatever else is queued, in one write of
+        # the core's own; otherwise through the owner's flush.
         state.owed += 1
         if state.owed >= state.flush_every:
-            self.release_credits(state)
-            self.owner._flush()  # let credits flow back while the rest is read
+            transport = self.ready
+            if transport is None:
+                self.release_credits(state)
+                self.owner._flush()
+                return
+            self._queue_credits(state)
+            transport.write(self.take_frames(self.mask_key() if self.mask_key is not None else None))
+            if transport.get_write_buffer_size() > self.write_limit:
+                self.owner._flush()  # the owner fails the wire past its limit
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue

@@ -65,23 +65,26 @@ cdef object _stream_take(ConnCore core, MuxState s):
 
 
 cdef int _stream_owe(ConnCore core, MuxState s) except -1:
-    """One more credit owed; every ``flush_every`` owed are queued and written."""
+    """One more credit owed; every ``flush_every`` owed are queued and
+    written at once (see the pure twin's ConnCore._owe)."""
     s.owed += 1
     if s.owed >= s.flush_every:
-        _stream_release(core, s)
-        core.owner._flush()  # let credits flow back while the rest is read
+        transport = core.ready
+        if transport is None:
+            _stream_release(core, s)
+            core.owner._flush()  # let credits flow back while the rest is read
+            return 0
+        _stream_queue(core, s)
+        transport.write(core._take_frames(core.mask_key() if core.mask_key is not None else None))
+        if transport.get_write_buffer_size() > core.write_limit:
+            core.owner._flush()  # the owner fails the wire past its limit
     return 0
 
 
-cdef int _stream_release(ConnCore core, MuxState s) except -1:
-    """Queue every credit owed, one unblock each, in sequence; the flush is
-    asked for once they are all queued, so an idle connection writes them
-    together rather than the first alone."""
+cdef int _stream_queue(ConnCore core, MuxState s) except -1:
+    """Queue every credit owed, one unblock each, in sequence."""
     cdef uint32_t seq
     cdef list q = core.queue
-    cdef bint first = PyList_GET_SIZE(q) == 0
-    if s.owed <= 0:
-        return 0
     while s.owed > 0:
         s.owed -= 1
         seq = s.send_seq
@@ -89,6 +92,18 @@ cdef int _stream_release(ConnCore core, MuxState s) except -1:
         msg = encode_message_c(s.mux_id, seq, 0, 0, s.credit_op, core.base_flags, None, None)
         q.append(msg)
         core.queued_bytes += PyBytes_GET_SIZE(msg)
+    return 0
+
+
+cdef int _stream_release(ConnCore core, MuxState s) except -1:
+    """Queue every credit owed; the flush is asked for once they are all
+    queued, so an idle connection writes them together rather than the
+    first alone."""
+    cdef list q = core.queue
+    cdef bint first = PyList_GET_SIZE(q) == 0
+    if s.owed <= 0:
+        return 0
+    _stream_queue(core, s)
     if first:
         core.owner._schedule_flush()
     elif PyList_GET_SIZE(q) >= EARLY_FLUSH_MESSAGES or core.queued_bytes >= EARLY_FLUSH_BYTES:
