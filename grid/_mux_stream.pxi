@@ -24,8 +24,10 @@ cdef bint _stream_credit(ConnCore core, object state, uint64_t seq) except -1:
     s.recv_seq += 1  # wraps at 2**32
     s.credits += 1
     w = s.waiter
-    if w is not None and not w.done():
-        w.set_result(None)
+    if w is not None:
+        s.waiter = None  # woken once: the credits after it need not ask again
+        if not w.done():
+            w.set_result(None)
     return True
 
 
@@ -46,8 +48,10 @@ cdef bint _stream_item(ConnCore core, object state, const uint8_t* m, _Inner* e)
     items.append(PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start))
     s.received += 1  # "heard" for the stream's liveness check
     w = s.item_waiter
-    if w is not None and not w.done():
-        w.set_result(None)
+    if w is not None:
+        s.item_waiter = None  # woken once: the items after it need not ask again
+        if not w.done():
+            w.set_result(None)
     return True
 
 
