@@ -52,6 +52,13 @@ cdef enum ParserState:
     PARSER_FAILED = 3       # refused all further input (_failed); every buffer released
 
 
+# A receiver that takes whole binary frames where they lie in the read window
+# (FrameParser._updated_sink): called with ctx and the unmasked payload
+# p[0:n], valid during the call only; returns 1 when it took the frame, 0 to
+# have it handed out as an event (a copy) like any other.
+ctypedef int (*FrameSink)(object ctx, const uint8_t* p, Py_ssize_t n) except -1
+
+
 @cython.final
 cdef class FrameParser:
     cdef ParserState _state     # see ParserState
@@ -90,6 +97,8 @@ cdef class FrameParser:
     cdef object _view           # the memoryview of _big get_buffer() handed out, while current
     cdef object _budget         # `budget`: bytes shared with other parsers, or None
     cdef Py_ssize_t _held       # bytes taken from _budget (see _held_now)
+    cdef FrameSink _sink        # _updated_sink's receiver, during that call only, else NULL
+    cdef object _sink_ctx       # ... and its context
 
     cdef int _set_limit(self, object value) except -1
     cdef int _check_size(self, uint64_t total) except -1
@@ -98,12 +107,14 @@ cdef class FrameParser:
     cdef int _release_buffers(self) except -1
     cdef object _get_buffer(self)              # get_buffer() for C callers
     cdef list _updated(self, object nbytes)    # buffer_updated() for C callers
+    cdef list _updated_sink(self, object nbytes, FrameSink sink, object ctx)
     cdef list _feed(self, object data)         # feed() for C callers
     cdef list _process(self, const uint8_t* data, Py_ssize_t n)
     cdef list _consume(self, const uint8_t* data, Py_ssize_t n)
-    cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events) except -1
+    cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events, bint sink) except -1
     cdef int _frag_append(self, const uint8_t* src, Py_ssize_t n, const uint8_t* key) except -1
     cdef bint _top_up(self, const uint8_t* data, Py_ssize_t n, Py_ssize_t* ipp, list events) except -1
+    cdef Py_ssize_t _parse_acc(self, list events) except -1
     cdef uint64_t _acc_need(self)
     cdef int _begin_large(self, const uint8_t* payload, Py_ssize_t have, int opcode, uint64_t length,
                           bint masked) except -1
@@ -149,3 +160,9 @@ cdef object encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms
 # _draw_mask_key writes the pool's next 4-byte mask key to `out`.
 cdef bytes frame_message_c(bytes msg, bint masked)
 cdef int _draw_mask_key(uint8_t* out) except -1
+# encode_split_c is encode_message_c with no deadline, handler or subroute id,
+# always as a SplitFrame: a sender that queues a payload of a few KiB this way
+# has it copied once, into the frame, instead of into the message and again
+# into the frame.
+cdef SplitFrame encode_split_c(uint64_t mux_id, uint64_t seq, uint64_t op, uint64_t flags,
+                               bytes payload)

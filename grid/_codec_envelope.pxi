@@ -246,6 +246,25 @@ cdef object encode_message_c(uint64_t mux_id, uint64_t seq, uint64_t deadline_ms
     return _encode(v, payload, subroute)
 
 
+cdef SplitFrame encode_split_c(uint64_t mux_id, uint64_t seq, uint64_t op, uint64_t flags,
+                               bytes payload):
+    """encode_message_c() of a message without deadline, handler or
+    subroute id, as a SplitFrame whatever the size of its bytes payload
+    (see the .pxd); out-of-range fields raise the same ValueError."""
+    cdef uint64_t v[6]
+    cdef int i
+    v[0] = mux_id
+    v[1] = seq
+    v[2] = 0
+    v[3] = 0
+    v[4] = op
+    v[5] = flags
+    for i in range(1, 6):
+        if v[i] > _FIELD_MAX_C[i]:
+            raise ValueError(f"{_FIELD_NAMES[i]} {v[i]} is outside 0..{_FIELD_MAX[i]}")
+    return _encode_split(v, payload, None)
+
+
 def encode_message(
     mux_id: int,
     seq: int,

@@ -443,6 +443,22 @@ cdef class FrameParser:
         finally:
             self._put_window()
 
+    cdef list _updated_sink(self, object nbytes, FrameSink sink, object ctx):
+        """_updated() that first offers ``sink`` each whole binary frame found
+        in the read window, where it lies (see FrameSink in the .pxd), until
+        the first one it declines or the first other event: those and all
+        that follow come back as events, in order.  A masked frame is
+        unmasked in place, in the window, which this parser owns."""
+        if self._recv is None or self._view is not None:
+            return self._updated(nbytes)
+        self._sink = sink
+        self._sink_ctx = ctx
+        try:
+            return self._updated(nbytes)
+        finally:
+            self._sink = NULL
+            self._sink_ctx = None
+
     cdef list _feed(self, object data):
         cdef Py_buffer view
         if self._state == PARSER_FAILED:
@@ -514,7 +530,7 @@ cdef class FrameParser:
         if self._acc_len == 0:
             # The common case: whole frames straight from the input (the last
             # one may be a large frame that takes all the rest).
-            ip += self._parse(data + ip, n - ip, events)
+            ip += self._parse(data + ip, n - ip, events, self._sink != NULL)
             if ip < n:
                 _reserve(&self._acc, &self._acc_cap, n - ip)
                 memcpy(self._acc, data + ip, <size_t>(n - ip))
@@ -526,7 +542,7 @@ cdef class FrameParser:
             _reserve(&self._acc, &self._acc_cap, self._acc_len + (n - ip))
             memcpy(self._acc + self._acc_len, data + ip, <size_t>(n - ip))
             self._acc_len += n - ip
-            used = self._parse(self._acc, self._acc_len, events)
+            used = self._parse(self._acc, self._acc_len, events, False)
             memmove(self._acc, self._acc + used, <size_t>(self._acc_len - used))
             self._acc_len -= used
         return events
@@ -554,7 +570,7 @@ cdef class FrameParser:
                 memcpy(self._acc + self._acc_len, data + ipp[0], <size_t>take)
                 self._acc_len += <Py_ssize_t>take
                 ipp[0] += <Py_ssize_t>take
-            used = self._parse(self._acc, self._acc_len, events)
+            used = self._parse_acc(events)
             if used:
                 if used < self._acc_len:  # cannot happen; keep the bytes anyway
                     memmove(self._acc, self._acc + used, <size_t>(self._acc_len - used))
@@ -569,6 +585,25 @@ cdef class FrameParser:
             if ipp[0] == n or take == 0:
                 break
         return self._state == PARSER_LARGE
+
+    cdef Py_ssize_t _parse_acc(self, list events) except -1:
+        """_parse() of _acc.  With a sink, the parse borrows _acc from the
+        parser: a sink that closes the parser meanwhile (which releases its
+        buffers) cannot free what the parse still reads."""
+        cdef uint8_t* acc = self._acc
+        cdef Py_ssize_t cap = self._acc_cap
+        if self._sink == NULL:
+            return self._parse(acc, self._acc_len, events, False)
+        self._acc = NULL
+        self._acc_cap = 0
+        try:
+            return self._parse(acc, self._acc_len, events, True)
+        finally:
+            if self._acc == NULL and self._state != PARSER_FAILED:
+                self._acc = acc
+                self._acc_cap = cap
+            else:
+                PyMem_Free(acc)
 
     cdef uint64_t _acc_need(self):
         """grid_ws_need() for the frame pending in _acc, except that a large
@@ -586,10 +621,13 @@ cdef class FrameParser:
             return need
         return hdr + (HEAD_MAX if self._split_large else 0)
 
-    cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events) except -1:
+    cdef Py_ssize_t _parse(self, const uint8_t* buf, Py_ssize_t n, list events, bint sink) except -1:
         """Parse the complete frames in buf[0:n]; return how many bytes they
-        span.  Same checks, in the same order, as the pure twin's loop."""
-        cdef Py_ssize_t pos = 0, avail, hdr, start
+        span.  Same checks, in the same order, as the pure twin's loop.
+        With ``sink`` (buf is the read window or _acc) whole binary frames go to
+        self._sink while it takes them and no event precedes them."""
+        cdef Py_ssize_t pos = 0, avail, hdr, start, split_head
+        cdef uint64_t split_size
         cdef int b0, b1, opcode
         cdef bint fin, masked, control
         cdef uint64_t length, total
@@ -671,6 +709,20 @@ cdef class FrameParser:
                         self._frag = NULL
                         self._frag_cap = 0
             elif fin:
+                if sink and opcode == WS_BINARY and PyList_GET_SIZE(events) == 0:
+                    if key != NULL:  # the buffer is ours: unmasked where it lies
+                        _mask_at(<uint8_t*>buf + start, buf + start, <Py_ssize_t>length, key, 0)
+                        key = NULL
+                    # One large message still goes out as a SplitFrame (below);
+                    # a container of any size goes to the sink.
+                    if ((not self._split_large or length < SPLIT_FRAME_C
+                            or _split_point(buf + start, HEAD_MAX, length, &split_head,
+                                            &split_size) != _PROBE_OK)
+                            and self._sink(self._sink_ctx, buf + start, <Py_ssize_t>length)):
+                        if self._state == PARSER_FAILED:
+                            return n  # closed by what the frame did: the rest is dropped
+                        continue
+                    sink = False  # declined: this frame and the rest are events
                 if self._split_large and length >= SPLIT_FRAME_C:
                     events.append((opcode, _split_whole(buf + start, <Py_ssize_t>length, key)))
                 else:

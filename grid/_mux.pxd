@@ -123,6 +123,8 @@ cdef class ConnCore:
     cdef Py_ssize_t _spent
     cdef Py_ssize_t _read_max         # bytes a read may bring (0: the parser's whole window)
     cdef bint _held                   # input waits, and the reader has been told
+    cdef Py_ssize_t _sunk             # frames _frame_sink took during the current read
+    cdef object _sink_error           # what a frame _frame_sink took raised, else None
     cdef list _waiting                # received events not yet processed, or None
     cdef Py_ssize_t _waiting_pos      # the first of them still to process
     cdef bytes _slice                 # a large merged container being worked through, or None
@@ -144,7 +146,7 @@ cdef class ConnCore:
     cdef int _wait(self, list events, Py_ssize_t i) except -1
     cdef int _work_slice(self) except -1
     cdef int _on_binary(self, object payload) except -1
-    cdef int _on_bytes(self, bytes payload) except -1
+    cdef int _on_bytes(self, const uint8_t* p, Py_ssize_t n, bytes owner) except -1
     cdef int _dispatch_at(self, const uint8_t* p, _Inner* e) except -1
     cdef int _dispatch(self, Message m) except -1
     cdef int _send(self, object msg) except -1

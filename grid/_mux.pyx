@@ -38,6 +38,7 @@ from grid._codec cimport (
     _trailers,
     encode_message_c,
     frame_message_c,
+    encode_split_c,
 )
 from grid.includes.clock cimport grid_monotonic
 
@@ -105,6 +106,9 @@ include "_mux_write.pxi"
 
 # Sync handlers run inline (a module function on ConnCore).
 include "_mux_inline.pxi"
+
+# Request deadlines: a C ring in arrival order, a heap for the rest.
+include "_mux_deadlines.pxi"
 
 
 @cython.annotation_typing(False)
@@ -233,14 +237,25 @@ cdef class ConnCore:
             self.reader.input_failed(exc)
 
     cdef int _buffer_updated(self, Py_ssize_t nbytes) except -1:
+        # Binary frames are dispatched where they lie in the read window
+        # (_frame_sink) while nothing waits and the turn's budget lasts; the
+        # rest come back as events, copied out of the window, in order.
         cdef list events
+        cdef Py_ssize_t got
         if self.parser is None:  # C calls below do not check for None
             raise AttributeError("'NoneType' object has no attribute 'buffer_updated'")
-        events = self.parser._updated(nbytes)
-        if PyList_GET_SIZE(events) > self.turn_budget:
+        self._sunk = 0
+        events = self.parser._updated_sink(nbytes, _frame_sink, self)
+        if self._sink_error is not None:
+            exc, self._sink_error = self._sink_error, None
+            raise exc  # what follows the frame that failed is dropped, as in _run
+        got = PyList_GET_SIZE(events) + self._sunk
+        if got > self.turn_budget:
             self._read_max = max(READ_MIN, <Py_ssize_t>nbytes // 2)
-        elif self._read_max and PyList_GET_SIZE(events) < self.turn_budget >> 2:
+        elif self._read_max and got < self.turn_budget >> 2:
             self._read_max = 0 if self._read_max >= READ_WINDOW else 2 * self._read_max
+        if self._slice is not None and not self._held:
+            return self._wait(events, 0)  # a container being worked through goes first
         self._on_events(events)
         return 0
 
@@ -334,16 +349,17 @@ cdef class ConnCore:
             for i in range(len(msgs)):
                 self._dispatch(msgs[i])
             return 0
-        return self._on_bytes(<bytes>payload)
+        return self._on_bytes(<const uint8_t*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                              <bytes>payload)
 
-    cdef int _on_bytes(self, bytes payload) except -1:
+    cdef int _on_bytes(self, const uint8_t* p, Py_ssize_t n, bytes owner) except -1:
         # decode_messages() and dispatch() fused, without a Message object
         # for a response (the bulk of a caller's traffic): every message in
-        # the payload is decoded and checked first, exactly as
-        # decode_messages() checks it, and only then dispatched, so a bad
-        # container dispatches nothing.  `payload` keeps `p` alive.
-        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+        # p[0:n] is decoded and checked first, exactly as decode_messages()
+        # checks it, and only then dispatched, so a bad container dispatches
+        # nothing.  p[0:n] is `owner`'s, or (owner None) the read window's,
+        # valid during this call only: a large container kept for later
+        # turns is copied first.
         cdef _Tuple t
         cdef _Inner one
         cdef _Inner* inner
@@ -363,7 +379,9 @@ cdef class ConnCore:
         pos = t.stop
         if count > SLICE_CONTAINER:
             # Checked, then dispatched, a budget's worth per turn.
-            self._slice = payload
+            if owner is None:
+                owner = PyBytes_FromStringAndSize(<const char*>p, n)
+            self._slice = owner
             self._slice_start = self._slice_pos = pos
             self._slice_end = end
             self._slice_count = count
@@ -759,79 +777,15 @@ cdef class ConnCore:
         return mux_id
 
     cdef int _track(self, double at, uint64_t mux_id) except -1:
-        # In arrival order while deadlines only grow (one timeout for all,
-        # the usual case): a C ring, no Python object per request.  A
-        # deadline earlier than the last one goes to the heap.
-        cdef Py_ssize_t i, n
-        cdef _Deadline* grown
-        self._last_at = at
-        n = self._fifo_len
-        if n and at < self._fifo[(self._fifo_head + n - 1) % self._fifo_cap].at:
-            _heappush(self._deadlines, (at, mux_id))
-        else:
-            if n == self._fifo_cap:
-                grown = <_Deadline*>PyMem_Malloc(<size_t>(2 * n + 64) * sizeof(_Deadline))
-                if grown == NULL:
-                    raise MemoryError()
-                for i in range(n):
-                    grown[i] = self._fifo[(self._fifo_head + i) % self._fifo_cap]
-                PyMem_Free(self._fifo)
-                self._fifo = grown
-                self._fifo_cap = 2 * n + 64
-                self._fifo_head = 0
-            self._fifo[(self._fifo_head + n) % self._fifo_cap].at = at
-            self._fifo[(self._fifo_head + n) % self._fifo_cap].mux_id = mux_id
-            self._fifo_len = n + 1
-        if self._fifo_len + len(self._deadlines) > 2 * len(self.pending) + 1024:
-            self._compact()
-        return 0
+        return _track_deadline(self, at, mux_id)
 
     def _compact(self) -> None:
-        # Entries of answered requests stay until they expire; drop them
-        # when they outnumber the live ones, so that the bookkeeping stays
-        # within a small multiple of the requests in flight.
-        cdef Py_ssize_t i, kept = 0
-        cdef _Deadline e
-        pending = self.pending
-        for i in range(self._fifo_len):
-            e = self._fifo[(self._fifo_head + i) % self._fifo_cap]
-            if e.mux_id in pending:
-                self._fifo[(self._fifo_head + kept) % self._fifo_cap] = e
-                kept += 1
-        self._fifo_len = kept
-        dl = [e2 for e2 in self._deadlines if e2[1] in pending]
-        _heapify(dl)
-        self._deadlines = dl
+        _compact_deadlines(self)
 
     def expire(self) -> float | None:
         """Fail every pending request whose deadline has passed with
         TimeoutError; return the next deadline (monotonic) or None."""
-        cdef double now = _now()
-        cdef _Deadline head
-        dl = self._deadlines
-        pending = self.pending
-        while True:  # the two sources merged, earliest deadline first
-            if self._fifo_len:
-                head = self._fifo[self._fifo_head]
-            if (self._fifo_len and head.at <= now
-                    and not (dl and dl[0] < (head.at, head.mux_id))):
-                self._fifo_head = (self._fifo_head + 1) % self._fifo_cap
-                self._fifo_len -= 1
-                mux_id = head.mux_id
-            elif dl and dl[0][0] <= now:
-                _, mux_id = _heappop(dl)
-            else:
-                break
-            fut = pending.pop(mux_id, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(TimeoutError(REQUEST_TIMEOUT_TEXT))
-        if self._fifo_len + len(dl) > 2 * len(pending) + 1024:
-            self._compact()
-            dl = self._deadlines
-        if self._fifo_len:
-            head = self._fifo[self._fifo_head]
-            return min(head.at, dl[0][0]) if dl else head.at
-        return dl[0][0] if dl else None
+        return _expire_deadlines(self)
 
     def fail_all(self, exc_type: Any) -> None:
         """Fail every pending request with ``exc_type()`` and forget them."""

@@ -15,10 +15,10 @@ import heapq
 import sys
 import time
 from collections import deque
-from operator import index as _index
 from typing import Any, Protocol
 
 from grid import _codec_py, _envelope_py
+from grid._mux_state_py import MuxIdAllocator, MuxState
 from grid._consts import (
     EARLY_FLUSH_BYTES,
     EARLY_FLUSH_MESSAGES,
@@ -57,120 +57,6 @@ __all__ = ["MuxIdAllocator", "MuxState", "ConnCore"]
 
 _U32_MASK = MAX_UINT32
 _U64_MASK = MAX_UINT64
-
-
-class MuxIdAllocator:
-    """Hands out caller-side mux ids: pre-incremented from ``start``, wrapping
-    at 2**64 and skipping 0, which is reserved for connection pings (§3.4).
-    One allocator lives as long as its connection object, across reconnects."""
-
-    __slots__ = ("_last",)
-
-    def __init__(self, start: int = 0) -> None:
-        # operator.index, like the compiled twin's conversion to uint64_t.
-        start = _index(start)
-        if not 0 <= start <= _U64_MASK:
-            raise ValueError(f"start {start} is outside 0..2**64-1")
-        self._last = start
-
-    @property
-    def last(self) -> int:
-        """The id handed out most recently (``start`` before the first)."""
-        return self._last
-
-    def next(self) -> int:
-        """Return the next mux id (never 0)."""
-        v = (self._last + 1) & _U64_MASK
-        if v == 0:
-            v = 1
-        self._last = v
-        return v
-
-
-class MuxState:
-    """Sequence numbers and credits of one mux, seen from one side (§8.3, §8.4).
-
-    ``send_seq`` is the Seq the next counted message takes; ``recv_seq`` the
-    Seq the next checked message must carry.  ``credits`` counts the data
-    messages this side may still send before it must wait for an unblock;
-    ``waiter`` is the future a sender out of credit waits on (None if none
-    waits), resolved when credit arrives.
-
-    The stream layer also keeps a stream's receiving end here, so that the
-    compiled core reads it without attribute lookups: ``items`` (a deque of
-    received items, with room for ``capacity``; capacity 0 once no more may
-    arrive), ``item_waiter`` (the reader's future), ``received`` (a count for
-    the liveness check), ``owed``/``flush_every`` (credits earned by items
-    taken and not yet queued; queued and written once ``flush_every`` are
-    owed, or when the reader is about to wait), ``credit_op``/``item_op`` (the ops of
-    this side) and ``fast``: True while the stream is open and untraced, so
-    that :meth:`ConnCore.take_item`, :meth:`ConnCore.send_item` and the core's
-    dispatch may handle its steady traffic without the stream's own code.
-    """
-
-    __slots__ = ("mux_id", "send_seq", "recv_seq", "credits", "waiter", "items", "item_waiter",
-                 "capacity", "received", "owed", "flush_every", "credit_op", "item_op", "fast")
-
-    def __init__(self, mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
-        # operator.index, like the compiled twin's conversions to fixed-width ints.
-        mux_id, send_seq, recv_seq = _index(mux_id), _index(send_seq), _index(recv_seq)
-        credits = _index(credits)
-        if not 0 <= mux_id <= _U64_MASK:
-            raise ValueError(f"mux_id {mux_id} is outside 0..2**64-1")
-        if not (0 <= send_seq <= _U32_MASK and 0 <= recv_seq <= _U32_MASK):
-            raise ValueError("sequence numbers are 32-bit unsigned")
-        if credits < 0:
-            raise ValueError("credits must be >= 0")
-        self.mux_id = mux_id
-        self.send_seq = send_seq
-        self.recv_seq = recv_seq
-        self.credits = credits
-        self.waiter: Any = None
-        self.items: Any = None
-        self.item_waiter: Any = None
-        self.capacity = 0
-        self.received = 0
-        self.owed = 0
-        self.flush_every = 1
-        self.credit_op = 0
-        self.item_op = 0
-        self.fast = False
-
-    def next_send_seq(self) -> int:
-        """Take the Seq for the next counted outgoing message."""
-        s = self.send_seq
-        self.send_seq = (s + 1) & _U32_MASK
-        return s
-
-    def check_recv(self, seq: int) -> None:
-        """Accept ``seq`` if it is the one due, else raise IncorrectSequence
-        (and leave the counter where it was)."""
-        expected = self.recv_seq
-        if seq != expected:
-            raise IncorrectSequence(expected, seq)
-        self.recv_seq = (expected + 1) & _U32_MASK
-
-    def add_credits(self, n: int = 1) -> int:
-        """Return ``n`` credits (an ack or unblock arrived); give the new total."""
-        n = _index(n)
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        self.credits += n
-        return self.credits
-
-    def take_credit(self) -> bool:
-        """Spend one credit if there is one; False means the sender must wait."""
-        if self.credits > 0:
-            self.credits -= 1
-            return True
-        return False
-
-    def __repr__(self) -> str:
-        return (f"MuxState(mux_id={self.mux_id}, send_seq={self.send_seq}, "
-                f"recv_seq={self.recv_seq}, credits={self.credits})")
-
-
-# ---------------------------------------------------------------- the per-connection core
 
 
 class CoreOwner(Protocol):
@@ -645,22 +531,37 @@ class ConnCore:
             return
         q = self.queue
         first = not q
-        while state.owed > 0:  # queued together: the flush is asked for once, below
-            state.owed -= 1
-            msg = _codec_py.encode_message(state.mux_id, state.next_send_seq(), 0, 0,
-                                           state.credit_op, self.base_flags, None)
-            q.append(msg)
-            self.queued_bytes += len(msg)
+        self._queue_credits(state)  # queued together: the flush is asked for once, below
         if first:
             self.owner._schedule_flush()
         elif len(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
             self.owner._flush_early()
 
+    def _queue_credits(self, state: MuxState) -> None:
+        q = self.queue
+        while state.owed > 0:
+            state.owed -= 1
+            msg = _codec_py.encode_message(state.mux_id, state.next_send_seq(), 0, 0,
+                                           state.credit_op, self.base_flags, None)
+            q.append(msg)
+            self.queued_bytes += len(msg)
+
     def _owe(self, state: MuxState) -> None:
+        # Every flush_every credits owed leave at once, so the sender gets
+        # them back while the rest is read: while the owner lets the core
+        # write (``ready``), with whatever else is queued, in one write of
+        # the core's own; otherwise through the owner's flush.
         state.owed += 1
         if state.owed >= state.flush_every:
-            self.release_credits(state)
-            self.owner._flush()  # let credits flow back while the rest is read
+            transport = self.ready
+            if transport is None:
+                self.release_credits(state)
+                self.owner._flush()
+                return
+            self._queue_credits(state)
+            transport.write(self.take_frames(self.mask_key() if self.mask_key is not None else None))
+            if transport.get_write_buffer_size() > self.write_limit:
+                self.owner._flush()  # the owner fails the wire past its limit
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue

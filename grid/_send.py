@@ -147,6 +147,8 @@ class Sender:
         data = core.take_frames(mask_key() if wire.mask else None)
         if data is None:
             self._check_buffer(wire)  # the core may have written a message itself
+            if self._space_waiters and not self.paused:
+                self.wake_senders()  # ... and so emptied the queue
             return False
         self._write(wire, data)
         if self._space_waiters and not self.paused:

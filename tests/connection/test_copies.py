@@ -15,7 +15,7 @@ import pytest
 
 import grid
 from grid import _codec_py, _mux_py
-from grid._consts import FLAG_CRC, FLAG_EOF, FLAG_SUBROUTE, LARGE_MESSAGE
+from grid._consts import FLAG_CRC, FLAG_EOF, FLAG_SUBROUTE, LARGE_MESSAGE, Op
 from grid.testing import TestGrid
 from support import run
 
@@ -74,6 +74,45 @@ def test_compiled_core_queues_the_payload_object() -> None:
     assert type(plain) is bytes and type(copied) is bytes  # small, or mutable: encoded at once
     assert bytes(big) == _codec_py.encode_message(1, 0, 0, 3, 14, FLAG_CRC, payload)
     assert core.queued_bytes == len(big) + len(plain) + len(copied)
+
+
+def _queue_items(mux: ModuleType, items: list[bytes]) -> Any:
+    core = mux.ConnCore(_Owner(), False, 1 << 24, None)
+    core.base_flags = FLAG_CRC
+    state = mux.MuxState(9, send_seq=0xFFFFFFFE, credits=len(items))  # the Seq wraps
+    state.fast = True
+    state.item_op = int(Op.MUX_SERVER_MSG)
+    for item in items:
+        assert core.send_item(state, item)
+    return core
+
+
+@pytest.mark.parametrize("mask_key", [None, KEY], ids=["unmasked", "masked"])
+def test_stream_items_frame_as_the_pure_twin(mask_key: bytes | None) -> None:
+    """Stream items of every size up to SPLIT_FRAME, in containers and
+    alone: the compiled core's frames are the pure twin's, byte for byte."""
+    items = [os.urandom(n) for n in (0, 1, 1023, 1024, 1025, 4096, 9000, SPLIT - 1, SPLIT)]
+    want = _queue_items(_mux_py, items).take_frames(mask_key)
+    for mux in MUX_TWINS:
+        assert _queue_items(mux, items).take_frames(mask_key) == want
+        for item in items:
+            assert _queue_items(mux, [item]).take_frames(mask_key) == \
+                _queue_items(_mux_py, [item]).take_frames(mask_key)
+        assert _queue_items(mux, items).take_messages() == \
+            _queue_items(_mux_py, items).take_messages()
+
+
+@pytest.mark.skipif(mux_cy is None, reason="the compiled core is not built")
+def test_compiled_core_queues_stream_items_of_a_kib_whole() -> None:
+    """A stream item of 1 KiB or more is queued as the item object itself,
+    copied once, into its frame; a smaller one is encoded at once."""
+    small, item = os.urandom(1023), os.urandom(4096)
+    core = _queue_items(mux_cy, [small, item])
+    plain, split = core.queue
+    assert type(plain) is bytes
+    assert split.payload is item
+    assert bytes(split) == _codec_py.encode_message(9, 0xFFFFFFFF, 0, 0, int(Op.MUX_SERVER_MSG),
+                                                    FLAG_CRC, item)
 
 
 # ---------------------------------------------------------------- over sockets

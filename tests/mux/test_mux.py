@@ -254,6 +254,60 @@ def test_credits_leave_in_batches(mux):
     assert st.owed == 1 and len(core.queue) == 2
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["server", "client"])
+def test_credits_leave_in_one_write_of_the_core(mux, loop_kind, masked):
+    """While the owner lets the core write (``ready``: a live, unpaused
+    transport), a batch of owed credits and whatever else is queued leave in
+    one write of the core's own, without the owner's flush; past the write
+    buffer limit the owner's flush is called (to fail the wire)."""
+    import asyncio
+    import socket
+    from collections import deque
+
+    from support import run
+
+    codec = grid._impl.codec
+    key = b"\x01\x02\x03\x04"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        try:
+            owner = _CreditOwner()
+            core = mux.ConnCore(owner, False, 1 << 20, None)
+            owner.core = core
+            core.ready = transport
+            core.mask_key = (lambda: key) if masked else None
+            st = mux.MuxState(7, send_seq=3)
+            st.items = deque([b"i%d" % i for i in range(10)])
+            st.capacity, st.flush_every, st.credit_op, st.fast = 16, 4, 11, True
+            other = codec.encode_message(9, 0, 0, 1, 14, 0, b"queued first")
+            core.send(other)
+            assert [core.take_item(st) for _ in range(4)] == [b"i%d" % i for i in range(4)]
+            assert core.queue == [] and owner.flushed == [] and st.owed == 0
+            want = codec.encode_frames([other] + [
+                codec.encode_message(7, seq, 0, 0, 11, 0, None) for seq in range(3, 7)],
+                key if masked else None)
+            got = b""
+            b.setblocking(False)
+            while len(got) < len(want):
+                await asyncio.sleep(0.001)
+                try:
+                    got += b.recv(65536)
+                except BlockingIOError:
+                    pass
+            assert got == want
+            core.write_limit = -1  # the transport holds more than the owner allows
+            assert [core.take_item(st) for _ in range(4)] == [b"i%d" % i for i in range(4, 8)]
+            assert owner.flushed == [0]  # written, then the owner told
+        finally:
+            transport.close()
+            b.close()
+
+    run(loop_kind, main)
+
+
 class _Recorder:
     """A ConnCore owner that keeps what reaches it."""
 
