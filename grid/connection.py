@@ -542,17 +542,23 @@ class Connection:
             waiter.set_result(None)
 
     def _ping_tick(self) -> None:
+        due = self._ping_timer.when() if self._ping_timer is not None else None
         self._ping_timer = None
         wire = self._wire
         if wire is None or self._state is not State.CONNECTED:
             return
         interval = self._mgr.ping_interval
+        now = self._loop.time()
+        if due is not None and now > due:
+            # A late tick: the loop was busy, so it could neither read pongs
+            # nor send pings meanwhile; that time is not the peer's silence.
+            self._last_pong = min(now, self._last_pong + now - due)
         if wire.bytes_in != self._bytes_at_tick:
             # Bytes arrived since the last tick: the peer is alive even if its
             # pong waits behind a large message on the wire.
             self._bytes_at_tick = wire.bytes_in
-            self._last_pong = max(self._last_pong, self._loop.time())
-        if self._loop.time() - self._last_pong > 2 * interval:
+            self._last_pong = max(self._last_pong, now)
+        if now - self._last_pong > 2 * interval:
             wire.fail(f"{_NO_PONG} {2 * interval:g} s")
             return
         self._send_ping(time.time_ns())
