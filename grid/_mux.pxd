@@ -54,7 +54,7 @@ cdef struct _Deadline:
     uint64_t mux_id
 
 
-# The owner interface of ConnCore (grid._mux_py.CoreOwner is the same as a
+# The owner interface of ConnCore (grid._mux_owner.CoreOwner is the same as a
 # typing.Protocol).  The owner is the wire until the handshake attaches the
 # core to its connection (ConnCore.attach), and the wire again after
 # ConnCore.detach.  The core calls, as Python methods:

@@ -11,14 +11,15 @@ declared interface, :class:`CoreOwner`.
 
 from __future__ import annotations
 
-import heapq
 import sys
 import time
 from collections import deque
-from typing import Any, Protocol
+from operator import index as _index
+from typing import Any
 
 from grid import _codec_py, _envelope_py
-from grid._mux_state_py import MuxIdAllocator, MuxState
+from grid._mux_deadlines_py import compact_deadlines, expire_deadlines, track_deadline
+from grid._mux_owner import CoreOwner
 from grid._consts import (
     EARLY_FLUSH_BYTES,
     EARLY_FLUSH_MESSAGES,
@@ -43,7 +44,6 @@ from grid._consts import (
 )
 from grid.errors import (
     OUT_OF_SEQUENCE_TEXT,
-    REQUEST_TIMEOUT_TEXT,
     GridError,
     IncorrectSequence,
     RemoteError,
@@ -59,54 +59,118 @@ _U32_MASK = MAX_UINT32
 _U64_MASK = MAX_UINT64
 
 
-class CoreOwner(Protocol):
-    """What a :class:`ConnCore` calls on its owner (a wire until the
-    handshake attaches it, then the connection; grid/_mux.pxd declares the
-    same interface for the compiled core)."""
+class MuxIdAllocator:
+    """Hands out caller-side mux ids: pre-incremented from ``start``, wrapping
+    at 2**64 and skipping 0, which is reserved for connection pings (§3.4).
+    One allocator lives as long as its connection object, across reconnects."""
 
-    def _on_message(self, m: Any) -> None:
-        """A message the core does not handle itself."""
+    __slots__ = ("_last",)
 
-    def _on_control(self, opcode: int, payload: bytes) -> None:
-        """A WebSocket control frame."""
+    def __init__(self, start: int = 0) -> None:
+        # operator.index, like the compiled twin's conversion to uint64_t.
+        start = _index(start)
+        if not 0 <= start <= _U64_MASK:
+            raise ValueError(f"start {start} is outside 0..2**64-1")
+        self._last = start
 
-    def _schedule_flush(self) -> None:
-        """The first message of a batch is queued: flush at the end of the iteration."""
+    @property
+    def last(self) -> int:
+        """The id handed out most recently (``start`` before the first)."""
+        return self._last
 
-    def _flush(self) -> None:
-        """Write what is queued now."""
-
-    def _flush_early(self) -> None:
-        """A full write's worth is queued: write it now, keep the scheduled flush."""
-
-    def _handler_failed(self, m: Any, exc: BaseException) -> str:
-        """An inline handler raised: log it, return the error text to send."""
-
-    def _send_large(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
-                    flags: int, payload: bytes, subroute: bytes | None) -> None:
-        """Send a message of LARGE_MESSAGE bytes or more, in order."""
-
-    def _call(self, handler_id: int, payload: Any, timeout: float | None,
-              subroute: bytes | None) -> Any:
-        """A call :meth:`ConnCore.call` does not start itself."""
-
-    def _failed(self, exc: BaseException) -> Any:
-        """A future failed with ``exc``."""
-
-    def _schedule_sweep(self, delay: float) -> None:
-        """Run the request deadline sweep within ``delay`` seconds."""
+    def next(self) -> int:
+        """Return the next mux id (never 0)."""
+        v = (self._last + 1) & _U64_MASK
+        if v == 0:
+            v = 1
+        self._last = v
+        return v
 
 
-class CoreReader(Protocol):
-    """What a :class:`ConnCore` calls on its ``reader``: the wire that made
-    it, which owns the socket (grid/_mux.pxd declares the same)."""
+class MuxState:
+    """Sequence numbers and credits of one mux, seen from one side (§8.3, §8.4).
 
-    def input_failed(self, exc: Exception) -> None:
-        """:meth:`ConnCore.socket_read` failed on the peer's input."""
+    ``send_seq`` is the Seq the next counted message takes; ``recv_seq`` the
+    Seq the next checked message must carry.  ``credits`` counts the data
+    messages this side may still send before it must wait for an unblock;
+    ``waiter`` is the future a sender out of credit waits on (None if none
+    waits), resolved when credit arrives.
 
-    def _input_waiting(self) -> None:
-        """Received input waits for a later loop turn: stop reading and call
-        :meth:`ConnCore.drain` from the next turn, until it returns True."""
+    The stream layer also keeps a stream's receiving end here, so that the
+    compiled core reads it without attribute lookups: ``items`` (a deque of
+    received items, with room for ``capacity``; capacity 0 once no more may
+    arrive), ``item_waiter`` (the reader's future), ``received`` (a count for
+    the liveness check), ``owed``/``flush_every`` (credits earned by items
+    taken and not yet queued; queued and written once ``flush_every`` are
+    owed, or when the reader is about to wait), ``credit_op``/``item_op`` (the ops of
+    this side) and ``fast``: True while the stream is open and untraced, so
+    that :meth:`ConnCore.take_item`, :meth:`ConnCore.send_item` and the core's
+    dispatch may handle its steady traffic without the stream's own code.
+    """
+
+    __slots__ = ("mux_id", "send_seq", "recv_seq", "credits", "waiter", "items", "item_waiter",
+                 "capacity", "received", "owed", "flush_every", "credit_op", "item_op", "fast")
+
+    def __init__(self, mux_id: int, send_seq: int = 0, recv_seq: int = 0, credits: int = 0) -> None:
+        # operator.index, like the compiled twin's conversions to fixed-width ints.
+        mux_id, send_seq, recv_seq = _index(mux_id), _index(send_seq), _index(recv_seq)
+        credits = _index(credits)
+        if not 0 <= mux_id <= _U64_MASK:
+            raise ValueError(f"mux_id {mux_id} is outside 0..2**64-1")
+        if not (0 <= send_seq <= _U32_MASK and 0 <= recv_seq <= _U32_MASK):
+            raise ValueError("sequence numbers are 32-bit unsigned")
+        if credits < 0:
+            raise ValueError("credits must be >= 0")
+        self.mux_id = mux_id
+        self.send_seq = send_seq
+        self.recv_seq = recv_seq
+        self.credits = credits
+        self.waiter: Any = None
+        self.items: Any = None
+        self.item_waiter: Any = None
+        self.capacity = 0
+        self.received = 0
+        self.owed = 0
+        self.flush_every = 1
+        self.credit_op = 0
+        self.item_op = 0
+        self.fast = False
+
+    def next_send_seq(self) -> int:
+        """Take the Seq for the next counted outgoing message."""
+        s = self.send_seq
+        self.send_seq = (s + 1) & _U32_MASK
+        return s
+
+    def check_recv(self, seq: int) -> None:
+        """Accept ``seq`` if it is the one due, else raise IncorrectSequence
+        (and leave the counter where it was)."""
+        expected = self.recv_seq
+        if seq != expected:
+            raise IncorrectSequence(expected, seq)
+        self.recv_seq = (expected + 1) & _U32_MASK
+
+    def add_credits(self, n: int = 1) -> int:
+        """Return ``n`` credits (an ack or unblock arrived); give the new total."""
+        n = _index(n)
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self.credits += n
+        return self.credits
+
+    def take_credit(self) -> bool:
+        """Spend one credit if there is one; False means the sender must wait."""
+        if self.credits > 0:
+            self.credits -= 1
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return (f"MuxState(mux_id={self.mux_id}, send_seq={self.send_seq}, "
+                f"recv_seq={self.recv_seq}, credits={self.credits})")
+
+
+# ---------------------------------------------------------------- the per-connection core
 
 
 _MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
@@ -695,46 +759,15 @@ class ConnCore:
         return mux_id
 
     def _track(self, at: float, mux_id: int) -> None:
-        fifo = self._fifo
-        if not fifo or at >= fifo[-1][0]:
-            fifo.append((at, mux_id))
-        else:
-            heapq.heappush(self._deadlines, (at, mux_id))
-        if len(fifo) + len(self._deadlines) > 2 * len(self.pending) + 1024:
-            self._compact()
+        track_deadline(self, at, mux_id)
 
     def _compact(self) -> None:
-        # Entries of answered requests stay until they expire; drop them
-        # when they outnumber the live ones, so that the bookkeeping stays
-        # within a small multiple of the requests in flight.
-        pending = self.pending
-        self._fifo = deque(e for e in self._fifo if e[1] in pending)
-        dl = [e for e in self._deadlines if e[1] in pending]
-        heapq.heapify(dl)
-        self._deadlines = dl
+        compact_deadlines(self)
 
     def expire(self) -> float | None:
         """Fail every pending request whose deadline has passed with
         TimeoutError; return the next deadline (monotonic) or None."""
-        now = time.monotonic()
-        fifo, dl = self._fifo, self._deadlines
-        pending = self.pending
-        while True:  # the two sources merged, earliest deadline first
-            if fifo and fifo[0][0] <= now and not (dl and dl[0] < fifo[0]):
-                _, mux_id = fifo.popleft()
-            elif dl and dl[0][0] <= now:
-                _, mux_id = heapq.heappop(dl)
-            else:
-                break
-            fut = pending.pop(mux_id, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(TimeoutError(REQUEST_TIMEOUT_TEXT))
-        if len(fifo) + len(dl) > 2 * len(pending) + 1024:
-            self._compact()
-            fifo, dl = self._fifo, self._deadlines
-        if fifo and dl:
-            return min(fifo[0][0], dl[0][0])  # type: ignore[no-any-return]
-        return fifo[0][0] if fifo else (dl[0][0] if dl else None)
+        return expire_deadlines(self)
 
     def fail_all(self, exc_type: Any) -> None:
         """Fail every pending request with ``exc_type()`` and forget them."""
