@@ -57,7 +57,7 @@ from grid.includes.wire cimport (
     grid_load_le32, grid_mask_copy, grid_negative, grid_put_bin_header, grid_put_uint,
     grid_sign_bit, grid_store_be16, grid_store_be64, grid_store_le32, grid_uint_size, grid_ws_need,
 )
-from grid.includes.crc cimport GRID_CRC_INLINE, grid_crc_init, grid_xxh3, grid_xxh3_3
+from grid.includes.crc cimport GRID_CRC_INLINE, grid_xxh3, grid_xxh3_3
 
 import hashlib
 import inspect as _inspect
@@ -220,7 +220,6 @@ cdef class _Span:
 # Where message CRCs come from: "xxh3-inline" (the system's xxHash header,
 # compiled in) or "xxhash-package" (the build found no header).
 CRC_BACKEND = "xxh3-inline" if GRID_CRC_INLINE else "xxhash-package"
-grid_crc_init()  # whether this CPU runs the AVX2 build of the hash, if one is compiled in
 
 
 cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) except? 0:

@@ -9,8 +9,6 @@ from libc.stdint cimport uint64_t
 
 cdef extern from "includes/crc.h" nogil:
     const int GRID_CRC_INLINE
-    const int GRID_CRC_WIDE         # an AVX2 build of the hash is compiled in (see crc.h)
-    void grid_crc_init()            # once, at import: may the AVX2 build run here?
     uint64_t grid_xxh3(const void* p, size_t n)
     uint64_t grid_xxh3_3(const void* a, size_t an, const void* b, size_t bn, const void* c,
                          size_t cn)

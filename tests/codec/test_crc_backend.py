@@ -81,24 +81,6 @@ def test_message_crc_is_xxh3_of_the_envelope(codec, hashed):
 
 
 @pytest.mark.parametrize("codec", CODEC_TWINS, ids=CODEC_IDS)
-@pytest.mark.parametrize("hashed", [h for h in HASHED_LENGTHS if 42 <= h < LARGE_MESSAGE] + [5000])
-def test_message_crc_over_three_parts(codec, hashed):
-    """The CRC of a message whose head, payload and subroute id lie apart
-    (a SplitFrame, checked without joining it) is XXH3 of the joined bytes,
-    on each side of XXH3's size classes (``hashed`` bytes in all)."""
-    payload = _payload_for(hashed - 32)
-    sub = os.urandom(32)
-    wire = _codec_py.encode_message(1, 2, 3, 4, 5, FLAG_CRC | FLAG_SUBROUTE, payload, sub)
-    assert len(wire) == hashed + 4
-    head = len(wire) - len(payload) - 36
-    frame = codec.SplitFrame(wire[:head], payload, wire[head + len(payload):])
-    assert codec.decode_message(frame).payload == payload
-    broken = codec.SplitFrame(wire[:head], payload, wire[head + len(payload):-1] + b"\x00")
-    with pytest.raises(ProtocolError, match="crc mismatch"):
-        codec.decode_message(broken)
-
-
-@pytest.mark.parametrize("codec", CODEC_TWINS, ids=CODEC_IDS)
 def test_message_crc_covers_the_subroute(codec):
     sub = _codec_py.subroute_id("disk/1", 7)
     wire = codec.encode_message(1, 2, 3, 4, 5, FLAG_CRC | FLAG_SUBROUTE, b"x" * 300, sub)
