@@ -87,6 +87,14 @@ cdef inline double _now() except? -1.0:
     cdef double t = grid_monotonic()
     return t if t >= 0.0 else <double>_monotonic()
 
+cdef inline object _payload_at(const uint8_t* m, _Inner* e):
+    """The payload of the message decoded at ``m`` (as Message.payload has it:
+    None when absent, b"" when present but empty)."""
+    if e.t.stop > e.t.start or e.t.f[5] & FLAG_PAYLOAD_IS_ZERO:
+        return PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start)
+    return None
+
+
 cdef double _SLOW_HANDLER = SLOW_HANDLER
 cdef object _heappush = heapq.heappush
 cdef object _heappop = heapq.heappop
@@ -491,20 +499,13 @@ cdef class ConnCore:
             elif op == OP_REQUEST and e.sub < 0:  # a sync handler's call, without a Message
                 entry = self.singles.get(e.t.f[3])
                 if entry is not None and not entry.is_async:
-                    body = None
-                    if e.t.stop > e.t.start or flags & FLAG_PAYLOAD_IS_ZERO:
-                        body = PyBytes_FromStringAndSize(<const char*>m + e.t.start,
-                                                         e.t.stop - e.t.start)
-                    return _run_inline(self, entry, e.t.f[3], e.t.f[0], e.t.f[1], e.t.f[2], body,
-                                       None, p, e)
+                    return _run_inline(self, entry, e.t.f[3], e.t.f[0], e.t.f[1], e.t.f[2],
+                                       _payload_at(m, e), None, p, e)
             return self._dispatch(_build(m, &e.t, e.sub))
         fut = self.pending.pop(e.t.f[0], None)
         if fut is None:
             return 0  # unknown: dropped (§3.4)
-        if e.t.stop > e.t.start or flags & FLAG_PAYLOAD_IS_ZERO:
-            body = PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start)
-        else:
-            body = None
+        body = _payload_at(m, e)
         if e.t.f[1] == 0 and not flags & FLAG_PAYLOAD_IS_ERR:
             try:  # one call instead of done() first: a done future refuses
                 fut.set_result(body)
@@ -760,7 +761,7 @@ cdef class ConnCore:
                 and type(handler_id) is int and 0 <= handler_id <= 255 and deadline_ms >= 0):
             # Framed off the event loop by the owner (a Connection).
             self.pending[mux_id] = fut
-            self._track(_monotonic() + timeout, mux_id)
+            self._track(_now() + timeout, mux_id)
             self.owner._send_large(mux_id, 0, deadline_ms, handler_id, OP_REQUEST, flags, payload,
                                    subroute)
             return mux_id
@@ -772,7 +773,7 @@ cdef class ConnCore:
             msg = _encode_message(mux_id, 0, deadline_ms, handler_id, OP_REQUEST, flags,
                                   payload, subroute)
         self.pending[mux_id] = fut
-        self._track(_monotonic() + timeout, mux_id)
+        self._track(_now() + timeout, mux_id)
         self._send(msg)
         return mux_id
 

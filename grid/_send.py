@@ -147,13 +147,11 @@ class Sender:
         data = core.take_frames(mask_key() if wire.mask else None)
         if data is None:
             self._check_buffer(wire)  # the core may have written a message itself
-            if self._space_waiters and not self.paused:
-                self.wake_senders()  # ... and so emptied the queue
-            return False
-        self._write(wire, data)
+        else:
+            self._write(wire, data)
         if self._space_waiters and not self.paused:
-            self.wake_senders()  # the queue has room again
-        return True
+            self.wake_senders()  # the queue has room again (taken here or by the core)
+        return data is not None
 
     def flush_early(self) -> None:
         """Write what is queued now (the core: a full write's worth); the
