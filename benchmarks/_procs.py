@@ -1,6 +1,6 @@
 """Plumbing shared by the benchmarks: per-system environments, a server
-subprocess that announces itself with a READY line, CPU placement, loopback
-ports and command-line lists."""
+subprocess that announces itself with a READY line, CPU placement and CPU
+time readings, loopback ports and command-line lists."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 HOST = "127.0.0.1"
 
@@ -22,6 +22,31 @@ def _system_env(system: str) -> Dict[str, str]:
         env["GRID_PURE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu_seconds(pid: int) -> Optional[float]:
+    """utime + stime of ``pid`` in seconds (Linux /proc), None elsewhere."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return (int(rest[11]) + int(rest[12])) / _CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _busy_cpu_seconds() -> Optional[float]:
+    """CPU seconds the whole machine has spent busy (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / _CLK_TCK  # all but idle and iowait (guest is in user)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class _ServerProc:

@@ -38,10 +38,12 @@ Systems:
              per item the ``async for`` consumer takes (one-way cells only)
   grpc       baselines/grpc_echo.py: grpc.aio unary-stream, identity
              serialisers (one-way cells only; HTTP/2 flow control)
+  floor      _window.py: the blocking-socket round trip, which makes each
+             capacity's credit-window ceiling (capacity / round trip)
 
 Usage::
 
-    python benchmarks/streams.py [--systems grid,grid-pure,raw,picows,grpc]
+    python benchmarks/streams.py [--systems grid,grid-pure,raw,picows,grpc,floor]
         [--sizes 64,4096] [--capacities 1,64] [--echo-size 64]
         [--concurrency 16] [--seconds 2] [--warmup 0.5]
         [--pin none|split|same] [--json PATH]
@@ -71,12 +73,14 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import _window  # noqa: E402
+from _stream_cells import Window, _drain, _finish, _merge_slices, cell_oneway, cell_requests  # noqa: E402
 from _report import num, print_table, print_targets, ratio_cell, target, write_json  # noqa: E402
 from _procs import (  # noqa: E402
     HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
 )
 
-ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "grpc")
+ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "grpc", "floor")
 #: Systems that need a package outside the core dependencies: (module, package).
 OPTIONAL = {"grpc": ("grpc", "grpcio"), "picows": ("picows", "picows")}
 REQUEST_SLICES = 4  # typed and byte-level request cells alternate in this many slices each
@@ -103,31 +107,6 @@ SMALL = Small("bucket/prefix/object-000123", 123456, ["alpha", "beta", "gamma"])
 # =========================================================================== helpers
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_cpu_seconds(pid: int) -> Optional[float]:
-    """utime + stime of ``pid`` in seconds (Linux /proc), None elsewhere."""
-    if pid <= 0:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return (int(rest[11]) + int(rest[12])) / _CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _busy_cpu_seconds() -> Optional[float]:
-    """CPU seconds the whole machine has spent busy (Linux /proc/stat), None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / _CLK_TCK  # all but idle and iowait (guest is in user)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _grid_manager(local_port: int, peer_port: int, local_is_server: bool) -> Any:
     import grid
 
@@ -152,111 +131,6 @@ def _typed_size() -> int:
     from grid.types import encode_payload
 
     return len(encode_payload(Small, SMALL) or b"")
-
-
-# =========================================================================== measuring
-
-
-class Window:
-    """Counts completed items; ``measure`` reads the counter around the window."""
-
-    def __init__(self, server_pid: int) -> None:
-        self.count = 0
-        self.stop = False
-        self.errors = 0
-        self.first_error: Optional[str] = None
-        self._server_pid = server_pid
-
-    def error(self, exc: BaseException) -> None:
-        self.errors += 1
-        if self.first_error is None:
-            self.first_error = repr(exc)
-
-    async def measure(self, seconds: float, warmup: float) -> Dict[str, Any]:
-        await asyncio.sleep(warmup)
-        c0, t0, p0 = self.count, time.perf_counter(), time.process_time()
-        s0, b0 = _proc_cpu_seconds(self._server_pid), _busy_cpu_seconds()
-        await asyncio.sleep(seconds)
-        c1, t1, p1 = self.count, time.perf_counter(), time.process_time()
-        s1, b1 = _proc_cpu_seconds(self._server_pid), _busy_cpu_seconds()
-        self.stop = True
-        dt = t1 - t0
-        other = None
-        if dt > 0 and None not in (s0, s1, b0, b1):
-            # CPU the rest of the machine used meanwhile (other processes, softirq), in cores
-            other = max(0.0, (b1 - b0) - (s1 - s0) - (p1 - p0)) / dt  # type: ignore[operator]
-        return {
-            "count": c1 - c0,
-            "seconds": round(dt, 4),
-            "rate": (c1 - c0) / dt if dt > 0 else 0.0,
-            "client_cpu": (p1 - p0) / dt if dt > 0 else None,
-            "server_cpu": (s1 - s0) / dt if dt > 0 and s0 is not None and s1 is not None else None,
-            "other_cpu": other,
-        }
-
-
-async def _finish(tasks: List["asyncio.Future[Any]"], w: Window) -> None:
-    """Stop the cell's tasks; an error that ended one before the window closed counts."""
-    for t in tasks:
-        if t.done() and not t.cancelled() and t.exception() is not None:
-            w.error(t.exception())  # type: ignore[arg-type]
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _drain(it: Any, w: Window) -> None:
-    async for _ in it:
-        w.count += 1
-
-
-async def cell_oneway(open_stream: Callable[[], Any], cancel: Callable[[Any], Any], seconds: float,
-                      warmup: float, server_pid: int) -> Dict[str, Any]:
-    w = Window(server_pid)
-    stream = await open_stream()
-    reader = asyncio.ensure_future(_drain(stream, w))
-    res = await w.measure(seconds, warmup)
-    await _finish([reader], w)
-    r = cancel(stream)
-    if asyncio.iscoroutine(r):
-        await r
-    res.update(errors=w.errors, first_error=w.first_error)
-    return res
-
-
-def _merge_slices(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One cell's result from the results of its time slices: counts and errors
-    summed, rates and CPU shares over the summed measured time."""
-    secs = sum(p["seconds"] for p in parts)
-    res: Dict[str, Any] = {"count": sum(p["count"] for p in parts), "seconds": round(secs, 4),
-                           "errors": sum(p["errors"] for p in parts),
-                           "first_error": next((p["first_error"] for p in parts if p["first_error"]), None)}
-    res["rate"] = res["count"] / secs if secs > 0 else 0.0
-    for key in ("client_cpu", "server_cpu", "other_cpu"):
-        shares = [p[key] for p in parts]
-        res[key] = (None if secs <= 0 or None in shares
-                    else sum(x * p["seconds"] for x, p in zip(shares, parts)) / secs)
-    return res
-
-
-async def cell_requests(call: Callable[[], Any], concurrency: int, seconds: float, warmup: float,
-                        server_pid: int) -> Dict[str, Any]:
-    w = Window(server_pid)
-
-    async def worker() -> None:
-        while not w.stop:
-            try:
-                await call()
-            except Exception as exc:  # noqa: BLE001 - counted and reported
-                w.error(exc)
-                await asyncio.sleep(0.001)
-                continue
-            w.count += 1
-
-    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-    res = await w.measure(seconds, warmup)
-    await asyncio.gather(*tasks, return_exceptions=True)
-    res.update(errors=w.errors, first_error=w.first_error)
-    return res
 
 
 # =========================================================================== grid
@@ -659,6 +533,12 @@ def _targets(cells: List[Dict[str, Any]], impls: Dict[str, str], args: argparse.
                 add(f"one-way {_size_label(size)} stream (cap {cap}) {tag} msgs/s / raw with the same window",
                     ratio(_find(cells, system, "oneway", size=size, capacity=cap),
                           _find(cells, "raw", "oneway", size=size, capacity=cap)), None, "needs grid and raw")
+            floor = _find(cells, "floor", "floor")
+            top = {"rate": _window.ceiling(cap, floor)} if floor and cap > 1 else None
+            add(f"one-way {_size_label(small)} stream (cap {cap}) {tag} msgs/s / window ceiling (cap / floor round trip)",
+                ratio(g_small, top), None, "needs grid and floor")
+            add(f"one-way {_size_label(small)} stream raw TCP-only msgs/s / window ceiling at cap {cap}",
+                ratio(_find(cells, "raw", "oneway", size=small, capacity=None), top), None, "needs raw and floor")
             add(f"one-way {_size_label(small)} stream (cap {cap}) {tag} msgs/s / picows msgs/s",
                 ratio(g_small, _find(cells, "picows", "oneway", size=small)), None, "needs grid and picows")
             add(f"one-way {_size_label(big)} stream (cap {cap}) {tag} msgs/s / picows msgs/s",
@@ -706,6 +586,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         common.append("--requests-only")
         systems = [s for s in systems if s.startswith("grid")]
         n_cells = 2
+    windows = sorted(c for c in args.capacities if c > 1)
     client_timeout = 60.0 + n_cells * (args.seconds + args.warmup + 1.0) * 3
 
     print(f"streams benchmark: server and client in separate processes (uvloop), one loopback connection; "
@@ -717,6 +598,15 @@ def orchestrate(args: argparse.Namespace) -> int:
     notes: List[str] = []
     cells: List[Dict[str, Any]] = []
     for system in systems:
+        if system == "floor":
+            print(f"  running {_label(system)} ...", flush=True)
+            floor, problem = _window.floor_round_trip(args.pin, min(args.sizes), args.seconds, args.warmup)
+            if floor is None:
+                notes.append(f"floor: failed: {problem}")
+            else:
+                cells.append(dict(floor, system="floor", kind="floor", impl="blocking sockets", rate=None,
+                                  errors=0, other_cpu=None))
+            continue
         if system in OPTIONAL:
             import importlib.util
 
@@ -778,6 +668,21 @@ def orchestrate(args: argparse.Namespace) -> int:
         print_table("One-way stream, server -> client, consumer 'async for'", ["system", "impl", "msg size",
                     "capacity", "msgs/s", "MB/s", "÷raw", "÷raw same window", "÷picows", "client CPU", "server CPU", "CPU us/msg",
                     "other CPU", "errors"], rows)
+    floor = _find(cells, "floor", "floor")
+    rows = []
+    for cap in windows if floor else []:
+        top = _window.ceiling(cap, floor)  # type: ignore[arg-type]
+        row = [cap, num(floor["p50_us"], 1), num(top)]  # type: ignore[index]
+        for system, size, flow_cap in (("grid", min(args.sizes), cap), ("raw", min(args.sizes), cap),
+                                       ("raw", min(args.sizes), None)):
+            c = _find(cells, system, "oneway", size=size, capacity=flow_cap)
+            row.append(ratio_cell(c["rate"] if c else None, top))
+        rows.append(row)
+    if rows:
+        small = _size_label(min(args.sizes))
+        print_table(f"Credit-window ceiling: capacity / blocking-floor round trip ({small})",
+                    ["capacity", "floor p50 us", "ceiling msgs/s", f"grid {small} ÷ceiling",
+                     f"raw same window {small} ÷ceiling", f"raw TCP only {small} ÷ceiling"], rows)
     rows = []
     for system in systems:
         for c in cells:
@@ -849,7 +754,7 @@ def _find_typed_size(cells: List[Dict[str, Any]]) -> Optional[int]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="grid stream benchmark (vs raw asyncio and grpc.aio)")
     ap.add_argument("--systems", type=_str_list, default=list(ALL_SYSTEMS),
-                    help="comma list of grid,grid-pure,raw,picows,grpc (default: all)")
+                    help="comma list of grid,grid-pure,raw,picows,grpc,floor (default: all)")
     ap.add_argument("--sizes", type=_int_list, default=[64, 4096],
                     help="one-way message sizes in bytes (default 64,4096)")
     ap.add_argument("--capacities", type=_int_list, default=[1, 64],

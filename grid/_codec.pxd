@@ -141,13 +141,15 @@ cdef struct _Tuple:
 # _read_bin finds one bin (a merged container's next message), _decode_tuple
 # reads a message's 7-tuple, _trailers checks its CRC and finds its subroute
 # id, _build makes the Message -- each with decode_messages()'s checks and
-# error texts.
+# error texts.  _payload_of is the payload _build gives the Message (None
+# when absent, b"" when present but empty, §2.4).
 cdef Py_ssize_t _read_bin(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, str what,
                           Py_ssize_t* start) except -1
 cdef int _decode_tuple(const uint8_t* p, Py_ssize_t end, _Tuple* t) except -1
 cdef Py_ssize_t _trailers(const uint8_t* p, Py_ssize_t n, uint64_t flags, Py_ssize_t tail,
                           Py_ssize_t* subroute) except -1
 cdef Message _build(const uint8_t* p, _Tuple* t, Py_ssize_t subroute)
+cdef object _payload_of(const uint8_t* p, _Tuple* t)
 cdef Message decode_message_ptr(const uint8_t* data, Py_ssize_t n)
 cdef list decode_messages_ptr(const uint8_t* data, Py_ssize_t n)
 # encode_message_c returns the encoded message as bytes, or, for a bytes

@@ -497,11 +497,17 @@ cdef Message _build(const uint8_t* p, _Tuple* t, Py_ssize_t subroute):
     m.op = t.f[4]
     m.flags = flags
     # tuple fields and both trailers were found inside p[0:n] by the decoder
-    if t.stop > t.start or flags & FLAG_PAYLOAD_IS_ZERO:
-        m.payload = PyBytes_FromStringAndSize(<const char*>p + t.start, t.stop - t.start)
+    m.payload = _payload_of(p, t)
     if subroute >= 0:
         m.subroute = PyBytes_FromStringAndSize(<const char*>p + subroute, SUBROUTE_LEN)
     return m
+
+
+cdef object _payload_of(const uint8_t* p, _Tuple* t):
+    """The payload of the message whose tuple ``t`` was decoded from ``p``."""
+    if t.stop > t.start or t.f[5] & FLAG_PAYLOAD_IS_ZERO:
+        return PyBytes_FromStringAndSize(<const char*>p + t.start, t.stop - t.start)
+    return None
 
 
 cdef Message decode_message_ptr(const uint8_t* data, Py_ssize_t n):

@@ -34,6 +34,7 @@ from grid._codec cimport (
     _Tuple,
     _build,
     _decode_tuple,
+    _payload_of,
     _read_bin,
     _trailers,
     encode_message_c,
@@ -86,14 +87,6 @@ cdef inline double _now() except? -1.0:
     """time.monotonic(), in C where the platform allows."""
     cdef double t = grid_monotonic()
     return t if t >= 0.0 else <double>_monotonic()
-
-cdef inline object _payload_at(const uint8_t* m, _Inner* e):
-    """The payload of the message decoded at ``m`` (as Message.payload has it:
-    None when absent, b"" when present but empty)."""
-    if e.t.stop > e.t.start or e.t.f[5] & FLAG_PAYLOAD_IS_ZERO:
-        return PyBytes_FromStringAndSize(<const char*>m + e.t.start, e.t.stop - e.t.start)
-    return None
-
 
 cdef double _SLOW_HANDLER = SLOW_HANDLER
 cdef object _heappush = heapq.heappush
@@ -500,12 +493,12 @@ cdef class ConnCore:
                 entry = self.singles.get(e.t.f[3])
                 if entry is not None and not entry.is_async:
                     return _run_inline(self, entry, e.t.f[3], e.t.f[0], e.t.f[1], e.t.f[2],
-                                       _payload_at(m, e), None, p, e)
+                                       _payload_of(m, &e.t), None, p, e)
             return self._dispatch(_build(m, &e.t, e.sub))
         fut = self.pending.pop(e.t.f[0], None)
         if fut is None:
             return 0  # unknown: dropped (§3.4)
-        body = _payload_at(m, e)
+        body = _payload_of(m, &e.t)
         if e.t.f[1] == 0 and not flags & FLAG_PAYLOAD_IS_ERR:
             try:  # one call instead of done() first: a done future refuses
                 fut.set_result(body)
