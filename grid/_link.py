@@ -2,8 +2,8 @@
 
 A :class:`Link` belongs to one :class:`grid.Connection` and lives as long as
 it.  The connection keeps it current (``core``, ``generation``, the stream
-tables across reconnects); grid.stream and grid._serve read and send
-through it and never see the connection itself.
+tables across reconnects); grid.stream, grid._stream_callee and
+grid._serve read and send through it and never see the connection itself.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ cdef class MuxState:
     cdef public uint32_t recv_seq   # Seq the next checked incoming message must carry
     cdef public int64_t credits     # data messages this side may still send
     cdef public object waiter       # future of a sender waiting for credit, or None
-    # A stream's receiving end, for ConnCore's fast paths (grid/stream.py owns
-    # and sets them; see MuxState's docstring).
+    # A stream's receiving end, for ConnCore's fast paths (set up by
+    # grid/_stream_flow.py's stream_state; see MuxState's docstring).
     cdef public object items        # received items not yet taken (a deque), or None
     cdef public object item_waiter  # future of the reader waiting for an item, or None
     cdef public Py_ssize_t capacity # items `items` may hold; 0 once no more may arrive

@@ -13,9 +13,10 @@ and the dialer dials again.
 
 Around it, each in its own room: grid._handshake (dialing and accepting),
 grid._wire (the socket; it calls the connection through
-:class:`~grid._wire.WireOwner`), grid._send (writes), and grid._serve and
-grid.stream (requests this node serves, and streams), which see the
-connection only through its :class:`~grid._link.Link`.
+:class:`~grid._wire.WireOwner`), grid._send (writes), and grid._serve,
+grid.stream and grid._stream_callee (requests this node serves, and the two
+ends of streams), which see the connection only through its
+:class:`~grid._link.Link`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from grid import _http, _payloads
 from grid import stream as _stream
+from grid._stream_callee import on_callee_op, serve_connect
 from grid._checks import as_payload, check_seconds
 from grid._consts import FLAG_CRC, FLAG_SUBROUTE, PING_DEADLINE_MS, Op
 from grid._impl import MuxIdAllocator, encode_message, subroute_id
@@ -490,7 +492,7 @@ class Connection:
             if op == _PING and m.mux_id == 0:
                 self._on_ping(m)
             else:
-                _stream.on_callee_op(self._link, m)
+                on_callee_op(self._link, m)
         elif op in _CALLER_OPS:
             if op == _PONG and m.mux_id == 0:
                 self._on_pong(m)
@@ -506,7 +508,7 @@ class Connection:
             else:
                 _stream.on_caller_op(self._link, m)
         elif op == _CONNECT_MUX:
-            _stream.serve_connect(self._link, m)
+            serve_connect(self._link, m)
         elif op == _RESPONSE:
             pass  # the core resolves responses; one reaching here is stale
         else:
