@@ -3,19 +3,19 @@ one peer.
 
 A Connection is created by the Manager from its host list and lives as long
 as the manager, across any number of sockets.  Its life: the dialing side
-dials, upgrades and sends Connect (:meth:`Connection._dial_loop`), the
-accepting side is attached by the handshake (grid._handshake); once
-attached, requests go out through the compiled core and come back to the
-futures it resolves; writes leave once per loop iteration, large messages
-are framed on the encoder thread in order with the rest, a full socket
-pauses callers; pings keep it alive; a lost socket fails what was in flight
-and the dialer dials again.
+dials, upgrades and sends Connect (grid._dialer), the accepting side is
+attached by the handshake (grid._handshake); once attached, requests go out
+through the compiled core and come back to the futures it resolves; writes
+leave once per loop iteration, large messages are framed on the encoder
+thread in order with the rest, a full socket pauses callers; pings keep it
+alive; a lost socket fails what was in flight and the dialer dials again.
 
-Around it, each in its own room: grid._handshake (dialing and accepting),
-grid._wire (the socket; it calls the connection through
-:class:`~grid._wire.WireOwner`), grid._send (writes), and grid._serve,
-grid.stream and grid._stream_callee (requests this node serves, and the two
-ends of streams), which see the connection only through its
+Around it, each in its own room: grid._dialer and grid._handshake (dialing
+and accepting), grid._wire (the socket; it calls the connection through
+:class:`~grid._wire.WireOwner`), grid._send (writes), grid._keepalive
+(pings), and grid._call, grid._serve, grid.stream and grid._stream_callee
+(the calls the core does not start itself, requests this node serves, and
+the two ends of streams), which see the connection only through its
 :class:`~grid._link.Link`.
 """
 
@@ -24,34 +24,31 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from grid import _http, _payloads
+from grid import _payloads
 from grid import stream as _stream
-from grid._stream_callee import on_callee_op, serve_connect
-from grid._checks import as_payload, check_seconds
-from grid._consts import FLAG_CRC, FLAG_SUBROUTE, PING_DEADLINE_MS, Op
-from grid._impl import MuxIdAllocator, encode_message, subroute_id
-from grid._link import HeldBytes, Link
+from grid._call import SingleCaller
+from grid._checks import as_payload
+from grid._consts import FLAG_CRC, Op
+from grid._dialer import Dialer, DialNode
+from grid._impl import MuxIdAllocator, subroute_id
+from grid._keepalive import MAX_PINGS_IN_FLIGHT as MAX_PINGS_IN_FLIGHT  # ping()'s documented limit
+from grid._keepalive import NO_PONG, Keepalive, KeepaliveNode
+from grid._link import Link, Node as LinkNode
 from grid._loglimit import LogLimit
 from grid._peerlog import PeerLog
-from grid._send import Sender
+from grid._send import Limits, Sender
 from grid._serve import SingleServer
-from grid._handshake import dial
-from grid._wire import Wire
-from grid.errors import DISCONNECTED_TEXT, Disconnected, GridError, ProtocolError, Rejected
-from grid.handlers import _current, check_handler_id, inherit_deadline, join_route
-from grid.handlers import remember_route, remote_unknown_handler, route_name
-from grid.trace import CallTrace, error_text
+from grid._stream_callee import on_callee_op, serve_connect
+from grid._wire import SocketWire, Wire
+from grid.errors import DISCONNECTED_TEXT, Disconnected, GridError, ProtocolError
+from grid.handlers import check_handler_id, join_route, remember_route, remote_unknown_handler
 
 if TYPE_CHECKING:
-    import ssl as _ssl
-
-    from grid._handshake import Handshake
     from grid.errors import UsedAfterFork
     from grid.handlers import HandlerRegistry
     from grid.trace import TracerSet
@@ -61,53 +58,26 @@ __all__ = ["State", "Connection", "ConnectionStats", "Subroute"]
 log = logging.getLogger("grid.connection")
 
 
-class ConnectionNode(Protocol):
-    """What a connection reads of the node that owns it (a :class:`grid.Manager`)."""
+class ConnectionNode(LinkNode, Limits, KeepaliveNode, DialNode, Protocol):
+    """What a connection reads of the node that owns it (a :class:`grid.Manager`):
+    what its link (streams and served requests), writes, keepalive and
+    dialer read, and the settings below."""
 
     local: str
-    instance_id: bytes
-    route_path: str
-    send_queue_size: int
-    max_message_size: int
     default_timeout: float
-    ping_interval: float
-    retry_base: float
-    dial_timeout: float
-    handshake_timeout: float
-    stream_ping_interval: float
-    max_streams: int
-    max_running_handlers: int
-    max_queued_requests: int
-    max_request_bytes: int
-    max_total_request_bytes: int
-    _held_requests: HeldBytes
-    max_write_buffer: int
-    write_timeout: float
     _loop: asyncio.AbstractEventLoop | None
     _registry: HandlerRegistry
     _tracers: TracerSet
-    _handshake: Handshake
-    _client_ssl: _ssl.SSLContext | None
     _forked: bool
     _draining: bool
     _closed: bool
 
-    @property
-    def draining(self) -> bool: ...
-
     def _fork_error(self) -> UsedAfterFork | None: ...
-
-    def _token(self) -> str: ...
 
     def _local_dials(self, remote: str) -> bool: ...
 
-    def _encoder(self) -> Any: ...
-_monotonic = time.monotonic  # the clock the core keeps request deadlines on
 
 Payload = Union[bytes, bytearray, memoryview, None]
-
-#: How many :meth:`Connection.ping` calls may wait for their pong at once.
-MAX_PINGS_IN_FLIGHT = 16
 
 _REQUEST = int(Op.REQUEST)
 _RESPONSE = int(Op.RESPONSE)
@@ -120,8 +90,6 @@ _CALLEE_OPS = frozenset((int(Op.MUX_CLIENT_MSG), int(Op.UNBLOCK_SRV_MUX),
                          int(Op.DISCONNECT_SERVER_MUX), _PING))
 _CALLER_OPS = frozenset((_MUX_CONNECT_ERROR, int(Op.ACK_MUX), int(Op.MUX_SERVER_MSG),
                          int(Op.UNBLOCK_CL_MUX), int(Op.DISCONNECT_CLIENT_MUX), _PONG))
-
-_NO_PONG = "no pong for"  # how a keepalive drop's reason starts
 
 
 class State(enum.IntEnum):
@@ -187,7 +155,6 @@ class Connection:
         self.local = manager.local
         #: True if this node dials the remote (§1.2); the other side waits.
         self.dials = manager._local_dials(remote)
-        self._addr = _http.parse_host(remote)
         self._base = _base_flags(self.local, remote)
         self._state = State.UNCONNECTED
         # Read on every request; copied from the manager once.
@@ -210,23 +177,28 @@ class Connection:
                           manager._tracers, self._ids, sender.send_large, self._down,
                           lambda: self._state is State.CONNECTED)
         self._serving = SingleServer(self._link)
-        self._sweep: asyncio.TimerHandle | None = None  # request deadline sweep
-        self._sweep_at = float("inf")
+        # Calls the core does not start itself, and the request deadline sweep;
+        # the core's callbacks for them go straight to it (_call to the traced
+        # twin while tracing, see _set_tracing).
+        self._caller = caller = SingleCaller(self._link, sender, self._default_timeout,
+                                             self._queue_limit)
+        self._call = caller.call
+        self._failed = caller.failed
+        self._schedule_sweep = caller.schedule_sweep
         self._connect_waiters: list[asyncio.Future[None]] = []
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._last_pong = 0.0
-        self._bytes_at_tick = 0  # wire.bytes_in at the last ping tick
+        # Pings on mux 0 while a socket is attached (§9).
+        self._keepalive = Keepalive(loop, manager, sender, self._base, remote,
+                                    lambda: self._state is State.CONNECTED)
         self._remote_id: bytes | None = None
-        self._dial_task: asyncio.Task[None] | None = None
         # statistics of closed wires (the live one's are in its core)
         self._closed_stats = [0, 0, 0, 0]  # bytes in, bytes out, messages in, messages out
         self._reconnects = 0
-        self._rtt: float | None = None
-        self._pings: dict[int, asyncio.Future[None]] = {}  # ping time (ns) -> waiter
         self._connected_at: float | None = None
         self._last_error: str | None = None
         self._restart_limit = LogLimit()  # "restarted": the peer decides how often
         self._log = PeerLog(self.local, remote, loop)  # rate-limited, truthful peer log
+        # The dialing side's dial loop (the other side waits to be dialed).
+        self._dialer = Dialer(loop, manager, self, self.local, remote, self._log)
 
     # -- public API
 
@@ -284,23 +256,7 @@ class Connection:
         """
         if self._state is not State.CONNECTED or self._wire is None:
             raise self._down()
-        if len(self._pings) >= MAX_PINGS_IN_FLIGHT:
-            raise GridError(f"{MAX_PINGS_IN_FLIGHT} pings to {self.remote} already waiting")
-        sent_ns = time.time_ns()
-        while sent_ns in self._pings:  # the pong echoes this value: keep it unique
-            sent_ns += 1
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._pings[sent_ns] = fut
-        started = time.perf_counter()
-        self._send_ping(sent_ns)
-        limit = self._default_timeout if timeout is None else timeout
-        try:
-            await asyncio.wait_for(fut, limit)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"no pong from {self.remote} within {limit:g} s") from None
-        finally:
-            self._pings.pop(sent_ns, None)
-        return time.perf_counter() - started
+        return await self._keepalive.ping(self._default_timeout if timeout is None else timeout)
 
     def subroute(self, *segments: str) -> Subroute:
         """A view of this connection that addresses handlers registered under
@@ -365,7 +321,7 @@ class Connection:
             messages_in=m_in,
             messages_out=m_out,
             reconnects=self._reconnects,
-            last_ping_rtt=self._rtt,
+            last_ping_rtt=self._keepalive.rtt,
             last_connect_time=self._connected_at,
             last_error=self._last_error,
             outstanding_requests=len(core.pending) if core is not None else 0,
@@ -380,76 +336,12 @@ class Connection:
 
     # -- requests
 
-    def _call(self, handler_id: int, payload: Payload, timeout: float | None,
-              sub: bytes | None) -> Awaitable[bytes | None]:
-        # Every call the core does not start itself: no coroutine, the caller
-        # awaits the future the response resolves.
-        core = self._core
-        try:
-            if core is None or self._state is not State.CONNECTED:
-                raise self._down()
-            if type(handler_id) is not int or not 0 < handler_id < 256:
-                check_handler_id(handler_id)
-            if timeout is not None and type(timeout) is not float:
-                check_seconds(timeout)
-            ctx = _current.get()
-            if ctx is not None:  # serving a call: its deadline bounds this one
-                timeout = inherit_deadline(ctx, timeout, self._loop)
-            if timeout is None:
-                timeout = self._default_timeout
-            elif timeout < 0.001:
-                raise TimeoutError("grid request deadline below 1 ms")
-            if self._sender.paused or len(core.queue) >= self._queue_limit:
-                # A task, so the request goes out even before it is awaited.
-                return asyncio.ensure_future(
-                    self._call_when_space(handler_id, payload, timeout, sub), loop=self._loop)
-            fut = self._loop.create_future()
-            core.request(fut, handler_id, payload, timeout, sub)
-        except Exception as exc:
-            return self._failed(exc)
-        if self._sweep_at > _monotonic() + timeout:
-            self._schedule_sweep(timeout)
-        return fut
-
-    async def _call_when_space(self, handler_id: int, payload: Payload, timeout: float,
-                               sub: bytes | None) -> bytes | None:
-        """The slow path: wait for room in the send queue (back-pressure)."""
-        await self._sender.wait_for_space()
-        # The class's _call, not a tracing override: the outer call traces.
-        return await Connection._call(self, handler_id, payload, timeout, sub)
-
     def _down(self) -> GridError:
         """The error for a call while there is no live connection."""
         err = self._mgr._fork_error() if self._mgr._forked else None
         if err is not None:
             return err
         return Disconnected("grid: manager is closed" if self._mgr._closed else DISCONNECTED_TEXT)
-
-    def _failed(self, exc: BaseException) -> asyncio.Future[Any]:
-        fut = self._loop.create_future()
-        fut.set_exception(exc)
-        return fut
-
-    def _schedule_sweep(self, delay: float) -> None:
-        if self._sweep is not None:
-            self._sweep.cancel()
-        # At most one sweep per 10 ms: deadlines fire up to 10 ms late.
-        delay = max(delay, 0.01)
-        self._sweep_at = time.monotonic() + delay
-        self._sweep = self._loop.call_later(delay, self._run_sweep)
-        if self._core is not None:
-            self._core.sweep_at = self._sweep_at
-
-    def _run_sweep(self) -> None:
-        self._sweep = None
-        self._sweep_at = float("inf")
-        core = self._core
-        if core is None:
-            return
-        core.sweep_at = self._sweep_at
-        nxt = core.expire()
-        if nxt is not None:
-            self._schedule_sweep(nxt - time.monotonic())
 
     # -- sending (grid._send)
 
@@ -465,12 +357,12 @@ class Connection:
 
     def _open_calls(self) -> None:
         """Let the core start calls itself (ConnCore.call) exactly while
-        :meth:`_call` would take its plain path: connected, not paused, not
+        ``_call`` would take its plain path: connected, not paused, not
         tracing."""
         core = self._core
         if core is not None:
             core.open_calls = (self._state is State.CONNECTED and not self._sender.paused
-                               and "_call" not in self.__dict__)
+                               and not self._serving.tracing)
 
     # -- receiving (the core's owner callbacks)
 
@@ -490,12 +382,12 @@ class Connection:
             self._serving.on_request(m)
         elif op in _CALLEE_OPS:
             if op == _PING and m.mux_id == 0:
-                self._on_ping(m)
+                self._keepalive.on_ping(m)
             else:
                 on_callee_op(self._link, m)
         elif op in _CALLER_OPS:
             if op == _PONG and m.mux_id == 0:
-                self._on_pong(m)
+                self._keepalive.on_pong(m)
             elif op == _MUX_CONNECT_ERROR and self._core is not None and \
                     m.mux_id in self._core.pending:
                 fut = self._core.pending.pop(m.mux_id)
@@ -518,58 +410,6 @@ class Connection:
 
     def _handler_failed(self, m: Any, exc: BaseException) -> str:
         return self._link.handler_failed(m, exc)
-
-    # -- keepalive (§9)
-
-    def _on_ping(self, m: Any) -> None:
-        try:
-            t = _payloads.decode_ping(m.payload)
-        except ProtocolError:
-            t = _payloads.GO_ZERO_TIME_NS
-        # The reply keeps the ping's fields (§2.5), as Link.reply builds it.
-        flags = (m.flags | self._base) & ~FLAG_SUBROUTE & 0xFF
-        self._sender.send_keepalive(encode_message(m.mux_id, m.seq, m.deadline_ms, m.handler, _PONG,
-                                            flags, _payloads.Pong(False, None, t).encode()))
-
-    def _on_pong(self, m: Any) -> None:
-        self._last_pong = self._loop.time()
-        try:
-            pong = _payloads.Pong.decode(m.payload)
-        except ProtocolError:
-            return
-        if pong.time_ns > 0:
-            self._rtt = max(0.0, (time.time_ns() - pong.time_ns) / 1e9)
-        waiter = self._pings.pop(pong.time_ns, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _ping_tick(self) -> None:
-        due = self._ping_timer.when() if self._ping_timer is not None else None
-        self._ping_timer = None
-        wire = self._wire
-        if wire is None or self._state is not State.CONNECTED:
-            return
-        interval = self._mgr.ping_interval
-        now = self._loop.time()
-        if due is not None and now > due:
-            # A late tick: the loop was busy, so it could neither read pongs
-            # nor send pings meanwhile; that time is not the peer's silence.
-            self._last_pong = min(now, self._last_pong + now - due)
-        if wire.bytes_in != self._bytes_at_tick:
-            # Bytes arrived since the last tick: the peer is alive even if its
-            # pong waits behind a large message on the wire.
-            self._bytes_at_tick = wire.bytes_in
-            self._last_pong = max(self._last_pong, now)
-        if now - self._last_pong > 2 * interval:
-            wire.fail(f"{_NO_PONG} {2 * interval:g} s")
-            return
-        self._send_ping(time.time_ns())
-        self._ping_timer = self._loop.call_later(interval, self._ping_tick)
-
-    def _send_ping(self, time_ns: int) -> None:
-        # Connection pings never carry a CRC (§1.6).
-        self._sender.send_keepalive(encode_message(0, 0, PING_DEADLINE_MS, 0, _PING, 0,
-                                                   _payloads.encode_ping(time_ns)))
 
     # -- lifecycle
 
@@ -600,17 +440,16 @@ class Connection:
                     singles_sub=registry._single_sub if inline else {},
                     callers=link.callers, callees=link.callees,
                     default_timeout=self._default_timeout, queue_limit=self._queue_limit,
-                    sweep_at=self._sweep_at)
+                    sweep_at=self._caller.sweep_at)
         wire.conn = self
         self._wire = wire
         self._core = link.core = core
         link.generation += 1
         self._state = State.CONNECTED
         self._connected_at = time.time()
-        self._last_pong = self._loop.time()
         self._sender.attach(wire, core)
         self._open_calls()
-        self._ping_timer = self._loop.call_later(mgr.ping_interval, self._ping_tick)
+        self._keepalive.start(wire)
         self._log.connected(self._reconnects)
         waiters, self._connect_waiters = self._connect_waiters, []
         for w in waiters:
@@ -650,8 +489,9 @@ class Connection:
         """In a forked child: forget the parent's socket without touching it."""
         self._wire = None
         self._core = self._link.core = None
-        self._dial_task = None
-        self._ping_timer = self._sweep = None
+        self._dialer.disown()
+        self._keepalive.disown()
+        self._caller.disown()
         self._sender.wire = self._sender.core = None
         self._state = State.SHUTDOWN
 
@@ -673,7 +513,7 @@ class Connection:
         if self._state is State.SHUTDOWN:
             log.debug("grid: %s -> %s closed: %s", self.local, self.remote, reason)
         else:
-            self._log.lost(reason, reason.startswith(_NO_PONG), 2 * self._mgr.ping_interval)
+            self._log.lost(reason, reason.startswith(NO_PONG), 2 * self._mgr.ping_interval)
         self._reset(reason, wire)
 
     def _reset(self, reason: str, wire: Wire | None) -> None:
@@ -681,11 +521,7 @@ class Connection:
         to ``wire``, which drops whatever the old socket still delivers."""
         link = self._link
         link.generation += 1
-        for timer in (self._ping_timer, self._sweep):
-            if timer is not None:
-                timer.cancel()
-        self._ping_timer = self._sweep = None
-        self._sweep_at = float("inf")
+        self._caller.reset()
         core, self._core = self._core, None
         link.core = None
         if core is not None:
@@ -693,63 +529,12 @@ class Connection:
             core.fail_all(Disconnected)
         self._serving.reset(reason)
         _stream.reset(link)
-        pings, self._pings = self._pings, {}
-        for waiter in pings.values():
-            if not waiter.done():
-                waiter.set_exception(Disconnected(reason))
+        self._keepalive.reset(reason)
         self._sender.reset()
 
-    async def _dial_loop(self) -> None:
-        """Dial, stay connected, redial: the dialing side's life (§10.2)."""
-        loop = self._loop
-        attempt = 0
-        while self._state is not State.SHUTDOWN:
-            started = loop.time()
-            if self._state is State.UNCONNECTED:
-                self._state = State.CONNECTING
-            try:
-                wire = await self._dial_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                text = str(exc) or type(exc).__name__
-                self._last_error = text
-                if self._state is not State.SHUTDOWN:
-                    self._state = State.CONNECTION_ERROR
-                delay = self._mgr.retry_base * (1 + random.random()) / 2
-                wait = max(0.0, started + delay - loop.time())
-                if attempt > 1 or isinstance(exc, Rejected):
-                    # A refusal is a configuration error: worth a warning at once.
-                    self._log.connect_failed(f"connect failed: {text}; retrying in {wait:.2f} s",
-                                            isinstance(exc, Rejected))
-                else:  # the peer may not be up yet
-                    log.debug("grid: %s -> %s: first connect failed: %s; retrying in %.2f s",
-                              self.local, self.remote, text, wait)
-                await asyncio.sleep(wait)
-                continue
-            attempt = 0
-            await asyncio.shield(wire.closed)
-
-    async def _dial_once(self) -> Wire:
-        mgr = self._mgr
-        addr = self._addr
-        ssl_ctx = mgr._client_ssl if addr.tls else None
-        if addr.tls and ssl_ctx is None:
-            raise GridError(f"{self.remote} is https but no ssl context was given")
-        wire, remote_id = await dial(
-            mgr._handshake, addr, local=self.local, route_path=mgr.route_path, token=mgr._token,
-            instance_id=mgr.instance_id, ssl=ssl_ctx, dial_timeout=mgr.dial_timeout,
-            handshake_timeout=mgr.handshake_timeout)
-        if self._state is State.SHUTDOWN:
-            wire.close()
-            raise Disconnected("shut down")
-        self._attach(wire, remote_id)
-        return wire
-
     def _start(self) -> None:
-        if self.dials and self._dial_task is None:
-            self._dial_task = self._loop.create_task(self._dial_loop())
+        if self.dials:
+            self._dialer.start()
 
     def _shutting_down(self) -> None:
         """From here on, a drop is the node leaving: no warning about it."""
@@ -761,13 +546,7 @@ class Connection:
         self._state = State.SHUTDOWN
         self._log.stop()
         self._open_calls()
-        if self._dial_task is not None:
-            self._dial_task.cancel()
-            try:
-                await self._dial_task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._dial_task = None
+        await self._dialer.stop()
         wire = self._wire
         if wire is not None:
             self._wire_lost(wire, "shut down")
@@ -780,56 +559,46 @@ class Connection:
             if not w.done():
                 w.set_exception(Disconnected("connection is shut down"))
 
+    # -- dialing (grid._dialer calls these)
+
+    def _dial_starts(self) -> bool:
+        if self._state is State.SHUTDOWN:
+            return False
+        if self._state is State.UNCONNECTED:
+            self._state = State.CONNECTING
+        return True
+
+    def _dial_failed(self, text: str) -> None:
+        self._last_error = text
+        if self._state is not State.SHUTDOWN:
+            self._state = State.CONNECTION_ERROR
+
+    def _dialed(self, wire: SocketWire, remote_id: bytes) -> None:
+        if self._state is State.SHUTDOWN:
+            wire.close()
+            raise Disconnected("shut down")
+        self._attach(wire, remote_id)
+
     # -- tracing (grid.trace)
 
     def _set_tracing(self, on: bool) -> None:
         """Switch the call paths to their tracing twins, or back.
 
-        The caller's twin shadows :meth:`_call` on this instance, so that
-        without a tracer the hot path is the untraced code itself; with one,
-        sync handlers leave the core's inline path (which cannot time them)
-        and run through the serving side's traced path."""
-        d = self.__dict__
+        ``_call`` becomes the caller's traced twin, so that without a tracer
+        the path is the untraced code itself; with one, sync handlers leave
+        the core's inline path (which cannot time them) and run through the
+        serving side's traced path."""
         self._serving.tracing = on
         if on:
-            d["_call"] = self._call_traced
+            self._call = self._caller.call_traced
             self._refuse_inline()
         else:
-            d.pop("_call", None)
+            self._call = self._caller.call
             core = self._core
             if core is not None and not self._mgr._draining:
                 core.singles = self._mgr._registry._single
                 core.singles_sub = self._mgr._registry._single_sub
         self._open_calls()
-
-    def _call_traced(self, handler_id: int, payload: Payload, timeout: float | None,
-                     sub: bytes | None) -> Awaitable[bytes | None]:
-        """:meth:`_call`, recording a caller-side :class:`CallTrace` when it ends."""
-        start = time.time()
-        t0 = time.perf_counter()
-        res: Any = Connection._call(self, handler_id, payload, timeout, sub)
-        # A task waits for room in the send queue (back-pressure): its mux id
-        # is not known yet; a done future failed before it was sent.
-        mux_id = 0 if isinstance(res, asyncio.Task) or res.done() else self._ids.last
-        route = None if sub is None else route_name(sub)
-        size = 0 if payload is None else len(payload)
-        emit = self._mgr._tracers.emit
-
-        def done(f: asyncio.Future[Any]) -> None:
-            duration = time.perf_counter() - t0
-            n, err = 0, None
-            if f.cancelled():
-                err = "cancelled"
-            else:
-                err = error_text(f.exception())
-                if err is None:
-                    r = f.result()
-                    n = 0 if r is None else len(r)
-            emit(CallTrace(handler_id, route, self.local, self.remote, "caller", "single",
-                           mux_id, start, duration, size, n, err))
-
-        res.add_done_callback(done)
-        return res  # type: ignore[no-any-return]
 
 
 class Subroute:

@@ -252,7 +252,7 @@ def test_tracer_removal_restores_inline_path(loop_kind: str) -> None:
             assert g.managers[1].tracers == ()
             assert callee._core.singles is registry._single
             assert callee._core.singles_sub is registry._single_sub
-            assert "_call" not in callee.__dict__ and "_on_request" not in callee.__dict__
+            assert callee._call == callee._caller.call and "_on_request" not in callee.__dict__
             assert await caller.request(SYNC, b"2") == b"2"
             assert await caller.request(ASYNC, b"3") == b"3"
             assert len(rec.records) == 1
@@ -601,8 +601,8 @@ def test_missed_pongs_drop_is_a_warning(loop_kind: str) -> None:
             async with TestGrid(2, ping_interval=0.1, retry_base=30.0) as g:
                 silent = g.conn(1, 0)
                 # The peer goes quiet: no pongs, no pings of its own.
-                silent._on_ping = lambda m: None
-                silent._ping_tick = lambda: None
+                silent._keepalive.on_ping = lambda m: None
+                silent._keepalive._tick = lambda: None
                 await asyncio.wait_for(dropped.reached, 10)
         finally:
             _uncount(counters)
