@@ -55,6 +55,12 @@ from grid.trace import error_text
 
 __all__ = ["StreamHandler", "StreamContext", "StreamOut", "Stream", "StreamHandlerFn"]
 
+# The callee's public classes live in grid._stream_callee; they are named
+# (in reprs, tracebacks and pickles) where users import them from.
+for _cls in (StreamContext, StreamHandler, StreamOut):
+    _cls.__module__ = __name__
+del _cls
+
 log = logging.getLogger("grid.stream")
 
 _CONNECT_MUX = int(Op.CONNECT_MUX)
