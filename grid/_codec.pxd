@@ -116,16 +116,7 @@ cdef class FrameParser:
     cdef bint _top_up(self, const uint8_t* data, Py_ssize_t n, Py_ssize_t* ipp, list events) except -1
     cdef Py_ssize_t _parse_acc(self, list events) except -1
     cdef uint64_t _acc_need(self)
-    cdef int _begin_large(self, const uint8_t* payload, Py_ssize_t have, int opcode, uint64_t length,
-                          bint masked) except -1
-    cdef Py_ssize_t _big_take(self, const uint8_t* src, Py_ssize_t n) except -1
-    cdef int _hash_filled(self) except -1
-    cdef tuple _big_event(self)
-    cdef int _big_clear(self) except -1
-    cdef int _drop_view(self) except -1
-    cdef Py_ssize_t _held_now(self)
-    cdef bint _settle(self, Py_ssize_t n) except -1
-    cdef str _over_budget(self)
+    # The budget and large-frame steps are module functions (grid/_codec_ws_recv.pxi).
 
 
 cdef struct _Tuple:

@@ -25,8 +25,10 @@ how the bytes move:
 The module is one compile unit; its layers live in the files it includes:
 ``_codec_envelope.pxi`` and ``_codec_split.pxi`` (the grid envelope),
 ``_codec_routing.pxi`` (hashes, subroute ids, the dial rule),
-``_codec_ws.pxi`` (WebSocket framing and masking) and
-``_codec_ws_parser.pxi`` (the frame parser).  This file holds what they
+``_codec_ws.pxi`` (WebSocket framing and masking),
+``_codec_ws_recv.pxi`` (what the frame parser receives into: the read-window
+pool, the shared budget, large frames) and ``_codec_ws_parser.pxi`` (the
+frame parser).  This file holds what they
 share: imports, constants, buffer borrowing and the message CRC.
 
 Annotations are kept as the pure twin's strings (``annotation_typing=False``)
@@ -271,4 +273,5 @@ include "_codec_envelope.pxi"
 include "_codec_split.pxi"
 include "_codec_routing.pxi"
 include "_codec_ws.pxi"
+include "_codec_ws_recv.pxi"
 include "_codec_ws_parser.pxi"

@@ -1,5 +1,5 @@
 # Sync handlers run inline by the compiled core (see the pure twin's
-# ConnCore._run_inline): the call context set around the handler, the reply
+# run_inline in grid/_mux_recv_py.py): the call context set around the handler, the reply
 # queued unless the caller's deadline passed meanwhile.
 # Included by grid/_mux.pyx; ConnCore's fields come from grid/_mux.pxd.
 

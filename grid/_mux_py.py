@@ -7,6 +7,11 @@ No sockets and no asyncio calls of its own: ids, sequence counters and
 credit counts; the core parses, resolves request futures, runs inline
 handlers and moves stream items, and calls upward only through its owner's
 declared interface, :class:`CoreOwner`.
+
+ConnCore's steps for one concern live in module functions it calls:
+received input within a turn's budget, dispatch and inline handlers in
+grid/_mux_recv_py.py, a stream's steady traffic in grid/_mux_stream_py.py,
+request deadlines in grid/_mux_deadlines_py.py.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from collections import deque
 from operator import index as _index
 from typing import Any
 
-from grid import _codec_py, _envelope_py
+from grid import _codec_py
 from grid._mux_deadlines_py import compact_deadlines, expire_deadlines, track_deadline
 from grid._mux_owner import CoreOwner
+from grid._mux_recv_py import dispatch_message, run_events, wait_events, work_slice
+from grid._mux_stream_py import stream_owe, stream_release, stream_send, stream_take
 from grid._consts import (
     EARLY_FLUSH_BYTES,
     EARLY_FLUSH_MESSAGES,
@@ -33,20 +40,12 @@ from grid._consts import (
     MAX_UINT64,
     READ_MIN,
     READ_WINDOW,
-    SLICE_CONTAINER,
     TURN_BUDGET_PURE,
-    TURN_SLOW_COST,
-    TURN_BYTE_SHIFT,
-    TURN_CHECKS_PER_UNIT,
-    SLOW_HANDLER,
     WS_BINARY,
     Op,
 )
 from grid.errors import (
-    OUT_OF_SEQUENCE_TEXT,
-    GridError,
     IncorrectSequence,
-    RemoteError,
     bad_reply_text,
     checked_len,
     payload_limit,
@@ -173,10 +172,6 @@ class MuxState:
 # ---------------------------------------------------------------- the per-connection core
 
 
-_MUX_CLIENT_MSG = int(Op.MUX_CLIENT_MSG)
-_MUX_SERVER_MSG = int(Op.MUX_SERVER_MSG)
-_UNBLOCK_SRV_MUX = int(Op.UNBLOCK_SRV_MUX)
-_UNBLOCK_CL_MUX = int(Op.UNBLOCK_CL_MUX)
 _REQUEST = int(Op.REQUEST)
 _RESPONSE = int(Op.RESPONSE)
 _FLAG_EOF = FLAG_EOF
@@ -383,12 +378,12 @@ class ConnCore:
         self._held = False
         self._waiting = None
         if self._slice is not None:
-            self._work_slice()
+            work_slice(self)
             if self._slice is not None:
-                self._wait(events, self._waiting_pos)
+                wait_events(self, events, self._waiting_pos)
                 return False
         if events is not None:
-            self._run(events, self._waiting_pos)
+            run_events(self, events, self._waiting_pos)
         return not self._held
 
     def _on_events(self, events: list) -> None:
@@ -400,7 +395,7 @@ class ConnCore:
             else:
                 self._waiting.extend(events)
             return
-        self._run(events, 0)
+        run_events(self, events, 0)
 
     def _input_after_direct(self) -> None:
         # Input arrives in a later turn than the direct write before it, and
@@ -410,150 +405,9 @@ class ConnCore:
         if not self.queue and self._turn_end is None:
             self.direct = self.ready
 
-    def _run(self, events: list, i: int) -> None:
-        n = len(events)
-        while i < n:
-            if self._spent >= self.turn_budget:
-                self._wait(events, i)
-                return
-            opcode, payload = events[i]
-            i += 1
-            if opcode == _WS_BINARY:
-                self._on_binary(payload)
-                if self._slice is not None:
-                    self._wait(events, i)
-                    return
-            else:
-                self._spent += TURN_SLOW_COST
-                self.owner._on_control(opcode, payload)
-
-    def _wait(self, events: list | None, i: int) -> None:
-        # Keep events[i:] for drain() and have the reader stop reading and
-        # call drain() from a later turn.
-        if events is not None and i < len(events):
-            if self._waiting is None:
-                self._waiting, self._waiting_pos = events, i
-            else:  # drain() left a slice unfinished and had events behind it
-                self._waiting.extend(events[i:])
-        if not self._held:
-            self._held = True
-            self.reader._input_waiting()
-
-    def _on_binary(self, payload: Any) -> None:
-        if isinstance(payload, (bytearray, memoryview)):
-            payload = bytes(payload)  # a caller's buffer: sliced as received frames are
-        if type(payload) is bytes:
-            self._spent += len(payload) >> TURN_BYTE_SHIFT
-            bins = _envelope_py.merged_bins(payload, SLICE_CONTAINER)
-            if bins is not None:
-                self._slice = payload
-                self._slice_count, self._slice_start, self._slice_end = bins
-                self._slice_pos = self._slice_start
-                self._slice_done = 0
-                self._slice_checked = False
-                self._work_slice()
-                return
-        else:  # a SplitFrame (one large message)
-            self._spent += len(payload) >> TURN_BYTE_SHIFT
-        msgs = _codec_py.decode_messages(payload)
-        self.msgs_in += len(msgs)
-        self._spent += len(msgs)
-        for m in msgs:
-            self.dispatch(m)
-
-    def _work_slice(self) -> None:
-        # A large container, within what is left of the turn's budget: every
-        # bin checked first, then dispatched (decoded again rather than kept).
-        payload = self._slice
-        assert payload is not None
-        pos, end, count = self._slice_pos, self._slice_end, self._slice_count
-        while not self._slice_checked:
-            if self._spent >= self.turn_budget:
-                self._slice_pos = pos
-                return
-            if self._slice_done == count:
-                self._slice_checked = True
-                self._slice_done = 0
-                pos = self._slice_start
-                break
-            try:
-                _, pos = _envelope_py.merged_bin(payload, pos, end, count, self._slice_done)
-            except Exception:
-                self._slice = None
-                raise
-            self._slice_done += 1
-            if self._slice_done % TURN_CHECKS_PER_UNIT == 0:
-                self._spent += 1
-        while self._slice_done < count:
-            if self._spent >= self.turn_budget or self._slice is not payload:
-                self._slice_pos = pos
-                return
-            m, pos = _envelope_py.merged_bin(payload, pos, end, count, self._slice_done)
-            self._slice_done += 1
-            self.msgs_in += 1
-            self._spent += 1
-            self.dispatch(m)
-        if self._slice is payload:
-            self._slice = None
-
     def dispatch(self, m: Any) -> None:
         """Handle one decoded message."""
-        op = m.op
-        if op == _RESPONSE:
-            fut = self.pending.pop(m.mux_id, None)
-            if fut is None or fut.done():
-                return  # late or unknown: dropped (§3.4)
-            if m.seq != 0:
-                fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
-            elif m.flags & _FLAG_ERR:
-                fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
-                                              if m.payload else ""))
-            else:
-                fut.set_result(m.payload)
-            return
-        if op == _REQUEST:
-            sub = m.subroute
-            entry = self.singles.get(m.handler) if sub is None else self.singles_sub.get(sub)
-            if entry is not None and not entry.is_async:
-                self._run_inline(m, entry)
-                return
-        self._spent += TURN_SLOW_COST - 1  # Python code of the stream or the connection
-        if op == _MUX_SERVER_MSG or op == _UNBLOCK_CL_MUX:
-            if self.callers is not None:
-                st = self.callers.get(m.mux_id)
-                if st is not None:
-                    st._on_message(m)
-                    return
-        elif op == _UNBLOCK_SRV_MUX or op == _MUX_CLIENT_MSG:
-            if self.callees is not None:
-                srv = self.callees.get(m.mux_id)
-                if srv is not None:
-                    srv.on_message(m)
-                    return
-        self.owner._on_message(m)
-
-    def _run_inline(self, m: Any, entry: Any) -> None:
-        started = time.monotonic()
-        dl = m.deadline_ms
-        deadline = self.clock() + dl / 1000 if dl else None
-        token = self.context_var.set((self.caller, m.handler, entry.route, m.mux_id, deadline))
-        try:
-            result = entry.fn(m.payload)
-            err: str | None
-        except RemoteError as exc:
-            result, err = None, exc.message
-        except Exception as exc:
-            result, err = None, self.owner._handler_failed(m, exc)
-        else:
-            err = None
-        finally:
-            self.context_var.reset(token)
-        elapsed = time.monotonic() - started
-        if elapsed >= SLOW_HANDLER:
-            entry.ran_slow(elapsed)  # a rate-limited warning
-        if dl and elapsed * 1000 > dl:
-            return  # the caller has given up (§7 step 3)
-        self.respond(m.mux_id, m.seq, result, err)
+        dispatch_message(self, m)
 
     # -- sending
 
@@ -566,12 +420,7 @@ class ConnCore:
         traced)."""
         if type(state) is not MuxState:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
-        items = state.items
-        if not state.fast or not items or type(items[0]) is not bytes:
-            return None
-        item = items.popleft()
-        self._owe(state)
-        return item  # type: ignore[no-any-return]
+        return stream_take(self, state)
 
     def return_credit(self, state: MuxState) -> None:
         """One item left the buffer of the stream whose :class:`MuxState` is
@@ -582,7 +431,7 @@ class ConnCore:
         queues the rest (the reader calls it before it waits)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
-        self._owe(state)
+        stream_owe(self, state)
 
     def release_credits(self, state: MuxState) -> None:
         """Queue every credit the stream whose :class:`MuxState` is ``state``
@@ -591,41 +440,7 @@ class ConnCore:
         left without credit while the reader waits."""
         if type(state) is not MuxState:
             raise TypeError(f"release_credits() needs a MuxState, not {type(state).__name__}")
-        if state.owed <= 0:
-            return
-        q = self.queue
-        first = not q
-        self._queue_credits(state)  # queued together: the flush is asked for once, below
-        if first:
-            self.owner._schedule_flush()
-        elif len(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
-            self.owner._flush_early()
-
-    def _queue_credits(self, state: MuxState) -> None:
-        q = self.queue
-        while state.owed > 0:
-            state.owed -= 1
-            msg = _codec_py.encode_message(state.mux_id, state.next_send_seq(), 0, 0,
-                                           state.credit_op, self.base_flags, None)
-            q.append(msg)
-            self.queued_bytes += len(msg)
-
-    def _owe(self, state: MuxState) -> None:
-        # Every flush_every credits owed leave at once, so the sender gets
-        # them back while the rest is read: while the owner lets the core
-        # write (``ready``), with whatever else is queued, in one write of
-        # the core's own; otherwise through the owner's flush.
-        state.owed += 1
-        if state.owed >= state.flush_every:
-            transport = self.ready
-            if transport is None:
-                self.release_credits(state)
-                self.owner._flush()
-                return
-            self._queue_credits(state)
-            transport.write(self.take_frames(self.mask_key() if self.mask_key is not None else None))
-            if transport.get_write_buffer_size() > self.write_limit:
-                self.owner._flush()  # the owner fails the wire past its limit
+        stream_release(self, state)
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue
@@ -634,14 +449,7 @@ class ConnCore:
         below LARGE_MESSAGE; False, having done nothing, otherwise."""
         if type(state) is not MuxState:
             raise TypeError(f"send_item() needs a MuxState, not {type(state).__name__}")
-        if not state.fast or state.credits <= 0:
-            return False
-        if type(item) is not bytes or len(item) >= LARGE_MESSAGE or len(item) > self.max_payload:
-            return False
-        state.credits -= 1
-        flags = self.base_flags | _FLAG_ZERO if len(item) == 0 else self.base_flags
-        self.send_message(state.mux_id, state.next_send_seq(), 0, 0, state.item_op, flags, item)
-        return True
+        return stream_send(self, state, item)
 
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                      flags: int, payload: Any = None, subroute: bytes | None = None) -> None:

@@ -1,8 +1,8 @@
 # A stream's steady traffic in the compiled core: items and credits moved
 # between the wire and a stream's MuxState without the stream's own code
 # (grid/_stream_flow.py's stream_state sets up the MuxState fields these
-# read, for both ends of a stream; see the pure twin's
-# ConnCore.take_item, return_credit, release_credits and send_item).
+# read, for both ends of a stream; see the pure twin,
+# grid/_mux_stream_py.py).
 # Included by grid/_mux.pyx; ConnCore's fields come from grid/_mux.pxd.
 
 
@@ -71,7 +71,7 @@ cdef object _stream_take(ConnCore core, MuxState s):
 
 cdef int _stream_owe(ConnCore core, MuxState s) except -1:
     """One more credit owed; every ``flush_every`` owed are queued and
-    written at once (see the pure twin's ConnCore._owe)."""
+    written at once (see the pure twin's stream_owe)."""
     s.owed += 1
     if s.owed >= s.flush_every:
         transport = core.ready

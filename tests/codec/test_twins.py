@@ -112,11 +112,14 @@ def test_same_signatures(py, cy):
 
 
 def _exception_classes(mod) -> dict[str, type]:
-    """The exception classes a twin can raise: those it names, and those of
-    the other grid twin modules it calls."""
+    """The exception classes a twin can raise: those it names, those of the
+    other grid twin modules it calls, and those of the grid modules whose
+    functions it calls (its private helper modules)."""
     found: dict[str, type] = {}
+    helpers = [sys.modules[v.__module__] for v in vars(mod).values() if inspect.isfunction(v)
+               and v.__module__.startswith("grid._") and v.__module__ != mod.__name__]
     for value in [mod] + [v for v in vars(mod).values() if inspect.ismodule(v)
-                          and v.__name__.startswith("grid._") and v is not mod]:
+                          and v.__name__.startswith("grid._") and v is not mod] + helpers:
         for name, obj in vars(value).items():
             if inspect.isclass(obj) and issubclass(obj, BaseException) \
                     and obj.__module__.startswith("grid"):
