@@ -10,7 +10,7 @@ declared interface, :class:`CoreOwner`.
 
 ConnCore's steps for one concern live in module functions it calls:
 received input within a turn's budget, dispatch and inline handlers in
-grid/_mux_recv_py.py, a stream's steady traffic in grid/_mux_stream_py.py,
+grid/_mux_recv_py.py, a stream's credits owed in grid/_mux_stream_py.py,
 request deadlines in grid/_mux_deadlines_py.py.
 """
 
@@ -26,7 +26,7 @@ from grid import _codec_py
 from grid._mux_deadlines_py import compact_deadlines, expire_deadlines, track_deadline
 from grid._mux_owner import CoreOwner
 from grid._mux_recv_py import dispatch_message, run_events, wait_events, work_slice
-from grid._mux_stream_py import stream_owe, stream_release, stream_send, stream_take
+from grid._mux_stream_py import stream_owe, stream_queue
 from grid._consts import (
     EARLY_FLUSH_BYTES,
     EARLY_FLUSH_MESSAGES,
@@ -420,7 +420,12 @@ class ConnCore:
         traced)."""
         if type(state) is not MuxState:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
-        return stream_take(self, state)
+        items = state.items
+        if not state.fast or not items or type(items[0]) is not bytes:
+            return None
+        item = items.popleft()
+        stream_owe(self, state)
+        return item  # type: ignore[no-any-return]
 
     def return_credit(self, state: MuxState) -> None:
         """One item left the buffer of the stream whose :class:`MuxState` is
@@ -440,7 +445,15 @@ class ConnCore:
         left without credit while the reader waits."""
         if type(state) is not MuxState:
             raise TypeError(f"release_credits() needs a MuxState, not {type(state).__name__}")
-        stream_release(self, state)
+        if state.owed <= 0:
+            return
+        q = self.queue
+        first = not q
+        stream_queue(self, state)  # queued together: the flush is asked for once, below
+        if first:
+            self.owner._schedule_flush()
+        elif len(q) >= EARLY_FLUSH_MESSAGES or self.queued_bytes >= EARLY_FLUSH_BYTES:
+            self.owner._flush_early()
 
     def send_item(self, state: MuxState, item: Any) -> bool:
         """For a stream's sender (``StreamOut.send``, ``Stream.send``): queue
@@ -449,7 +462,14 @@ class ConnCore:
         below LARGE_MESSAGE; False, having done nothing, otherwise."""
         if type(state) is not MuxState:
             raise TypeError(f"send_item() needs a MuxState, not {type(state).__name__}")
-        return stream_send(self, state, item)
+        if not state.fast or state.credits <= 0:
+            return False
+        if type(item) is not bytes or len(item) >= LARGE_MESSAGE or len(item) > self.max_payload:
+            return False
+        state.credits -= 1
+        flags = self.base_flags | _FLAG_ZERO if len(item) == 0 else self.base_flags
+        self.send_message(state.mux_id, state.next_send_seq(), 0, 0, state.item_op, flags, item)
+        return True
 
     def send_message(self, mux_id: int, seq: int, deadline_ms: int, handler: int, op: int,
                      flags: int, payload: Any = None, subroute: bytes | None = None) -> None:

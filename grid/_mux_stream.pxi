@@ -1,7 +1,8 @@
 # A stream's steady traffic in the compiled core: items and credits moved
 # between the wire and a stream's MuxState without the stream's own code
 # (grid/_stream_flow.py's stream_state sets up the MuxState fields these
-# read, for both ends of a stream; see the pure twin,
+# read, for both ends of a stream; see the pure twin's
+# ConnCore.take_item, return_credit, release_credits and send_item, and
 # grid/_mux_stream_py.py).
 # Included by grid/_mux.pyx; ConnCore's fields come from grid/_mux.pxd.
 
