@@ -112,6 +112,24 @@ include "_mux_inline.pxi"
 include "_mux_deadlines.pxi"
 
 
+cdef int _settle_call(object fut, bint out_of_sequence, bint is_error, object body) except -1:
+    """Resolve a pending call's future with its response; a future already
+    done (cancelled by its caller) drops it (§3.4)."""
+    if not out_of_sequence and not is_error:
+        try:  # one call instead of done() first: a done future refuses
+            fut.set_result(body)
+        except _InvalidStateError:
+            pass
+        return 0
+    if fut.done():
+        return 0
+    if out_of_sequence:
+        fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
+    else:
+        fut.set_exception(RemoteError(body.decode("utf-8", "replace") if body else ""))
+    return 0
+
+
 @cython.annotation_typing(False)
 def _core_signature(owner: CoreOwner, server: bool, max_message_size: int,
                     context_var: Any) -> None:
@@ -498,22 +516,7 @@ cdef class ConnCore:
         fut = self.pending.pop(e.t.f[0], None)
         if fut is None:
             return 0  # unknown: dropped (§3.4)
-        body = _payload_of(m, &e.t)
-        if e.t.f[1] == 0 and not flags & FLAG_PAYLOAD_IS_ERR:
-            try:  # one call instead of done() first: a done future refuses
-                fut.set_result(body)
-            except _InvalidStateError:
-                pass  # late (cancelled by its caller): dropped (§3.4)
-            return 0
-        if fut.done():
-            return 0  # late: dropped (§3.4)
-        if e.t.f[1] != 0:
-            fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
-        elif flags & FLAG_PAYLOAD_IS_ERR:
-            fut.set_exception(RemoteError(body.decode("utf-8", "replace") if body else ""))
-        else:
-            fut.set_result(body)
-        return 0
+        return _settle_call(fut, e.t.f[1] != 0, flags & FLAG_PAYLOAD_IS_ERR, _payload_of(m, &e.t))
 
     def dispatch(self, m: Any) -> None:
         """Handle one decoded message."""
@@ -530,14 +533,7 @@ cdef class ConnCore:
             fut = self.pending.pop(m.mux_id, None)
             if fut is None or fut.done():
                 return 0  # late or unknown: dropped (§3.4)
-            if m.seq != 0:
-                fut.set_exception(GridError(OUT_OF_SEQUENCE_TEXT))
-            elif m.flags & FLAG_PAYLOAD_IS_ERR:
-                fut.set_exception(RemoteError(m.payload.decode("utf-8", "replace")
-                                              if m.payload else ""))
-            else:
-                fut.set_result(m.payload)
-            return 0
+            return _settle_call(fut, m.seq != 0, m.flags & FLAG_PAYLOAD_IS_ERR, m.payload)
         if op == OP_REQUEST:
             sub = m.subroute
             entry = self.singles.get(m.handler) if sub is None else self.singles_sub.get(sub)
