@@ -59,7 +59,7 @@ from grid.includes.wire cimport (
     grid_load_le32, grid_mask_copy, grid_negative, grid_put_bin_header, grid_put_uint,
     grid_sign_bit, grid_store_be16, grid_store_be64, grid_store_le32, grid_uint_size, grid_ws_need,
 )
-from grid.includes.crc cimport GRID_CRC_INLINE, grid_crc_use_avx2, grid_xxh3, grid_xxh3_3
+from grid.includes.crc cimport GRID_CRC_INLINE, grid_xxh3, grid_xxh3_3
 
 import hashlib
 import inspect as _inspect
@@ -222,16 +222,6 @@ cdef class _Span:
 # Where message CRCs come from: "xxh3-inline" (the system's xxHash header,
 # compiled in) or "xxhash-package" (the build found no header).
 CRC_BACKEND = "xxh3-inline" if GRID_CRC_INLINE else "xxhash-package"
-
-# Whether CRCs of messages over 240 bytes use XXH3's AVX2 build (crc.h): on
-# x86-64 builds with the xxHash header, on CPUs that have AVX2.
-CRC_AVX2 = bool(grid_crc_use_avx2(1))
-
-
-def _crc_use_avx2(on: bool) -> bool:
-    """Turn the AVX2 build of the CRC on or off (tests and benchmarks compare
-    the two); returns whether it is used now, False where it cannot be."""
-    return bool(grid_crc_use_avx2(1 if on else 0))
 
 
 cdef uint64_t _xxh3(const uint8_t* p, Py_ssize_t n) except? 0:

@@ -28,8 +28,6 @@ from grid._consts import (
     Op,
 )
 from grid._envelope_py import CRC_BACKEND as CRC_BACKEND  # where message CRCs come from
-from grid._envelope_py import CRC_AVX2 as CRC_AVX2
-from grid._envelope_py import _crc_use_avx2 as _crc_use_avx2
 from grid._envelope_py import (
     LARGE_FRAME,
     SPLIT_FRAME,

@@ -26,14 +26,6 @@ Buffer = Union[bytes, bytearray, memoryview]
 #: Where message CRCs come from: always the xxhash package here; the compiled
 #: twin says "xxh3-inline" when its build compiled in the system's xxHash header.
 CRC_BACKEND = "xxhash-package"
-#: Whether large messages' CRCs use an AVX2 build of XXH3: only the compiled
-#: twin has one.
-CRC_AVX2 = False
-
-
-def _crc_use_avx2(on: bool) -> bool:
-    """The compiled twin's switch for its AVX2 CRC build; there is none here."""
-    return False
 
 _OP_MERGED = int(Op.MERGED)
 # The fewest bytes a container spends on one valid message: a bin8 header

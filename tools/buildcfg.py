@@ -97,10 +97,8 @@ def extensions(names: tuple[str, ...] = ("grid._codec", "grid._mux", "grid._stru
     cflags = ["-O2", "-Wall", "-Werror=incompatible-pointer-types"]
     if asan:
         cflags += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1"]
-    # The AVX2 build of XXH3 is a compile unit of its own (crc_avx2.c).
-    extra_sources = {"grid._codec": ["grid/includes/crc_avx2.c"]}
     exts = [
-        Extension(name, [f"{name.replace('.', '/')}.pyx", *extra_sources.get(name, [])], define_macros=macros,
+        Extension(name, [f"{name.replace('.', '/')}.pyx"], define_macros=macros,
                   include_dirs=include_dirs, extra_compile_args=cflags,
                   extra_link_args=["-fsanitize=address"] if asan else [])
         for name in names

@@ -61,8 +61,7 @@ DIST = "gridmux"
 SDIST_REQUIRED = (
     "setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md", "PKG-INFO",
     "tools/buildcfg.py", "tools/gen_consts.py", "grid/_consts.py", "grid/_consts.pxi",
-    "grid/includes/crc.h", "grid/includes/crc_avx2.h", "grid/includes/crc_avx2.c",
-    "grid/includes/wire.h", "grid/py.typed",
+    "grid/includes/crc.h", "grid/includes/wire.h", "grid/py.typed",
     *(f"grid/{m}.pyx" for m in COMPILED), *(f"grid/{m}.pyi" for m in COMPILED),
     *(f"grid/{m}_py.py" for m in COMPILED),
 )
@@ -216,9 +215,8 @@ def sdist_problems(sdist: Path) -> list[str]:
     with tarfile.open(sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     problems = [f"missing {f}" for f in SDIST_REQUIRED if f not in names]
-    generated = {f"grid/{m}.c" for m in COMPILED}  # Cython's output; crc_avx2.c is a source
     problems += [f"build output {n}" for n in sorted(names)
-                 if n.startswith("grid/") and (n.endswith((".so", ".pyd", ".html")) or n in generated)]
+                 if n.startswith("grid/") and n.endswith((".so", ".pyd", ".c", ".html"))]
     return problems
 
 

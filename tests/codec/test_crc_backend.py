@@ -5,15 +5,12 @@ A build takes XXH3 from the system's xxHash header, compiled inline
 (``CRC_BACKEND == "xxh3-inline"``), or, without the header, from the xxhash
 package (``"xxhash-package"``); the pure twin always uses the package.  The
 expected path is what tools/buildcfg.py finds on this machine, or
-``GRID_EXPECT_CRC_BACKEND`` when a build was told otherwise.  A GCC build
-for x86-64 with the header also holds an AVX2 build of XXH3 for inputs over
-240 bytes (``CRC_AVX2``), used where the CPU has AVX2; both builds are checked.
+``GRID_EXPECT_CRC_BACKEND`` when a build was told otherwise.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -68,48 +65,9 @@ def test_compiled_backend_is_what_the_build_found():
         f"(setup.py build_ext --inplace)")
 
 
-def _cpu_has_avx2() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx2" in flags
-
-
-def test_pure_twin_has_no_avx2_build():
-    assert _codec_py.CRC_AVX2 is False
-    assert _codec_py._crc_use_avx2(True) is False
-
-
-@pytest.mark.skipif(codec_cy is None, reason="the compiled codec is not built")
-def test_compiled_codec_uses_avx2_where_it_can():
-    """On Linux x86-64 with GCC (the CI and wheel builds) and the header, a
-    CPU with AVX2 gets the AVX2 build; anywhere else the baseline build."""
-    expected = (codec_cy.CRC_BACKEND == "xxh3-inline" and sys.platform == "linux"
-                and platform.machine() == "x86_64" and os.environ.get("CC", "gcc").endswith("gcc")
-                and _cpu_has_avx2())
-    assert codec_cy.CRC_AVX2 is expected
-
-
-@pytest.fixture(params=["avx2", "baseline"])
-def crc_build(request):
-    """The compiled codec's CRC set to one of its builds for one test; the
-    pure twin has only the package."""
-    if codec_cy is None or not codec_cy.CRC_AVX2:
-        if request.param == "avx2":
-            pytest.skip("this build or CPU has no AVX2 CRC")
-        yield request.param
-        return
-    assert codec_cy._crc_use_avx2(request.param == "avx2") is (request.param == "avx2")
-    try:
-        yield request.param
-    finally:
-        codec_cy._crc_use_avx2(True)
-
-
 @pytest.mark.parametrize("codec", CODEC_TWINS, ids=CODEC_IDS)
 @pytest.mark.parametrize("hashed", HASHED_LENGTHS)
-def test_message_crc_is_xxh3_of_the_envelope(codec, hashed, crc_build):
+def test_message_crc_is_xxh3_of_the_envelope(codec, hashed):
     payload = _payload_for(hashed)
     wire = codec.encode_message(1, 2, 3, 4, 5, FLAG_CRC, payload)
     assert len(wire) == hashed + 4
@@ -120,22 +78,6 @@ def test_message_crc_is_xxh3_of_the_envelope(codec, hashed, crc_build):
     broken[-1] ^= 0x40  # the CRC itself: every envelope field stays valid
     with pytest.raises(ProtocolError, match="crc mismatch"):
         codec.decode_message(bytes(broken))
-
-
-@pytest.mark.parametrize("codec", CODEC_TWINS, ids=CODEC_IDS)
-@pytest.mark.parametrize("payload_len", [0, 100, 231, 232, 4096, LARGE_MESSAGE + 3])
-def test_split_message_crc_is_checked_over_its_parts(codec, payload_len, crc_build):
-    """A SplitFrame's CRC is hashed over head, payload and tail where they
-    lie (the three-part XXH3); a 231-byte payload hashes 240 bytes, the
-    longest input below the AVX2 build."""
-    payload = random.Random(payload_len).randbytes(payload_len)
-    wire = codec.encode_message(1, 2, 3, 4, 5, FLAG_CRC, payload)
-    head = wire[:len(wire) - payload_len - 4]
-    split = codec.SplitFrame(head, payload, wire[-4:])
-    assert (codec.decode_message(split).payload or b"") == payload
-    bad = codec.SplitFrame(head, payload, bytes([wire[-4] ^ 1]) + wire[-3:])
-    with pytest.raises(ProtocolError, match="crc mismatch"):
-        codec.decode_message(bad)
 
 
 @pytest.mark.parametrize("codec", CODEC_TWINS, ids=CODEC_IDS)
@@ -191,7 +133,7 @@ def test_build_without_header_uses_the_package(tmp_path):
         pytest.skip("no C compiler")
     src = tmp_path / "src"
     shutil.copytree(ROOT / "grid", src / "grid",
-                    ignore=shutil.ignore_patterns("*.so", "_*.c", "*.html", "__pycache__", "_consts.pxi"))
+                    ignore=shutil.ignore_patterns("*.so", "*.c", "*.html", "__pycache__", "_consts.pxi"))
     shutil.copytree(ROOT / "tools", src / "tools", ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k not in ("GRID_PURE", "GRID_REQUIRE_ACCEL", "GRID_ASAN")}
     env["GRID_XXHASH_INCLUDE"] = "none"
