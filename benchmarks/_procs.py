@@ -110,6 +110,23 @@ def _grid_url(port: int) -> str:
     return f"http://{HOST}:{port}"
 
 
+def _grid_ports(client_dials: bool) -> Tuple[int, int]:
+    """Free (client, server) ports for a pair of grid processes such that
+    the benchmark's client dials (``client_dials``), or the server does.
+
+    The dialing node is the WebSocket client and masks every frame it sends
+    (RFC 6455); which node dials follows from the two addresses (the dial
+    rule, ``grid.dials``), so random ports would make a one-way
+    stream's sender mask its items in some runs and not in others."""
+    from grid import dials
+
+    for _ in range(1000):
+        client, server = _free_ports(2)
+        if dials(_grid_url(client), _grid_url(server)) == client_dials:
+            return client, server
+    raise RuntimeError("no port pair with the wanted dialer in 1000 tries")
+
+
 def _label(system: str) -> str:
     return {"grid": "grid (accel)", "grid-pure": "grid (pure)", "raw": "raw asyncio", "grpc": "grpc.aio",
             "picows": "picows + id mux", "floor": "blocking floor"}[system]

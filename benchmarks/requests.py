@@ -59,7 +59,7 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
 
 from _report import num, print_table, print_targets, ratio_cell, target, write_json  # noqa: E402
 from _procs import (  # noqa: E402  (benchmarks/_procs.py)
-    HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
+    HOST, _ServerProc, _cpus, _grid_ports, _grid_url, _int_list, _label, _str_list, _system_env,
 )
 
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "floor", "grpc")
@@ -458,7 +458,8 @@ def _run_pair(
     me = os.path.abspath(__file__)
     base = [sys.executable, me, "--system", system]
     if system in ("grid", "grid-pure"):
-        client_port, server_port = _free_ports(2)
+        # The caller dials (WebSocket client, masking its requests) in every run.
+        client_port, server_port = _grid_ports(client_dials=True)
         server_cmd = base + ["--role", "server", "--port", str(server_port), "--peer-port", str(client_port)]
     else:
         client_port = server_port = 0

@@ -46,7 +46,7 @@ Usage::
     python benchmarks/streams.py [--systems grid,grid-pure,raw,picows,grpc,floor]
         [--sizes 64,4096] [--capacities 1,64] [--echo-size 64]
         [--concurrency 16] [--seconds 2] [--warmup 0.5]
-        [--pin none|split|same] [--json PATH]
+        [--pin none|split|same] [--dialer consumer|producer] [--json PATH]
 
 The same file is the server and client program (``--role server|client``,
 internal).
@@ -77,7 +77,7 @@ import _window  # noqa: E402
 from _stream_cells import Window, _drain, _finish, _merge_slices, cell_oneway, cell_requests  # noqa: E402
 from _report import num, print_table, print_targets, ratio_cell, target, write_json  # noqa: E402
 from _procs import (  # noqa: E402
-    HOST, _ServerProc, _cpus, _free_ports, _grid_url, _int_list, _label, _str_list, _system_env,
+    HOST, _ServerProc, _cpus, _grid_ports, _grid_url, _int_list, _label, _str_list, _system_env,
 )
 
 ALL_SYSTEMS = ("grid", "grid-pure", "raw", "picows", "grpc", "floor")
@@ -451,12 +451,15 @@ async def role_client(args: argparse.Namespace) -> None:
 # =========================================================================== orchestrator
 
 
-def _run_pair(system: str, common: List[str], timeout: float, pin: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
-    """Start a server, run the client process against it; (result, problem)."""
+def _run_pair(system: str, common: List[str], timeout: float, pin: str,
+              dialer: str = "consumer") -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """Start a server, run the client process against it; (result, problem).
+    A grid pair is given ports such that ``dialer`` (the stream's consumer,
+    the client process; or its producer, the server) is the WebSocket client."""
     env = _system_env(system)
     base = [sys.executable, os.path.abspath(__file__), "--system", system] + common
     if system in ("grid", "grid-pure"):
-        client_port, server_port = _free_ports(2)
+        client_port, server_port = _grid_ports(client_dials=dialer == "consumer")
         server_cmd = base + ["--role", "server", "--port", str(server_port), "--peer-port", str(client_port)]
     else:
         client_port = server_port = 0
@@ -617,7 +620,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 notes.append(msg)
                 continue
         print(f"  running {_label(system)} ...", flush=True)
-        res, problem = _run_pair(system, common, client_timeout, args.pin)
+        res, problem = _run_pair(system, common, client_timeout, args.pin, args.dialer)
         if res is None:
             msg = f"{system}: failed: {problem}"
             if problem and problem.startswith("unavailable"):
@@ -712,6 +715,13 @@ def orchestrate(args: argparse.Namespace) -> int:
           "it keeps grid's credit window (at most that many items unacknowledged, credits returned a quarter "
           "window at a time), so '÷raw same window' compares the same flow control; grid returns one credit "
           "message per item, batched.")
+    if args.dialer == "consumer":
+        print("note: the consuming grid node dials (WebSocket client), so one-way items travel unmasked, as "
+              "picows's do; --dialer producer measures the other half of a mesh's connections, where the "
+              "producer masks every item it sends (RFC 6455).")
+    else:
+        print("note: the producing grid node dials (WebSocket client) and masks every item it sends "
+              "(RFC 6455); picows's items stay unmasked.")
     busy = [c for c in cells if (c.get("other_cpu") or 0) > 0.25]
     if busy:
         worst = max(c["other_cpu"] for c in busy)
@@ -728,7 +738,8 @@ def orchestrate(args: argparse.Namespace) -> int:
             "benchmark": "streams",
             "config": {"systems": systems, "sizes": args.sizes, "capacities": args.capacities,
                        "echo_size": args.echo_size, "concurrency": args.concurrency, "seconds": args.seconds,
-                       "warmup": args.warmup, "pin": args.pin, "typed_size": None if "grid" not in impls and
+                       "warmup": args.warmup, "pin": args.pin, "dialer": args.dialer,
+                       "typed_size": None if "grid" not in impls and
                        "grid-pure" not in impls else _find_typed_size(cells),
                        "python": platform.python_version(), "platform": platform.platform(),
                        "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
@@ -768,6 +779,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell (default 2)")
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per cell (default 0.5)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--dialer", choices=["consumer", "producer"], default="consumer",
+                    help="which grid node dials, and so masks what it sends: the stream's consumer "
+                         "(default) or its producer")
     ap.add_argument("--pin", choices=["none", "split", "same"], default="none",
                     help="CPU placement: none = let the OS schedule (default); split = server on one CPU, "
                          "client on another; same = both on one CPU")
