@@ -452,7 +452,7 @@ async def role_client(args: argparse.Namespace) -> None:
 
 
 def _run_pair(system: str, common: List[str], timeout: float, pin: str,
-              dialer: str = "consumer") -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+              dialer: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """Start a server, run the client process against it; (result, problem).
     A grid pair is given ports such that ``dialer`` (the stream's consumer,
     the client process; or its producer, the server) is the WebSocket client."""
