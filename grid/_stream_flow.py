@@ -58,14 +58,16 @@ def stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     """Set up ``st`` (a MuxState) as one side of a stream that receives up to
     ``capacity`` items: the receiving end lives there, where the compiled core
     reads it (ConnCore.take_item / send_item and its dispatch).  Credits of
-    taken items are owed until a quarter window's worth is, then written at
-    once, so the sender gets them back while the rest is read and sends in
-    batches of at least that size (not one item per write); whatever is
-    still owed is queued when the reader is about to wait.  ``fast`` stays
+    taken items are owed until an eighth of the window's worth is, then
+    written at once: the sender gets them back while the rest of the window
+    is read (a small window drains faster than credits come back, so the
+    batch stays well below the window) and sends in batches of about that
+    size (not one item per write); whatever is still owed is queued when
+    the reader is about to wait.  ``fast`` stays
     True until the stream ends or is traced."""
     st.items = deque()
     st.capacity = capacity
-    st.flush_every = max(1, capacity // 4)
+    st.flush_every = max(1, capacity // 8)
     st.credit_op = credit_op
     st.item_op = item_op
     st.fast = True

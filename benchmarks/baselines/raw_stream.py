@@ -21,7 +21,7 @@ The client opens the stream with one *control* frame (id 0) whose payload is
     hand-written stream with grid's flow control would: it starts with
     ``window`` credits, each message costs one, and it stops at none.  The
     client returns credits in id-0 frames (``struct.pack(">I", n)``) as grid's
-    consumer does: a quarter window's worth once that many items are taken,
+    consumer does: an eighth of the window's worth once that many items are taken,
     and whatever is owed when it is about to wait.
 
 ``MODE_ECHO``
@@ -277,13 +277,13 @@ class RawStreamClient(asyncio.Protocol, ParkingConsumer):
 
 class RawWindowStreamClient(RawStreamClient):
     """A one-way stream with a credit window of ``window`` items, returned as
-    grid's consumer returns them: a quarter window's worth at once as items
+    grid's consumer returns them: an eighth of the window's worth at once as items
     are taken (written straight away), and whatever is owed before waiting."""
 
     def __init__(self, window: int) -> None:
         super().__init__()
         self._window = window
-        self._every = max(1, window // 4)
+        self._every = max(1, window // 8)
         self._owed = 0
 
     @classmethod

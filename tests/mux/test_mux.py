@@ -254,6 +254,26 @@ def test_credits_leave_in_batches(mux):
     assert st.owed == 1 and len(core.queue) == 2
 
 
+@pytest.mark.parametrize("capacity, batch", [(1, 1), (7, 1), (16, 2), (64, 8), (256, 32)])
+def test_stream_returns_credits_an_eighth_of_its_window_at_a_time(mux, capacity, batch):
+    """A stream set up by stream_state (as both ends of a real stream are)
+    owes the credits of taken items until an eighth of its window is owed,
+    then writes them together: the sender has them back long before the
+    reader has drained the window."""
+    from grid._stream_flow import stream_state
+
+    owner = _CreditOwner()
+    core = mux.ConnCore(owner, False, 1 << 20, None)
+    owner.core = core
+    st = stream_state(mux.MuxState(7), capacity, 11, 14)
+    st.items.extend(b"x%d" % i for i in range(capacity))
+    for _ in range(batch - 1):
+        assert core.take_item(st) is not None
+    assert owner.flushed == [] and st.owed == batch - 1
+    assert core.take_item(st) == b"x%d" % (batch - 1)
+    assert owner.flushed == [batch] and st.owed == 0
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["server", "client"])
 def test_credits_leave_in_one_write_of_the_core(mux, loop_kind, masked):
     """While the owner lets the core write (``ready``: a live, unpaused
