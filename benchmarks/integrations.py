@@ -41,7 +41,7 @@ for _p in (ROOT, HERE):  # the checkout's grid (in-place build) and benchmarks/ 
         sys.path.insert(0, _p)
 
 from _report import print_table, write_json  # noqa: E402  (benchmarks/_report.py)
-from _procs import HOST, _ServerProc, _int_list, _str_list, _system_env  # noqa: E402
+from _procs import HOST, _grid_ports, _ServerProc, _int_list, _str_list, _system_env  # noqa: E402
 
 
 def _load_requests_bench() -> Any:
@@ -59,24 +59,6 @@ LABELS = {"embedded": "embedded server", "aiohttp": "aiohttp mount",
 ECHO_HANDLER = 1
 GRID_TIMEOUT = 10.0
 TOKEN = "bench-token"
-
-
-def _dialing_pair() -> Tuple[int, int]:
-    """(client port, server port) on loopback such that the client dials the
-    server (§1.2): the connection then goes through the server's route."""
-    from grid._impl import local_dials
-
-    while True:
-        socks = []
-        for _ in range(2):
-            s = socket.socket()
-            s.bind((HOST, 0))
-            socks.append(s)
-        a, b = (s.getsockname()[1] for s in socks)
-        for s in socks:
-            s.close()
-        if a != b and local_dials(f"http://{HOST}:{a}", f"http://{HOST}:{b}"):
-            return a, b
 
 
 def _manager(local_port: int, peer_port: int) -> Any:
@@ -199,7 +181,8 @@ async def role_client(args: argparse.Namespace) -> None:
 def _run_system(system: str, args: argparse.Namespace) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     env = _system_env("grid")
     me = os.path.abspath(__file__)
-    client_port, server_port = _dialing_pair()
+    # The client dials (§1.2), so the connection goes through the server's route.
+    client_port, server_port = _grid_ports(client_dials=True)
     common = [sys.executable, me, "--system", system, "--size", str(args.size),
               "--seconds", str(args.seconds), "--warmup", str(args.warmup),
               "--concurrency", ",".join(map(str, args.concurrency))]

@@ -60,7 +60,7 @@ sys.path.insert(0, ROOT)
 sys.path.append(HERE)
 
 from _report import print_table, write_json  # noqa: E402
-from _procs import _cpus, _int_list, _str_list  # noqa: E402  (benchmarks/_procs.py)
+from _procs import _cpus, _grid_ports, _grid_url, _int_list, _str_list  # noqa: E402  (benchmarks/_procs.py)
 
 HOST = "127.0.0.1"
 ALL_PAIRS = ("py-py", "py-py-pure", "py-go", "go-py", "go-go")
@@ -171,18 +171,6 @@ def _env(pure: bool) -> Dict[str, str]:
     return env
 
 
-def _hosts() -> Tuple[str, str]:
-    """(client, server) host strings such that the client dials the server."""
-    from grid._impl import local_dials
-    from interop.gopeer import free_port
-
-    for _ in range(500):
-        c, s = f"http://{HOST}:{free_port()}", f"http://{HOST}:{free_port()}"
-        if c != s and local_dials(c, s):
-            return c, s
-    raise RuntimeError("no dialing pair found")
-
-
 def _pin(cpu: int) -> Any:
     """A preexec_fn putting the child on ``cpu`` (None when unpinned)."""
     if cpu < 0:
@@ -267,7 +255,7 @@ def _run_pair(pair: str, args: argparse.Namespace) -> Tuple[Optional[Dict[str, A
     """Start the server node, run the client's cells; (result, problem)."""
     ckind, skind = _kinds(pair)
     pure = _pure(pair)
-    client, server = _hosts()
+    client, server = (_grid_url(port) for port in _grid_ports(client_dials=True))
     server_cpu, client_cpu = _cpus(args.pin)
     srv = _Server(skind, server, client, pure, server_cpu)
     try:
