@@ -217,6 +217,9 @@ def test_graceful_close_disconnects_what_does_not_finish(loop_kind: str) -> None
     run(loop_kind, main)
 
 
+# The test forks a process with threads on purpose (what a user who forks
+# after starting a Manager does); Python 3.12+ warns about exactly that.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_manager_in_forked_child_fails_clearly(loop_kind: str) -> None:
     if not hasattr(os, "fork"):
         pytest.skip("no os.fork on this platform")
