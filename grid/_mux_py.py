@@ -431,8 +431,9 @@ class ConnCore:
         """One item left the buffer of the stream whose :class:`MuxState` is
         ``state`` (taken by the stream's own code): its credit is owed to the
         sender (§8.4).  Owed credits are queued and written once
-        ``flush_every`` are owed, so that the sender gets a window's worth
-        back at once rather than one item's at a time; :meth:`release_credits`
+        ``flush_every`` are owed (half that once they are as many as the
+        items still buffered), so that the sender gets a batch back at once
+        rather than one item's at a time; :meth:`release_credits`
         queues the rest (the reader calls it before it waits)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")

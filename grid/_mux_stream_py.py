@@ -1,7 +1,7 @@
 """A stream's credits owed to its sender, in the pure-Python ConnCore (the
 twin of _stream_owe and _stream_queue in grid/_mux_stream.pxi): counted as
 items leave the stream's buffer, queued as unblocks, and written once
-``flush_every`` are owed.  ConnCore's take_item, return_credit and
+``flush_every`` are owed (or half that, for a reader that keeps up).  ConnCore's take_item, return_credit and
 release_credits call these; grid/_stream_flow.py's stream_state sets up
 the MuxState fields they read.
 """
@@ -32,8 +32,14 @@ def stream_owe(core: Any, state: Any) -> None:
     # them back while the rest is read: while the owner lets the core
     # write (``ready``), with whatever else is queued, in one write of
     # the core's own; otherwise through the owner's flush.
+    # A reader that keeps up with its sender holds few items: once half a
+    # batch is owed and it has taken at least as many as it still holds,
+    # the credits leave at once, so the sender works on the next items
+    # while the reader takes the rest, not after.
     state.owed += 1
-    if state.owed >= state.flush_every:
+    items = state.items
+    if state.owed >= state.flush_every or (2 * state.owed >= state.flush_every
+                                           and (items is None or state.owed >= len(items))):
         transport = core.ready
         if transport is None:
             core.release_credits(state)

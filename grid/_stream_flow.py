@@ -58,16 +58,18 @@ def stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     """Set up ``st`` (a MuxState) as one side of a stream that receives up to
     ``capacity`` items: the receiving end lives there, where the compiled core
     reads it (ConnCore.take_item / send_item and its dispatch).  Credits of
-    taken items are owed until an eighth of the window's worth is, then
-    written at once: the sender gets them back while the rest of the window
-    is read (a small window drains faster than credits come back, so the
-    batch stays well below the window) and sends in batches of about that
-    size (not one item per write); whatever is still owed is queued when
-    the reader is about to wait.  ``fast`` stays
+    taken items are owed until a quarter of the window's worth is, then
+    written at once, so the sender gets them back while the rest is read
+    and sends in batches (not one item per write).  A reader that keeps up
+    with its sender writes them sooner: once an eighth of the window is
+    owed and it has taken at least as many items as it still holds, so the
+    sender works on the next items while the reader takes the rest
+    (grid/_mux_stream_py.py's stream_owe).  Whatever is still owed is queued when the reader
+    is about to wait.  ``fast`` stays
     True until the stream ends or is traced."""
     st.items = deque()
     st.capacity = capacity
-    st.flush_every = max(1, capacity // 8)
+    st.flush_every = max(1, capacity // 4)
     st.credit_op = credit_op
     st.item_op = item_op
     st.fast = True

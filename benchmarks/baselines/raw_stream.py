@@ -21,7 +21,8 @@ The client opens the stream with one *control* frame (id 0) whose payload is
     hand-written stream with grid's flow control would: it starts with
     ``window`` credits, each message costs one, and it stops at none.  The
     client returns credits in id-0 frames (``struct.pack(">I", n)``) as grid's
-    consumer does: an eighth of the window's worth once that many items are taken,
+    consumer does: a quarter window's worth once that many items are taken (an eighth
+    once it has taken at least as many items as it still holds),
     and whatever is owed when it is about to wait.
 
 ``MODE_ECHO``
@@ -277,13 +278,14 @@ class RawStreamClient(asyncio.Protocol, ParkingConsumer):
 
 class RawWindowStreamClient(RawStreamClient):
     """A one-way stream with a credit window of ``window`` items, returned as
-    grid's consumer returns them: an eighth of the window's worth at once as items
-    are taken (written straight away), and whatever is owed before waiting."""
+    grid's consumer returns them: a quarter window's worth at once as items
+    are taken (written straight away; an eighth once at least as many are
+    taken as are still held), and whatever is owed before waiting."""
 
     def __init__(self, window: int) -> None:
         super().__init__()
         self._window = window
-        self._every = max(1, window // 8)
+        self._every = max(1, window // 4)
         self._owed = 0
 
     @classmethod
@@ -308,7 +310,8 @@ class RawWindowStreamClient(RawStreamClient):
             if items:
                 item = items.popleft()
                 self._owed += 1
-                if self._owed >= self._every:
+                owed = self._owed
+                if owed >= self._every or (2 * owed >= self._every and owed >= len(items)):
                     self._return_credits()
                 return item  # type: ignore[no-any-return]
             if self._closed is not None:

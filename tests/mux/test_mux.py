@@ -254,19 +254,23 @@ def test_credits_leave_in_batches(mux):
     assert st.owed == 1 and len(core.queue) == 2
 
 
-@pytest.mark.parametrize("capacity, batch", [(1, 1), (7, 1), (16, 2), (64, 8), (256, 32)])
-def test_stream_returns_credits_an_eighth_of_its_window_at_a_time(mux, capacity, batch):
+@pytest.mark.parametrize("capacity, held, batch", [
+    (64, 64, 16), (256, 256, 64), (16, 16, 4),  # a reader behind its sender: a quarter window
+    (64, 12, 8), (64, 20, 10), (16, 3, 2),      # a reader that keeps up: half that, or sooner
+    (1, 1, 1), (7, 7, 1)])
+def test_stream_credit_batches_follow_the_reader(mux, capacity, held, batch):
     """A stream set up by stream_state (as both ends of a real stream are)
-    owes the credits of taken items until an eighth of its window is owed,
-    then writes them together: the sender has them back long before the
-    reader has drained the window."""
+    owes the credits of taken items until a quarter of its window is owed,
+    then writes them together; a reader that holds few items writes them
+    once an eighth of the window is owed and it has taken at least as many
+    items as it still holds, so the sender works while it reads the rest."""
     from grid._stream_flow import stream_state
 
     owner = _CreditOwner()
     core = mux.ConnCore(owner, False, 1 << 20, None)
     owner.core = core
     st = stream_state(mux.MuxState(7), capacity, 11, 14)
-    st.items.extend(b"x%d" % i for i in range(capacity))
+    st.items.extend(b"x%d" % i for i in range(held))
     for _ in range(batch - 1):
         assert core.take_item(st) is not None
     assert owner.flushed == [] and st.owed == batch - 1
