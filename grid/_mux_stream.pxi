@@ -73,10 +73,11 @@ cdef object _stream_take(ConnCore core, MuxState s):
 cdef int _stream_owe(ConnCore core, MuxState s) except -1:
     """One more credit owed; every ``flush_every`` owed are queued and
     written at once, or half that many once they are at least the items
-    the reader still holds (see the pure twin's stream_owe)."""
+    the reader still holds and nothing else is queued (see the pure twin's
+    stream_owe)."""
     s.owed += 1
     items = s.items
-    if s.owed >= s.flush_every or (2 * s.owed >= s.flush_every
+    if s.owed >= s.flush_every or (2 * s.owed >= s.flush_every and PyList_GET_SIZE(core.queue) == 0
                                    and (items is None or s.owed >= len(items))):
         transport = core.ready
         if transport is None:

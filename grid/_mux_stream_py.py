@@ -35,10 +35,12 @@ def stream_owe(core: Any, state: Any) -> None:
     # A reader that keeps up with its sender holds few items: once half a
     # batch is owed and it has taken at least as many as it still holds,
     # the credits leave at once, so the sender works on the next items
-    # while the reader takes the rest, not after.
+    # while the reader takes the rest, not after.  A side that has other
+    # messages queued (a handler sending replies) waits for the full batch:
+    # where both ends are busy, fewer writes count for more.
     state.owed += 1
     items = state.items
-    if state.owed >= state.flush_every or (2 * state.owed >= state.flush_every
+    if state.owed >= state.flush_every or (2 * state.owed >= state.flush_every and not core.queue
                                            and (items is None or state.owed >= len(items))):
         transport = core.ready
         if transport is None:

@@ -62,9 +62,10 @@ def stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     written at once, so the sender gets them back while the rest is read
     and sends in batches (not one item per write).  A reader that keeps up
     with its sender writes them sooner: once an eighth of the window is
-    owed and it has taken at least as many items as it still holds, so the
-    sender works on the next items while the reader takes the rest
-    (grid/_mux_stream_py.py's stream_owe).  Whatever is still owed is queued when the reader
+    owed and it has taken at least as many items as it still holds (with
+    nothing else queued on the connection), so the sender works on the
+    next items while the reader takes the rest (grid/_mux_stream_py.py's
+    stream_owe).  Whatever is still owed is queued when the reader
     is about to wait.  ``fast`` stays
     True until the stream ends or is traced."""
     st.items = deque()

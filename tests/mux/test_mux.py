@@ -278,6 +278,25 @@ def test_stream_credit_batches_follow_the_reader(mux, capacity, held, batch):
     assert owner.flushed == [batch] and st.owed == 0
 
 
+def test_stream_credits_wait_for_a_full_batch_while_other_messages_are_queued(mux):
+    """A reader whose connection has other messages queued (a handler
+    sending replies) keeps its credits until a quarter window is owed, or
+    until it is about to wait: they then leave with the queued messages."""
+    from grid._stream_flow import stream_state
+
+    owner = _CreditOwner()
+    core = mux.ConnCore(owner, False, 1 << 20, None)
+    owner.core = core
+    st = stream_state(mux.MuxState(7), 64, 11, 14)
+    st.items.extend(b"x%d" % i for i in range(12))
+    core.send(grid._impl.codec.encode_message(9, 0, 0, 1, 14, 0, b"reply"))
+    for _ in range(12):
+        assert core.take_item(st) is not None
+    assert owner.flushed == [] and st.owed == 12 and len(core.queue) == 1
+    core.release_credits(st)  # the reader is about to wait
+    assert st.owed == 0 and len(core.queue) == 13
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["server", "client"])
 def test_credits_leave_in_one_write_of_the_core(mux, loop_kind, masked):
     """While the owner lets the core write (``ready``: a live, unpaused
