@@ -1,9 +1,9 @@
 """A stream's credits owed to its sender, in the pure-Python ConnCore (the
 twin of _stream_owe and _stream_queue in grid/_mux_stream.pxi): counted as
 items leave the stream's buffer, queued as unblocks, and written once
-``flush_every`` are owed (or half that, for a reader that keeps up).  ConnCore's take_item, return_credit and
-release_credits call these; grid/_stream_flow.py's stream_state sets up
-the MuxState fields they read.
+``flush_every`` are owed (or half that, for a reader that keeps up).
+ConnCore's take_item, return_credit and release_credits call these;
+grid/_stream_flow.py's stream_state sets up the MuxState fields they read.
 """
 
 from __future__ import annotations
