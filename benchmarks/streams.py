@@ -713,8 +713,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     print_targets(targets)
     print("note: the raw one-way stream at 'TCP only' has no credit window: it is the ceiling.  With a capacity "
           "it keeps grid's credit window (at most that many items unacknowledged, credits returned a quarter "
-          "window at a time, an eighth by a reader that keeps up), so '÷raw same window' compares the same flow control; grid returns one credit "
-          "message per item, batched.")
+          "window at a time, an eighth by a reader that keeps up), so '÷raw same window' compares the same "
+          "flow control; grid returns one credit message per item, batched.")
     if args.dialer == "consumer":
         print("note: the consuming grid node dials (WebSocket client), so one-way items travel unmasked, as "
               "picows's do; --dialer producer measures the other half of a mesh's connections, where the "

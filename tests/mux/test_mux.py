@@ -254,16 +254,10 @@ def test_credits_leave_in_batches(mux):
     assert st.owed == 1 and len(core.queue) == 2
 
 
-@pytest.mark.parametrize("capacity, held, batch", [
-    (64, 64, 16), (256, 256, 64), (16, 16, 4),  # a reader behind its sender: a quarter window
-    (64, 12, 8), (64, 20, 10), (16, 3, 2),      # a reader that keeps up: half that, or sooner
-    (1, 1, 1), (7, 7, 1)])
-def test_stream_credit_batches_follow_the_reader(mux, capacity, held, batch):
-    """A stream set up by stream_state (as both ends of a real stream are)
-    owes the credits of taken items until a quarter of its window is owed,
-    then writes them together; a reader that holds few items writes them
-    once an eighth of the window is owed and it has taken at least as many
-    items as it still holds, so the sender works while it reads the rest."""
+def _stream_reader(mux, capacity: int, held: int):
+    """(owner, core, state) of a stream's receiving end set up by
+    stream_state (as both ends of a real stream are), holding ``held``
+    items b"x0", b"x1", ..."""
     from grid._stream_flow import stream_state
 
     owner = _CreditOwner()
@@ -271,6 +265,20 @@ def test_stream_credit_batches_follow_the_reader(mux, capacity, held, batch):
     owner.core = core
     st = stream_state(mux.MuxState(7), capacity, 11, 14)
     st.items.extend(b"x%d" % i for i in range(held))
+    return owner, core, st
+
+
+@pytest.mark.parametrize("capacity, held, batch", [
+    (64, 64, 16), (256, 256, 64), (16, 16, 4),  # a reader behind its sender: a quarter window
+    (64, 12, 8), (64, 20, 10), (16, 3, 2),      # a reader that keeps up: half that, or sooner
+    (1, 1, 1), (7, 7, 1)])
+def test_stream_credit_batches_follow_the_reader(mux, capacity, held, batch):
+    """A stream's reader owes the credits of taken items until a quarter of
+    its window is owed, then writes them together; a reader that holds few
+    items writes them once an eighth of the window is owed and it has taken
+    at least as many items as it still holds, so the sender works while it
+    reads the rest."""
+    owner, core, st = _stream_reader(mux, capacity, held)
     for _ in range(batch - 1):
         assert core.take_item(st) is not None
     assert owner.flushed == [] and st.owed == batch - 1
@@ -282,13 +290,7 @@ def test_stream_credits_wait_for_a_full_batch_while_other_messages_are_queued(mu
     """A reader whose connection has other messages queued (a handler
     sending replies) keeps its credits until a quarter window is owed, or
     until it is about to wait: they then leave with the queued messages."""
-    from grid._stream_flow import stream_state
-
-    owner = _CreditOwner()
-    core = mux.ConnCore(owner, False, 1 << 20, None)
-    owner.core = core
-    st = stream_state(mux.MuxState(7), 64, 11, 14)
-    st.items.extend(b"x%d" % i for i in range(12))
+    owner, core, st = _stream_reader(mux, 64, 12)
     core.send(grid._impl.codec.encode_message(9, 0, 0, 1, 14, 0, b"reply"))
     for _ in range(12):
         assert core.take_item(st) is not None
