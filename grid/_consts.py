@@ -60,6 +60,13 @@ CRC_LEN = 4
 # that it never holds the event loop.
 LARGE_MESSAGE = 1 << 20
 
+# A stream's reader writes its credits before a quarter window is owed (an
+# eighth, once it holds no more items than it owes) only for items smaller
+# than this: a window of small items drains faster than the machine wakes
+# the sender, while larger items keep both ends busy, where every extra
+# credit write costs.
+EARLY_CREDIT_ITEM_MAX = 2048
+
 # A send queue holding this many messages or bytes is written at once instead
 # of at the end of the loop iteration: the peer starts on it while this side
 # produces the rest (two cores overlap instead of taking turns).

@@ -568,11 +568,12 @@ cdef class ConnCore:
             raise TypeError(f"take_item() needs a MuxState, not {type(state).__name__}")
         return _stream_take(self, <MuxState>state)
 
-    def return_credit(self, state: MuxState) -> None:
-        """One credit of a stream owed to its sender (see the pure twin)."""
+    def return_credit(self, state: MuxState, size: int) -> None:
+        """One credit of a stream owed to its sender, for an item of ``size``
+        bytes (see the pure twin)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
-        _stream_owe(self, <MuxState>state)
+        _stream_owe(self, <MuxState>state, size < EARLY_CREDIT_ITEM_MAX)
 
     def release_credits(self, state: MuxState) -> None:
         """Queue the credits a stream owes its sender (see the pure twin)."""

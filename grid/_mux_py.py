@@ -28,6 +28,7 @@ from grid._mux_owner import CoreOwner
 from grid._mux_recv_py import dispatch_message, run_events, wait_events, work_slice
 from grid._mux_stream_py import stream_owe, stream_queue
 from grid._consts import (
+    EARLY_CREDIT_ITEM_MAX,
     EARLY_FLUSH_BYTES,
     EARLY_FLUSH_MESSAGES,
     FLAG_EOF,
@@ -424,20 +425,21 @@ class ConnCore:
         if not state.fast or not items or type(items[0]) is not bytes:
             return None
         item = items.popleft()
-        stream_owe(self, state)
+        stream_owe(self, state, len(item) < EARLY_CREDIT_ITEM_MAX)
         return item  # type: ignore[no-any-return]
 
-    def return_credit(self, state: MuxState) -> None:
-        """One item left the buffer of the stream whose :class:`MuxState` is
-        ``state`` (taken by the stream's own code): its credit is owed to the
-        sender (§8.4).  Owed credits are queued and written once
-        ``flush_every`` are owed (half that once they are as many as the
+    def return_credit(self, state: MuxState, size: int) -> None:
+        """One item of ``size`` bytes left the buffer of the stream whose
+        :class:`MuxState` is ``state`` (taken by the stream's own code): its
+        credit is owed to the sender (§8.4).  Owed credits are queued and
+        written once ``flush_every`` are owed (for items smaller than
+        ``EARLY_CREDIT_ITEM_MAX``, half that once they are as many as the
         items still buffered), so that the sender gets a batch back at once
-        rather than one item's at a time; :meth:`release_credits`
-        queues the rest (the reader calls it before it waits)."""
+        rather than one item's at a time; :meth:`release_credits` queues the
+        rest (the reader calls it before it waits)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
-        stream_owe(self, state)
+        stream_owe(self, state, size < EARLY_CREDIT_ITEM_MAX)
 
     def release_credits(self, state: MuxState) -> None:
         """Queue every credit the stream whose :class:`MuxState` is ``state``

@@ -66,18 +66,19 @@ cdef object _stream_take(ConnCore core, MuxState s):
     if not PyBytes_CheckExact(item):
         return None
     items.popleft()
-    _stream_owe(core, s)
+    _stream_owe(core, s, PyBytes_GET_SIZE(item) < EARLY_CREDIT_ITEM_MAX)
     return item
 
 
-cdef int _stream_owe(ConnCore core, MuxState s) except -1:
-    """One more credit owed; every ``flush_every`` owed are queued and
-    written at once, or half that many once they are at least the items
-    the reader still holds and nothing else is queued (see the pure twin's
-    stream_owe)."""
+cdef int _stream_owe(ConnCore core, MuxState s, bint small) except -1:
+    """One more credit owed, for a ``small`` item or not; every
+    ``flush_every`` owed are queued and written at once, or half that many
+    for small items once they are at least the items the reader still holds
+    and nothing else is queued (see the pure twin's stream_owe)."""
     s.owed += 1
     items = s.items
-    if s.owed >= s.flush_every or (2 * s.owed >= s.flush_every and PyList_GET_SIZE(core.queue) == 0
+    if s.owed >= s.flush_every or (small and 2 * s.owed >= s.flush_every
+                                   and PyList_GET_SIZE(core.queue) == 0
                                    and (items is None or s.owed >= len(items))):
         transport = core.ready
         if transport is None:

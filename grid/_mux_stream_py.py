@@ -26,21 +26,25 @@ def stream_queue(core: Any, state: Any) -> None:
         core.queued_bytes += len(msg)
 
 
-def stream_owe(core: Any, state: Any) -> None:
-    """One more credit owed (ConnCore.take_item, return_credit)."""
+def stream_owe(core: Any, state: Any, small: bool) -> None:
+    """One more credit owed, for a ``small`` item (under
+    ``EARLY_CREDIT_ITEM_MAX`` bytes) or not (ConnCore.take_item,
+    return_credit)."""
     # Every flush_every credits owed leave at once, so the sender gets
     # them back while the rest is read: while the owner lets the core
     # write (``ready``), with whatever else is queued, in one write of
     # the core's own; otherwise through the owner's flush.
-    # A reader that keeps up with its sender holds few items: once half a
-    # batch is owed and it has taken at least as many as it still holds,
-    # the credits leave at once, so the sender works on the next items
-    # while the reader takes the rest, not after.  A side that has other
-    # messages queued (a handler sending replies) waits for the full batch:
-    # where both ends are busy, fewer writes count for more.
+    # A reader of small items that keeps up with its sender holds few of
+    # them: once half a batch is owed and it has taken at least as many as
+    # it still holds, the credits leave at once, so the sender works on the
+    # next items while the reader takes the rest, not after.  Where both
+    # ends are busy, fewer writes count for more: a side that has other
+    # messages queued (a handler sending replies), and a reader of larger
+    # items, wait for the full batch.
     state.owed += 1
     items = state.items
-    if state.owed >= state.flush_every or (2 * state.owed >= state.flush_every and not core.queue
+    if state.owed >= state.flush_every or (small and 2 * state.owed >= state.flush_every
+                                           and not core.queue
                                            and (items is None or state.owed >= len(items))):
         transport = core.ready
         if transport is None:

@@ -165,7 +165,7 @@ class _Inbound:
                     raise StopAsyncIteration
                 live = srv.link.core
                 if live is not None:
-                    live.return_credit(st)
+                    live.return_credit(st, len(item))
                 return item  # type: ignore[no-any-return]
             srv.check_open()
             if st.owed:  # about to wait: the caller must not wait for these

@@ -60,12 +60,12 @@ def stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     reads it (ConnCore.take_item / send_item and its dispatch).  Credits of
     taken items are owed until a quarter of the window's worth is, then
     written at once, so the sender gets them back while the rest is read
-    and sends in batches (not one item per write).  A reader that keeps up
-    with its sender writes them sooner: once an eighth of the window is
-    owed and it has taken at least as many items as it still holds (with
-    nothing else queued on the connection), so the sender works on the
-    next items while the reader takes the rest (grid/_mux_stream_py.py's
-    stream_owe).  Whatever is still owed is queued when the reader is about
+    and sends in batches (not one item per write).  A reader of small
+    items (under ``EARLY_CREDIT_ITEM_MAX`` bytes) that keeps up with its
+    sender writes them sooner: once an eighth of the window is owed and it
+    has taken at least as many items as it still holds (with nothing else
+    queued on the connection), so the sender works on the next items while
+    the reader takes the rest (grid/_mux_stream_py.py's stream_owe).  Whatever is still owed is queued when the reader is about
     to wait.  ``fast`` stays True until the stream ends or is traced."""
     st.items = deque()
     st.capacity = capacity

@@ -203,7 +203,7 @@ class Stream:
                     raise StopAsyncIteration
                 live = self._link.core
                 if live is not None and not self._done:
-                    live.return_credit(st)
+                    live.return_credit(st, len(item))
                 return item  # type: ignore[no-any-return]
             if self._error is not None:
                 raise self._error

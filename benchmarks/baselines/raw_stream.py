@@ -73,6 +73,9 @@ BATCH_BYTES = 64 * 1024
 #: The client pauses reading above this many unread items and resumes below LOW_WATER.
 HIGH_WATER = 4096
 LOW_WATER = 1024
+#: Items under this many bytes return their credits early, as grid's do
+#: (grid._consts.EARLY_CREDIT_ITEM_MAX; the baseline does not import grid).
+EARLY_ITEM_MAX = 2048
 
 
 # --------------------------------------------------------------------------- server
@@ -279,8 +282,9 @@ class RawStreamClient(asyncio.Protocol, ParkingConsumer):
 class RawWindowStreamClient(RawStreamClient):
     """A one-way stream with a credit window of ``window`` items, returned as
     grid's consumer returns them: a quarter window's worth at once as items
-    are taken (written straight away; an eighth once at least as many are
-    taken as are still held), and whatever is owed before waiting."""
+    are taken (written straight away; for items under ``EARLY_ITEM_MAX``
+    bytes an eighth once at least as many are taken as are still held), and
+    whatever is owed before waiting."""
 
     def __init__(self, window: int) -> None:
         super().__init__()
@@ -311,7 +315,8 @@ class RawWindowStreamClient(RawStreamClient):
                 item = items.popleft()
                 self._owed += 1
                 owed = self._owed
-                if owed >= self._every or (2 * owed >= self._every and owed >= len(items)):
+                if owed >= self._every or (len(item) < EARLY_ITEM_MAX and 2 * owed >= self._every
+                                           and owed >= len(items)):
                     self._return_credits()
                 return item  # type: ignore[no-any-return]
             if self._closed is not None:

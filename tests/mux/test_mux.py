@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import grid
+from grid._consts import EARLY_CREDIT_ITEM_MAX
 from grid.errors import GridError, IncorrectSequence
 
 U32 = 2**32
@@ -250,21 +251,21 @@ def test_credits_leave_in_batches(mux):
     assert len(core.queue) == 2 and owner.scheduled == 2
     st.fast = False  # ended or traced: the stream's own code takes, and owes
     assert core.take_item(st) is None and st.owed == 0
-    core.return_credit(st)
+    core.return_credit(st, 2)
     assert st.owed == 1 and len(core.queue) == 2
 
 
-def _stream_reader(mux, capacity: int, held: int):
+def _stream_reader(mux, capacity: int, held: int, size: int = 0):
     """(owner, core, state) of a stream's receiving end set up by
     stream_state (as both ends of a real stream are), holding ``held``
-    items b"x0", b"x1", ..."""
+    items b"x0", b"x1", ..., each padded with dots to ``size`` bytes."""
     from grid._stream_flow import stream_state
 
     owner = _CreditOwner()
     core = mux.ConnCore(owner, False, 1 << 20, None)
     owner.core = core
     st = stream_state(mux.MuxState(7), capacity, 11, 14)
-    st.items.extend(b"x%d" % i for i in range(held))
+    st.items.extend((b"x%d" % i).ljust(size, b".") for i in range(held))
     return owner, core, st
 
 
@@ -283,6 +284,31 @@ def test_stream_credit_batches_follow_the_reader(mux, capacity, held, batch):
         assert core.take_item(st) is not None
     assert owner.flushed == [] and st.owed == batch - 1
     assert core.take_item(st) == b"x%d" % (batch - 1)
+    assert owner.flushed == [batch] and st.owed == 0
+
+
+@pytest.mark.parametrize("taker", ["take_item", "return_credit"])
+@pytest.mark.parametrize("size, batch", [(EARLY_CREDIT_ITEM_MAX - 1, 10), (EARLY_CREDIT_ITEM_MAX, 16)])
+def test_stream_credits_of_large_items_wait_for_a_full_batch(mux, taker, size, batch):
+    """Items of EARLY_CREDIT_ITEM_MAX bytes or more keep both ends busy: a
+    reader that keeps up with its sender still writes their credits a
+    quarter window at a time, while a smaller item's leave once half that
+    is owed and no more items are held than owed; the same whether the
+    core takes the item or the stream's own code does (return_credit)."""
+    owner, core, st = _stream_reader(mux, 64, 20, size)
+
+    def take() -> bytes:
+        if taker == "take_item":
+            return core.take_item(st)
+        st.fast = False  # ended or traced: the stream's own code takes, and owes
+        item = st.items.popleft()
+        core.return_credit(st, len(item))
+        return item
+
+    for i in range(batch - 1):
+        assert take().startswith(b"x%d." % i)
+    assert owner.flushed == [] and st.owed == batch - 1
+    assert len(take()) == size
     assert owner.flushed == [batch] and st.owed == 0
 
 
