@@ -65,8 +65,9 @@ def stream_state(st: Any, capacity: int, credit_op: int, item_op: int) -> Any:
     sender writes them sooner: once an eighth of the window is owed and it
     has taken at least as many items as it still holds (with nothing else
     queued on the connection), so the sender works on the next items while
-    the reader takes the rest (grid/_mux_stream_py.py's stream_owe).  Whatever is still owed is queued when the reader is about
-    to wait.  ``fast`` stays True until the stream ends or is traced."""
+    the reader takes the rest (grid/_mux_stream_py.py's stream_owe).
+    Whatever is still owed is queued when the reader is about to wait.
+    ``fast`` stays True until the stream ends or is traced."""
     st.items = deque()
     st.capacity = capacity
     st.flush_every = max(1, capacity // 4)
