@@ -573,7 +573,7 @@ cdef class ConnCore:
         bytes (see the pure twin)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
-        _stream_owe(self, <MuxState>state, size < EARLY_CREDIT_ITEM_MAX)
+        _stream_owe(self, <MuxState>state, size)
 
     def release_credits(self, state: MuxState) -> None:
         """Queue the credits a stream owes its sender (see the pure twin)."""

@@ -28,7 +28,6 @@ from grid._mux_owner import CoreOwner
 from grid._mux_recv_py import dispatch_message, run_events, wait_events, work_slice
 from grid._mux_stream_py import stream_owe, stream_queue
 from grid._consts import (
-    EARLY_CREDIT_ITEM_MAX,
     EARLY_FLUSH_BYTES,
     EARLY_FLUSH_MESSAGES,
     FLAG_EOF,
@@ -425,7 +424,7 @@ class ConnCore:
         if not state.fast or not items or type(items[0]) is not bytes:
             return None
         item = items.popleft()
-        stream_owe(self, state, len(item) < EARLY_CREDIT_ITEM_MAX)
+        stream_owe(self, state, len(item))
         return item  # type: ignore[no-any-return]
 
     def return_credit(self, state: MuxState, size: int) -> None:
@@ -439,7 +438,7 @@ class ConnCore:
         rest (the reader calls it before it waits)."""
         if type(state) is not MuxState:
             raise TypeError(f"return_credit() needs a MuxState, not {type(state).__name__}")
-        stream_owe(self, state, size < EARLY_CREDIT_ITEM_MAX)
+        stream_owe(self, state, size)
 
     def release_credits(self, state: MuxState) -> None:
         """Queue every credit the stream whose :class:`MuxState` is ``state``

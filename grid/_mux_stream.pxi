@@ -66,18 +66,19 @@ cdef object _stream_take(ConnCore core, MuxState s):
     if not PyBytes_CheckExact(item):
         return None
     items.popleft()
-    _stream_owe(core, s, PyBytes_GET_SIZE(item) < EARLY_CREDIT_ITEM_MAX)
+    _stream_owe(core, s, PyBytes_GET_SIZE(item))
     return item
 
 
-cdef int _stream_owe(ConnCore core, MuxState s, bint small) except -1:
-    """One more credit owed, for a ``small`` item or not; every
+cdef int _stream_owe(ConnCore core, MuxState s, Py_ssize_t size) except -1:
+    """One more credit owed, for an item of ``size`` bytes; every
     ``flush_every`` owed are queued and written at once, or half that many
-    for small items once they are at least the items the reader still holds
-    and nothing else is queued (see the pure twin's stream_owe)."""
+    for items under EARLY_CREDIT_ITEM_MAX once they are at least the items
+    the reader still holds and nothing else is queued (see the pure twin's
+    stream_owe)."""
     s.owed += 1
     items = s.items
-    if s.owed >= s.flush_every or (small and 2 * s.owed >= s.flush_every
+    if s.owed >= s.flush_every or (size < EARLY_CREDIT_ITEM_MAX and 2 * s.owed >= s.flush_every
                                    and PyList_GET_SIZE(core.queue) == 0
                                    and (items is None or s.owed >= len(items))):
         transport = core.ready

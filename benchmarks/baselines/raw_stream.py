@@ -21,9 +21,10 @@ The client opens the stream with one *control* frame (id 0) whose payload is
     hand-written stream with grid's flow control would: it starts with
     ``window`` credits, each message costs one, and it stops at none.  The
     client returns credits in id-0 frames (``struct.pack(">I", n)``) as grid's
-    consumer does: a quarter window's worth once that many items are taken (an eighth
-    once it has taken at least as many items as it still holds),
-    and whatever is owed when it is about to wait.
+    consumer does: a quarter window's worth once that many items are taken (for
+    items under ``EARLY_ITEM_MAX`` bytes an eighth, once it has taken at least
+    as many items as it still holds), and whatever is owed when it is about to
+    wait.
 
 ``MODE_ECHO``
     two-way: every later frame is echoed with the same id, replies coalesced
